@@ -1,0 +1,35 @@
+/* pipeline: runs a validated job spec's steps on a model, in order, in place.
+ *
+ * The engine entry point used both by the daemon's workers and by the offline
+ * `nncd compress`. Reports each step's start/end and metrics through hooks,
+ * and polls the cancel flag between steps and inside long loops. Runs on the
+ * caller's thread; no global state. */
+#ifndef NNCD_PIPELINE_H
+#define NNCD_PIPELINE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "err.h"
+#include "onnx_io.h"
+
+struct pipeline_hooks {
+	void *ud;
+	/* state is "running" at start (metrics NULL), then "succeeded" (metrics set)
+	 * or "failed"/"canceled" (metrics NULL). May be NULL. */
+	void (*on_step)(void *ud, size_t index, const char *op, const char *state,
+			const json_t *metrics);
+	/* Overall progress in [0,1]; called at most a few times per second. May be NULL. */
+	void (*on_progress)(void *ud, double progress);
+	/* Set by another thread to ask for a stop; may be NULL. */
+	const atomic_bool *cancel;
+};
+
+/* NN_ECANCELED when the cancel flag was seen; the model is then in an
+ * unspecified (but freeable) state. */
+enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
+			    const struct pipeline_hooks *hooks, struct nn_err *e);
+
+#endif
