@@ -40,6 +40,12 @@ enum nn_status blob_open(const struct blob_store *bs, const char *sha_hex, int *
 			 struct nn_err *e);
 /* Removes a blob; absent is not an error. */
 enum nn_status blob_remove(struct blob_store *bs, const char *sha_hex, struct nn_err *e);
+/* Serialises "commit a blob + insert the row that refers to it" against
+ * "check that no row refers to a blob + remove it", so a dedupe never lands
+ * on a blob that is being removed. Hold it only around those short steps. */
+void blob_gc_lock(struct blob_store *bs);
+void blob_gc_unlock(struct blob_store *bs);
+
 /* Calls fn for every committed blob (for garbage collection at start-up). */
 enum nn_status blob_foreach(const struct blob_store *bs, void (*fn)(void *ud, const char *sha_hex),
 			    void *ud, struct nn_err *e);

@@ -1,0 +1,341 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "onnx_io.h"
+#include "pipeline.h"
+
+struct worker_slot {
+	struct worker_pool *pool;
+	pthread_t thread;
+	bool started;
+	char job_id[STORE_ID_CAP]; /* guarded by pool->lock; "" when idle */
+	atomic_bool cancel;
+	atomic_bool interrupted; /* set by shutdown, not by a user */
+};
+
+struct worker_pool {
+	struct store *store;
+	struct blob_store *blobs;
+	const struct logger *log;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;   /* new work or stopping */
+	pthread_cond_t idle;   /* a job finished */
+	bool stopping;
+	unsigned pending_wakeups;
+	unsigned n;
+	struct worker_slot *slots;
+};
+
+/* State of one job run, handed to the pipeline hooks. */
+struct job_run {
+	struct worker_slot *slot;
+	const char *job_id;
+	struct timespec last_progress;
+};
+
+static double seconds_between(const struct timespec *a, const struct timespec *b)
+{
+	return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
+}
+
+static void log_job(const struct worker_pool *pool, enum log_level level, const char *msg,
+		    const char *job_id, const struct nn_err *e)
+{
+	json_t *fields = json_pack("{s:s}", "job", job_id);
+	if (e && fields) {
+		json_object_set_new(fields, "code", json_string(e->code));
+		json_object_set_new(fields, "error", json_string(e->message));
+	}
+	log_json(pool->log, level, msg, fields);
+	json_decref(fields);
+}
+
+static void on_step(void *ud, size_t index, const char *op, const char *state,
+		    const json_t *metrics)
+{
+	struct job_run *run = ud;
+	struct worker_pool *pool = run->slot->pool;
+	struct nn_err e = {0};
+	if (store_job_step_update(pool->store, run->job_id, (int)index, state, metrics, &e) != NN_OK)
+		log_job(pool, LOG_WARN, "cannot record step state", run->job_id, &e);
+	json_t *data = json_pack("{s:I, s:s, s:s}", "index", (json_int_t)index, "op", op, "state",
+				 state);
+	char type[32];
+	snprintf(type, sizeof type, "step_%s", state);
+	store_job_event(pool->store, run->job_id, type, data, &e);
+	json_decref(data);
+}
+
+/* Records progress at most every 200 ms, and looks for a cancel request made
+ * through the store (by another process or a restarted API). */
+static void on_progress(void *ud, double progress)
+{
+	struct job_run *run = ud;
+	struct worker_pool *pool = run->slot->pool;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (progress < 1.0 && seconds_between(&run->last_progress, &now) < 0.2)
+		return;
+	run->last_progress = now;
+	struct nn_err e = {0};
+	store_job_set_progress(pool->store, run->job_id, progress, &e);
+	bool requested = false;
+	if (store_job_cancel_requested(pool->store, run->job_id, &requested, &e) == NN_OK &&
+	    requested)
+		atomic_store(&run->slot->cancel, true);
+}
+
+static enum nn_status write_to_blob(void *ud, const void *data, size_t len, struct nn_err *e)
+{
+	return blob_writer_write(ud, data, len, e);
+}
+
+static enum nn_status save_artifact(struct worker_pool *pool, const struct onnx_model *model,
+				    char sha[65], int64_t *size, struct nn_err *e)
+{
+	struct blob_writer *w = NULL;
+	enum nn_status st = blob_writer_new(pool->blobs, &w, e);
+	if (st != NN_OK)
+		return st;
+	st = onnx_save(model, write_to_blob, w, e);
+	if (st != NN_OK) {
+		blob_writer_abort(w);
+		return st;
+	}
+	return blob_writer_commit(w, sha, size, e);
+}
+
+static void finish_failed(struct worker_pool *pool, const char *job_id, const struct nn_err *err)
+{
+	struct nn_err e = {0};
+	const char *code = err->code[0] ? err->code : err_status_name(err->status);
+	if (store_job_fail(pool->store, job_id, code, err->message, &e) != NN_OK)
+		log_job(pool, LOG_ERROR, "cannot record job failure", job_id, &e);
+	json_t *data = json_pack("{s:s, s:s}", "code", code, "message", err->message);
+	store_job_event(pool->store, job_id, "failed", data, &e);
+	json_decref(data);
+	log_job(pool, LOG_WARN, "job failed", job_id, err);
+}
+
+static void run_job(struct worker_slot *slot, const struct store_claim *claim)
+{
+	struct worker_pool *pool = slot->pool;
+	struct nn_err err = {0};
+	struct onnx_model *model = NULL;
+	struct job_run run = {.slot = slot, .job_id = claim->id};
+	clock_gettime(CLOCK_MONOTONIC, &run.last_progress);
+	struct timespec started = run.last_progress;
+	log_job(pool, LOG_INFO, "job started", claim->id, NULL);
+	store_job_event(pool->store, claim->id, "started", NULL, &err);
+
+	char path[1200];
+	blob_path(pool->blobs, claim->model_sha256, path, sizeof path);
+	if (onnx_load_file(path, &model, &err) != NN_OK) {
+		err_prefix(&err, "loading model %s", claim->model_id);
+		finish_failed(pool, claim->id, &err);
+		return;
+	}
+	struct pipeline_hooks hooks = {
+		.ud = &run, .on_step = on_step, .on_progress = on_progress, .cancel = &slot->cancel,
+	};
+	enum nn_status st = pipeline_run(model, claim->spec, &hooks, &err);
+	if (st == NN_ECANCELED) {
+		onnx_free(model);
+		if (atomic_load(&slot->interrupted)) {
+			log_job(pool, LOG_WARN, "job interrupted by shutdown; re-queued at next start",
+				claim->id, NULL);
+			return;
+		}
+		struct nn_err e = {0};
+		store_job_mark_canceled(pool->store, claim->id, &e);
+		store_job_event(pool->store, claim->id, "canceled", NULL, &e);
+		log_job(pool, LOG_INFO, "job canceled", claim->id, NULL);
+		return;
+	}
+	if (st != NN_OK) {
+		onnx_free(model);
+		finish_failed(pool, claim->id, &err);
+		return;
+	}
+	char sha[65];
+	int64_t size = 0;
+	char artifact_id[STORE_ID_CAP];
+	blob_gc_lock(pool->blobs);
+	st = save_artifact(pool, model, sha, &size, &err);
+	if (st == NN_OK)
+		st = store_job_succeed(pool->store, claim->id, sha, size, "onnx", artifact_id, &err);
+	blob_gc_unlock(pool->blobs);
+	onnx_free(model);
+	if (st != NN_OK) {
+		err_prefix(&err, "saving the artifact");
+		finish_failed(pool, claim->id, &err);
+		return;
+	}
+	struct timespec done;
+	clock_gettime(CLOCK_MONOTONIC, &done);
+	json_t *data = json_pack("{s:s, s:s, s:I, s:f}", "artifact", artifact_id, "sha256", sha,
+				 "size", (json_int_t)size, "seconds", seconds_between(&started, &done));
+	store_job_event(pool->store, claim->id, "succeeded", data, &err);
+	json_object_set_new(data, "job", json_string(claim->id));
+	log_json(pool->log, LOG_INFO, "job succeeded", data);
+	json_decref(data);
+}
+
+static bool wait_for_work(struct worker_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (!pool->stopping && pool->pending_wakeups == 0) {
+		/* Also poll: jobs may be queued by a restart's requeue or another process. */
+		struct timespec deadline;
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_sec += 1;
+		pthread_cond_timedwait(&pool->wake, &pool->lock, &deadline);
+	}
+	if (pool->pending_wakeups)
+		pool->pending_wakeups--;
+	bool stopping = pool->stopping;
+	pthread_mutex_unlock(&pool->lock);
+	return !stopping;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker_slot *slot = arg;
+	struct worker_pool *pool = slot->pool;
+	for (;;) {
+		pthread_mutex_lock(&pool->lock);
+		bool stopping = pool->stopping;
+		pthread_mutex_unlock(&pool->lock);
+		if (stopping)
+			break;
+		struct store_claim claim = {0};
+		bool found = false;
+		struct nn_err e = {0};
+		if (store_job_claim_next(pool->store, &claim, &found, &e) != NN_OK) {
+			log_json(pool->log, LOG_ERROR, "cannot claim a job", NULL);
+			log_msg(pool->log, LOG_ERROR, "claim: %s", e.message);
+			if (!wait_for_work(pool))
+				break;
+			continue;
+		}
+		if (!found) {
+			if (!wait_for_work(pool))
+				break;
+			continue;
+		}
+		pthread_mutex_lock(&pool->lock);
+		snprintf(slot->job_id, sizeof slot->job_id, "%s", claim.id);
+		atomic_store(&slot->cancel, false);
+		pthread_mutex_unlock(&pool->lock);
+
+		run_job(slot, &claim);
+		json_decref(claim.spec);
+
+		pthread_mutex_lock(&pool->lock);
+		slot->job_id[0] = '\0';
+		pthread_cond_broadcast(&pool->idle);
+		pthread_mutex_unlock(&pool->lock);
+	}
+	return NULL;
+}
+
+enum nn_status worker_pool_start(struct store *store, struct blob_store *blobs,
+				 const struct logger *log, unsigned workers,
+				 struct worker_pool **out, struct nn_err *e)
+{
+	struct worker_pool *pool = calloc(1, sizeof *pool);
+	if (!pool)
+		return err_set(e, NN_ENOMEM, NULL, NULL, "out of memory");
+	pool->slots = calloc(workers ? workers : 1, sizeof *pool->slots);
+	if (!pool->slots) {
+		free(pool);
+		return err_set(e, NN_ENOMEM, NULL, NULL, "out of memory");
+	}
+	pool->store = store;
+	pool->blobs = blobs;
+	pool->log = log;
+	pool->n = workers;
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_cond_init(&pool->wake, NULL);
+	pthread_cond_init(&pool->idle, NULL);
+	for (unsigned i = 0; i < workers; i++) {
+		struct worker_slot *slot = &pool->slots[i];
+		slot->pool = pool;
+		atomic_init(&slot->cancel, false);
+		atomic_init(&slot->interrupted, false);
+		int rc = pthread_create(&slot->thread, NULL, worker_main, slot);
+		if (rc != 0) {
+			worker_pool_stop(pool, 0);
+			return err_set(e, NN_ENOMEM, NULL, NULL, "cannot start worker thread: %s",
+				       strerror(rc));
+		}
+		slot->started = true;
+	}
+	*out = pool;
+	return NN_OK;
+}
+
+void worker_pool_notify(struct worker_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (pool->pending_wakeups < pool->n)
+		pool->pending_wakeups++;
+	pthread_cond_signal(&pool->wake);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+void worker_pool_cancel(struct worker_pool *pool, const char *job_id)
+{
+	pthread_mutex_lock(&pool->lock);
+	for (unsigned i = 0; i < pool->n; i++)
+		if (strcmp(pool->slots[i].job_id, job_id) == 0)
+			atomic_store(&pool->slots[i].cancel, true);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+static bool any_busy(const struct worker_pool *pool)
+{
+	for (unsigned i = 0; i < pool->n; i++)
+		if (pool->slots[i].job_id[0])
+			return true;
+	return false;
+}
+
+void worker_pool_stop(struct worker_pool *pool, unsigned grace_seconds)
+{
+	if (!pool)
+		return;
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += grace_seconds;
+	pthread_mutex_lock(&pool->lock);
+	pool->stopping = true;
+	pthread_cond_broadcast(&pool->wake);
+	while (any_busy(pool)) {
+		if (pthread_cond_timedwait(&pool->idle, &pool->lock, &deadline) == ETIMEDOUT)
+			break;
+	}
+	if (any_busy(pool)) {
+		log_json(pool->log, LOG_WARN, "grace period over: interrupting running jobs", NULL);
+		for (unsigned i = 0; i < pool->n; i++) {
+			atomic_store(&pool->slots[i].interrupted, true);
+			atomic_store(&pool->slots[i].cancel, true);
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	for (unsigned i = 0; i < pool->n; i++)
+		if (pool->slots[i].started)
+			pthread_join(pool->slots[i].thread, NULL);
+	pthread_cond_destroy(&pool->idle);
+	pthread_cond_destroy(&pool->wake);
+	pthread_mutex_destroy(&pool->lock);
+	free(pool->slots);
+	free(pool);
+}
