@@ -320,6 +320,7 @@ enum nn_status blob_writer_commit(struct blob_writer *w, char sha_hex[65], int64
 	unsigned int dlen = 0;
 	char hex[65], rel[68];
 	int shard_fd = -1;
+	bool renamed = false; /* the temp name is free again: never unlink it */
 
 	if (w->failed) {
 		st = err_set(e, NN_EIO, "io_error", NULL, "an earlier write to this blob failed");
@@ -363,6 +364,7 @@ enum nn_status blob_writer_commit(struct blob_writer *w, char sha_hex[65], int64
 		st = io_fail(e, errno, "moving into place", w->tmp_path);
 		goto fail;
 	}
+	renamed = true;
 	shard_fd = openat(bs->blobs_fd, shard, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (shard_fd < 0 || fsync(shard_fd) != 0) {
 		/* The rename may not be durable: report failure, but the file is
@@ -378,7 +380,8 @@ done:
 	memcpy(sha_hex, hex, sizeof hex);
 	if (size)
 		*size = w->size;
-	writer_free(w, true); /* unlink of a renamed path is a harmless ENOENT */
+	/* After a rename another writer may already own that temp name. */
+	writer_free(w, !renamed);
 	return NN_OK;
 fail:
 	writer_free(w, true);

@@ -727,9 +727,23 @@ static enum nn_status mkdir_p(const char *dir, struct nn_err *e)
 		if (*p == '/' || *p == '\0') {
 			char saved = *p;
 			*p = '\0';
-			if (mkdir(path, 0755) != 0 && errno != EEXIST)
+			if (mkdir(path, 0755) == 0) {
+				/* The new directory entry must survive power loss as
+				 * well as the database inside it. */
+				char *slash = strrchr(path, '/');
+				char parent[4096];
+				snprintf(parent, sizeof parent, "%.*s",
+					 slash ? (slash == path ? 1 : (int)(slash - path)) : 1,
+					 slash ? path : ".");
+				int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				if (fd >= 0) {
+					fsync(fd);
+					close(fd);
+				}
+			} else if (errno != EEXIST) {
 				return err_set(e, errno == ENOSPC ? NN_ENOSPC : NN_EIO, "io_error",
 					       NULL, "creating %s: %s", path, strerror(errno));
+			}
 			*p = saved;
 			if (saved == '\0')
 				break;
