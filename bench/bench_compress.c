@@ -1,0 +1,569 @@
+/* bench_compress: quantize and prune throughput on a 100M-parameter model.
+ *
+ * Issue 2, acceptance point 7. Every figure is a ratio to this machine's
+ * "streaming limit", measured in the same run: a plain two-pass per-tensor
+ * int8 quantizer (absmax pass + quantize pass, written below as ordinary
+ * loops that gcc vectorizes) reading fp32 and writing int8. Throughput is
+ * always GB/s of fp32 weights read (1 GB = 1e9 bytes).
+ *
+ * The model: 10 dense layers of 10M float32 weights each, alternately
+ * Gemm (transB=1, weight [2500, 4000], channel axis 0: the per-channel
+ * kernel's "inner > 1" path) and MatMul (weight [2500, 4000], channel axis 1:
+ * its "inner == 1" path), bell-shaped values from a fixed-seed PRNG.
+ *
+ * Measured subjects:
+ *   - the engine's quantize kernels (per channel, per tensor) over every layer;
+ *   - global magnitude pruning at sparsity 0.8 over all 100M weights
+ *     (prune_arrays: exact selection + zeroing), and the selection alone;
+ *   - the whole steps (prune_run, quant_run and pipeline_run with both) on a
+ *     model decoded by onnx_load, metrics and initializer rewriting included.
+ *
+ * Noise control (a shared 2-vCPU VM): the buffers the bench owns are
+ * 2 MiB-aligned, MADV_HUGEPAGE and touched before timing (fresh page faults
+ * would otherwise dominate); every subject's sample is taken next to a
+ * reference sample, alternating which runs first, and each figure is the
+ * median of the repetitions (at least 5). Single-threaded, like the engine.
+ * Exit status: 0 when all checks passed (whatever the ratios), 1 on a
+ * failed check or error. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "err.h"
+#include "onnx_io.h"
+#include "pipeline.h"
+#include "prune.h"
+#include "quant.h"
+#include "synthmodel.h"
+
+#define HUGE_PAGE ((size_t)2 << 20)
+#define DIM_A 4000
+#define DIM_B 2500
+#define LAYER_ELEMS ((size_t)DIM_A * DIM_B)
+#define MAX_REPS 64
+#define TARGET 0.5
+#define SPARSITY 0.8
+
+/* ---- helpers ---- */
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+	double s[MAX_REPS];
+	memcpy(s, v, (size_t)n * sizeof *s);
+	qsort(s, (size_t)n, sizeof *s, cmp_double);
+	return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+/* 2 MiB-aligned, transparent huge pages requested, every page touched. */
+static void *big_alloc(size_t bytes)
+{
+	size_t sz = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+	void *p = NULL;
+	if (posix_memalign(&p, HUGE_PAGE, sz) != 0)
+		return NULL;
+	madvise(p, sz, MADV_HUGEPAGE);
+	memset(p, 0, sz);
+	return p;
+}
+
+/* ---- the reference: a plain two-pass per-tensor int8 quantizer ---- */
+
+/* Pass 1 takes max |w| on the IEEE bits with the sign cleared (non-negative
+ * floats order like their bits read as int32), pass 2 rounds to nearest even
+ * by adding and subtracting 1.5 * 2^23 (what lrintf does, without the libm
+ * call). Written so that gcc vectorizes both loops under the default
+ * -ftrapping-math and -fmath-errno, which fmaxf/lrintf/float compares would
+ * prevent: the reference must be a fast plain loop, or every ratio flatters. */
+#define ROUND_MAGIC 12582912.0f
+static float ref_quant_per_tensor(const float *restrict w, size_t n, int8_t *restrict q)
+{
+	int32_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		int32_t b;
+		memcpy(&b, &w[i], sizeof b);
+		b &= 0x7fffffff;
+		m = b > m ? b : m;
+	}
+	float amax;
+	memcpy(&amax, &m, sizeof amax);
+	float inv = amax > 0 ? 127.0f / amax : 0.0f;
+	/* |w * inv| <= 127 (+1 ulp) since |w| <= amax: no clamp is needed. */
+	for (size_t i = 0; i < n; i++) {
+		float y = w[i] * inv;
+		q[i] = (int8_t)(int32_t)((y + ROUND_MAGIC) - ROUND_MAGIC);
+	}
+	return amax / 127.0f;
+}
+
+/* ---- the bench state ---- */
+
+struct layer {
+	size_t outer, channels, inner; /* per-channel view, from onnx_prunable_weights */
+};
+
+struct bench {
+	size_t n_layers, total;
+	float *pristine;  /* the model's weights, never modified */
+	float *work;      /* pruned in place, restored from pristine before each sample */
+	int8_t *q;        /* int8 output of the reference and the quantize kernels */
+	float *scales;    /* per-channel scales (DIM_A floats at most) */
+	uint8_t *packed;  /* the serialized model */
+	size_t packed_len;
+	struct layer layers[SYNTHMODEL_MAX_LAYERS];
+	struct onnx_model *model; /* loaded for the step subjects (untimed) */
+	volatile int sink;        /* keeps results observable */
+	int failed;               /* a check failed */
+};
+
+static void ref_all(struct bench *b)
+{
+	float s = 0;
+	for (size_t l = 0; l < b->n_layers; l++)
+		s += ref_quant_per_tensor(b->pristine + l * LAYER_ELEMS, LAYER_ELEMS,
+					  b->q + l * LAYER_ELEMS);
+	b->sink += (int)s + b->q[b->total / 3];
+}
+
+static void check(struct bench *b, int ok, const char *what)
+{
+	if (!ok) {
+		fprintf(stderr, "bench_compress: CHECK FAILED: %s\n", what);
+		b->failed = 1;
+	}
+}
+
+static void check_status(struct bench *b, enum nn_status st, const struct nn_err *e,
+			 const char *what)
+{
+	if (st != NN_OK) {
+		fprintf(stderr, "bench_compress: %s failed: %s\n", what, e->message);
+		b->failed = 1;
+	}
+}
+
+/* ---- subjects: prepare (untimed), run (timed), finish (untimed) ---- */
+
+struct subject {
+	const char *name;
+	int has_target;   /* 0: informational line (a component, or two steps chained) */
+	void (*prepare)(struct bench *b);
+	void (*run)(struct bench *b);
+	void (*finish)(struct bench *b);
+	double gbs[MAX_REPS], ref_gbs[MAX_REPS];
+	int n;
+};
+
+static void run_quant_per_channel(struct bench *b)
+{
+	struct nn_err e;
+	for (size_t l = 0; l < b->n_layers; l++) {
+		const struct layer *ly = &b->layers[l];
+		enum nn_status st = quant_int8_symmetric_per_channel(
+			b->pristine + l * LAYER_ELEMS, ly->outer, ly->channels, ly->inner,
+			b->q + l * LAYER_ELEMS, b->scales, NULL, &e);
+		check_status(b, st, &e, "quant_int8_symmetric_per_channel");
+	}
+	b->sink += b->q[b->total / 3];
+}
+
+static void run_quant_per_tensor(struct bench *b)
+{
+	struct nn_err e;
+	for (size_t l = 0; l < b->n_layers; l++) {
+		float scale;
+		enum nn_status st = quant_int8_symmetric_per_tensor(
+			b->pristine + l * LAYER_ELEMS, LAYER_ELEMS, b->q + l * LAYER_ELEMS, &scale,
+			NULL, &e);
+		check_status(b, st, &e, "quant_int8_symmetric_per_tensor");
+	}
+	b->sink += b->q[b->total / 3];
+}
+
+static uint64_t prune_k(const struct bench *b)
+{
+	return (uint64_t)floor(SPARSITY * (double)b->total + 0.5);
+}
+
+static void restore_work(struct bench *b)
+{
+	memcpy(b->work, b->pristine, b->total * sizeof(float));
+}
+
+static void work_arrays(struct bench *b, float **arrays, size_t *lens)
+{
+	for (size_t l = 0; l < b->n_layers; l++) {
+		arrays[l] = b->work + l * LAYER_ELEMS;
+		lens[l] = LAYER_ELEMS;
+	}
+}
+
+static void run_prune_kth(struct bench *b)
+{
+	float *arrays[SYNTHMODEL_MAX_LAYERS];
+	size_t lens[SYNTHMODEL_MAX_LAYERS];
+	work_arrays(b, arrays, lens);
+	float t = 0;
+	enum nn_status st = prune_kth_abs((const float *const *)arrays, lens, b->n_layers,
+					  prune_k(b), &t);
+	check(b, st == NN_OK, "prune_kth_abs returned an error");
+	b->sink += (int)(t * 1000);
+}
+
+static void run_prune_arrays(struct bench *b)
+{
+	float *arrays[SYNTHMODEL_MAX_LAYERS];
+	size_t lens[SYNTHMODEL_MAX_LAYERS];
+	work_arrays(b, arrays, lens);
+	float t = 0;
+	struct nn_err e;
+	enum nn_status st = prune_arrays(arrays, lens, b->n_layers, prune_k(b), NULL, &t, &e);
+	check_status(b, st, &e, "prune_arrays");
+	b->sink += (int)(t * 1000);
+}
+
+static void finish_prune_arrays(struct bench *b)
+{
+	uint64_t zeros = 0;
+	for (size_t i = 0; i < b->total; i++)
+		zeros += b->work[i] == 0.0f;
+	check(b, zeros == prune_k(b), "prune_arrays left exactly round(0.8 n) zeros");
+}
+
+static void load_model(struct bench *b)
+{
+	struct nn_err e;
+	enum nn_status st = onnx_load(b->packed, b->packed_len, &b->model, &e);
+	if (st != NN_OK) {
+		fprintf(stderr, "bench_compress: onnx_load failed: %s\n", e.message);
+		exit(1);
+	}
+}
+
+static void free_model(struct bench *b)
+{
+	onnx_free(b->model);
+	b->model = NULL;
+}
+
+static void check_metrics(struct bench *b, json_t *m, const char *op)
+{
+	json_int_t params = json_integer_value(json_object_get(m, "parameters"));
+	char msg[128];
+	snprintf(msg, sizeof msg, "%s metrics count %zu parameters", op, b->total);
+	check(b, params == (json_int_t)b->total, msg);
+	if (!strcmp(op, "prune")) {
+		double sp = json_number_value(json_object_get(m, "sparsity"));
+		check(b, fabs(sp - SPARSITY) < 1e-6, "prune metrics report sparsity 0.8");
+	}
+}
+
+static void run_step(struct bench *b, int prune, enum quant_granularity g)
+{
+	struct nn_err e;
+	json_t *metrics = NULL;
+	enum nn_status st;
+	if (prune) {
+		struct prune_params p = {.scope = PRUNE_SCOPE_GLOBAL, .sparsity = SPARSITY};
+		st = prune_run(b->model, &p, NULL, &metrics, &e);
+	} else {
+		struct quant_params p = {.granularity = g, .symmetric = true};
+		st = quant_run(b->model, &p, NULL, &metrics, &e);
+	}
+	check_status(b, st, &e, prune ? "prune_run" : "quant_run");
+	if (st == NN_OK)
+		check_metrics(b, metrics, prune ? "prune" : "quantize");
+	json_decref(metrics);
+}
+
+static void run_prune_step(struct bench *b)
+{
+	run_step(b, 1, QUANT_PER_CHANNEL);
+}
+
+static void run_quant_step_channel(struct bench *b)
+{
+	run_step(b, 0, QUANT_PER_CHANNEL);
+}
+
+static void run_quant_step_tensor(struct bench *b)
+{
+	run_step(b, 0, QUANT_PER_TENSOR);
+}
+
+struct pipe_seen {
+	int succeeded;
+};
+
+static void pipe_on_step(void *ud, size_t index, const char *op, const char *state,
+			 const json_t *metrics)
+{
+	(void)index;
+	(void)op;
+	(void)metrics;
+	struct pipe_seen *s = ud;
+	s->succeeded += !strcmp(state, "succeeded");
+}
+
+static void run_pipeline(struct bench *b)
+{
+	json_error_t jerr;
+	json_t *spec = json_loads(
+		"{\"steps\":[{\"op\":\"prune\",\"method\":\"magnitude\",\"sparsity\":0.8,"
+		"\"scope\":\"global\"},{\"op\":\"quantize\",\"scheme\":\"int8\","
+		"\"granularity\":\"per_channel\"}]}",
+		0, &jerr);
+	struct pipe_seen seen = {0};
+	struct pipeline_hooks hooks = {.ud = &seen, .on_step = pipe_on_step};
+	struct nn_err e;
+	enum nn_status st = pipeline_run(b->model, spec, &hooks, &e);
+	check_status(b, st, &e, "pipeline_run");
+	check(b, st != NN_OK || seen.succeeded == 2, "pipeline_run ran both steps");
+	json_decref(spec);
+}
+
+/* ---- main ---- */
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: bench_compress [--reps N (>= 5, default 7)] [--layers N (1..%d, "
+			"default 10)] [--only SUBSTRING]\n",
+		SYNTHMODEL_MAX_LAYERS);
+}
+
+int main(int argc, char **argv)
+{
+	int reps = 7;
+	size_t n_layers = 10;
+	const char *only = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+			reps = atoi(argv[++i]);
+		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+			only = argv[++i];
+		} else if (!strcmp(argv[i], "--layers") && i + 1 < argc) {
+			n_layers = (size_t)atoi(argv[++i]);
+		} else {
+			usage();
+			return 2;
+		}
+	}
+	if (reps < 1 || reps > MAX_REPS || n_layers < 1 || n_layers > SYNTHMODEL_MAX_LAYERS) {
+		usage();
+		return 2;
+	}
+	if (reps < 5)
+		fprintf(stderr, "bench_compress: warning: %d repetitions (< 5): smoke run only\n",
+			reps);
+
+	static struct bench bench;
+	struct bench *b = &bench;
+	b->n_layers = n_layers;
+	b->total = n_layers * LAYER_ELEMS;
+	const double gbytes = (double)b->total * sizeof(float) / 1e9;
+	b->pristine = big_alloc(b->total * sizeof(float));
+	b->work = big_alloc(b->total * sizeof(float));
+	b->q = big_alloc(b->total);
+	b->scales = big_alloc(DIM_A * sizeof(float));
+	if (!b->pristine || !b->work || !b->q || !b->scales) {
+		fprintf(stderr, "bench_compress: out of memory\n");
+		return 1;
+	}
+
+	struct synthmodel sm = {.n_layers = n_layers};
+	for (size_t l = 0; l <= n_layers; l++)
+		sm.dims[l] = l % 2 ? DIM_B : DIM_A;
+	for (size_t l = 0; l < n_layers; l++) {
+		sm.gemm[l] = l % 2 == 0;
+		sm.weights[l] = b->pristine + l * LAYER_ELEMS;
+		synthmodel_fill(b->pristine + l * LAYER_ELEMS, LAYER_ELEMS, 0x6e6e6364u + l,
+				0.05f);
+	}
+	struct nn_err e;
+	if (synthmodel_pack(&sm, &b->packed, &b->packed_len, &e) != NN_OK) {
+		fprintf(stderr, "bench_compress: %s\n", e.message);
+		return 1;
+	}
+
+	/* Per-channel layouts exactly as quant_run derives them: from the graph. */
+	load_model(b);
+	struct onnx_weight_ref *refs = NULL;
+	size_t nref = 0;
+	if (onnx_prunable_weights(b->model, &refs, &nref, &e) != NN_OK || nref != n_layers) {
+		fprintf(stderr, "bench_compress: onnx_prunable_weights: %s (found %zu of %zu)\n",
+			nref ? "" : e.message, nref, n_layers);
+		return 1;
+	}
+	for (size_t l = 0; l < n_layers; l++) {
+		int64_t rows, cols;
+		synthmodel_weight_shape(&sm, l, &rows, &cols);
+		struct layer *ly = &b->layers[l];
+		char want[16];
+		snprintf(want, sizeof want, "W%zu", l);
+		int axis = -1;
+		for (size_t r = 0; r < nref; r++)
+			if (!strcmp(refs[r].init->name, want))
+				axis = refs[r].channel_axis;
+		if (axis == 0) {
+			*ly = (struct layer){1, (size_t)rows, (size_t)cols};
+		} else if (axis == 1) {
+			*ly = (struct layer){(size_t)rows, (size_t)cols, 1};
+		} else {
+			fprintf(stderr, "bench_compress: unexpected channel axis %d for %s\n", axis,
+				want);
+			return 1;
+		}
+	}
+	free(refs);
+	free_model(b);
+
+	/* Per-channel output must equal the scalar reference (a wrong fast path
+	 * would make any throughput meaningless). Checked on layers 0 and 1. */
+	for (size_t l = 0; l < (n_layers < 2 ? n_layers : 2); l++) {
+		const struct layer *ly = &b->layers[l];
+		float *sref = malloc(ly->channels * sizeof *sref);
+		int8_t *qref = malloc(LAYER_ELEMS);
+		check(b, sref && qref, "memory for the reference check");
+		if (!sref || !qref)
+			return 1;
+		quant_ref_int8_symmetric(b->pristine + l * LAYER_ELEMS, ly->outer, ly->channels,
+					 ly->inner, qref, sref);
+		enum nn_status st = quant_int8_symmetric_per_channel(
+			b->pristine + l * LAYER_ELEMS, ly->outer, ly->channels, ly->inner, b->q,
+			b->scales, NULL, &e);
+		check_status(b, st, &e, "quant_int8_symmetric_per_channel");
+		check(b, !memcmp(qref, b->q, LAYER_ELEMS) &&
+				 !memcmp(sref, b->scales, ly->channels * sizeof *sref),
+		      "per-channel kernel equals quant_ref_int8_symmetric");
+		free(sref);
+		free(qref);
+	}
+
+#define SUBJECT(n, t, p, r, f) {.name = (n), .has_target = (t), .prepare = (p), .run = (r), .finish = (f)}
+	struct subject subjects[] = {
+		SUBJECT("quant kernel int8 per_channel", 1, NULL, run_quant_per_channel, NULL),
+		SUBJECT("quant kernel int8 per_tensor", 1, NULL, run_quant_per_tensor, NULL),
+		SUBJECT("prune kernel global 0.8 (select+zero)", 1, restore_work, run_prune_arrays,
+			finish_prune_arrays),
+		SUBJECT("  of which prune_kth_abs (select)", 0, restore_work, run_prune_kth, NULL),
+		SUBJECT("prune_run step global 0.8", 1, load_model, run_prune_step, free_model),
+		SUBJECT("quant_run step int8 per_channel", 1, load_model, run_quant_step_channel,
+			free_model),
+		SUBJECT("quant_run step int8 per_tensor", 1, load_model, run_quant_step_tensor,
+			free_model),
+		SUBJECT("pipeline_run prune 0.8 + int8 per_channel", 0, load_model, run_pipeline,
+			free_model),
+	};
+#undef SUBJECT
+	size_t n_subj = sizeof subjects / sizeof subjects[0];
+	if (only) { /* keep the subjects whose name contains `only` (for profiling) */
+		size_t kept = 0;
+		for (size_t s = 0; s < n_subj; s++)
+			if (strstr(subjects[s].name, only))
+				subjects[kept++] = subjects[s];
+		n_subj = kept;
+		if (!n_subj) {
+			fprintf(stderr, "bench_compress: no subject matches '%s'\n", only);
+			return 2;
+		}
+	}
+
+	printf("bench_compress: %zu layers x %zu fp32 weights = %zu parameters (%.1f MB), "
+	       "%d repetitions, medians\n",
+	       n_layers, LAYER_ELEMS, b->total, gbytes * 1e3, reps);
+	fflush(stdout);
+
+	/* Warm-up: every code path once (first-touch of scratch, caches, THP). */
+	ref_all(b);
+	for (size_t s = 0; s < n_subj; s++) {
+		if (subjects[s].prepare)
+			subjects[s].prepare(b);
+		subjects[s].run(b);
+		if (subjects[s].finish)
+			subjects[s].finish(b);
+	}
+	if (b->failed)
+		return 1;
+
+	double all_ref[MAX_REPS * 16];
+	int n_all_ref = 0;
+	for (int r = 0; r < reps; r++) {
+		for (size_t s = 0; s < n_subj; s++) {
+			struct subject *sj = &subjects[s];
+			if (sj->prepare)
+				sj->prepare(b);
+			double tr = 0, ts = 0;
+			for (int pass = 0; pass < 2; pass++) {
+				/* Alternate which of the pair runs first. */
+				if ((pass == 0) == ((r + (int)s) % 2 == 0)) {
+					double t0 = now();
+					ref_all(b);
+					tr = now() - t0;
+				} else {
+					double t0 = now();
+					sj->run(b);
+					ts = now() - t0;
+				}
+			}
+			if (sj->finish)
+				sj->finish(b);
+			sj->ref_gbs[sj->n] = gbytes / tr;
+			sj->gbs[sj->n] = gbytes / ts;
+			sj->n++;
+			if (n_all_ref < (int)(sizeof all_ref / sizeof all_ref[0]))
+				all_ref[n_all_ref++] = gbytes / tr;
+		}
+	}
+
+	double limit = median(all_ref, n_all_ref);
+	printf("reference: plain two-pass per-tensor int8 quantizer (streaming limit): %.2f GB/s "
+	       "of fp32\n",
+	       limit);
+	printf("%-44s %8s %8s %11s %s\n", "name", "GB/s", "ratio", "target", "result");
+	int below = 0, measured = 0;
+	double worst = 1e9;
+	const char *worst_name = "";
+	for (size_t s = 0; s < n_subj; s++) {
+		struct subject *sj = &subjects[s];
+		double g = median(sj->gbs, sj->n);
+		double ratio = g / median(sj->ref_gbs, sj->n);
+		int has_target = sj->has_target;
+		const char *res = !has_target ? "(info)" : ratio >= TARGET ? "PASS" : "BELOW";
+		printf("%-44s %8.2f %8.3f %11s %s\n", sj->name, g, ratio,
+		       has_target ? "target>=0.5" : "-", res);
+		if (has_target) {
+			measured++;
+			below += ratio < TARGET;
+			if (ratio < worst) {
+				worst = ratio;
+				worst_name = sj->name;
+			}
+		}
+	}
+	printf("summary: %d of %d subjects at or above %.1f x the streaming limit (%.2f GB/s); "
+	       "lowest: %s at %.3f%s\n",
+	       measured - below, measured, TARGET, limit, worst_name, worst,
+	       b->failed ? "; CHECKS FAILED" : "");
+	free(b->packed);
+	free(b->pristine);
+	free(b->work);
+	free(b->q);
+	free(b->scales);
+	return b->failed ? 1 : 0;
+}
