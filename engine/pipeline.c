@@ -1,0 +1,121 @@
+/* pipeline: runs the steps of a job spec on a model, in order.
+ *
+ * The spec is re-validated here (spec_validate without a model summary, then
+ * each step's own parser) because `nncd compress` reaches this without the
+ * API's check: a bad spec gets the same clear invalid_spec error, never a
+ * crash. Progress from the steps is mapped onto [0,1] over all steps and
+ * rate-limited to a few calls per second. */
+#include "pipeline.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "prune.h"
+#include "quant.h"
+#include "spec.h"
+#include "step.h"
+
+#define PROGRESS_MIN_INTERVAL 0.25 /* seconds between two progress reports */
+
+struct runner {
+	const struct pipeline_hooks *hooks;
+	size_t index, count;
+	double last_value;
+	struct timespec last_time;
+	bool reported;
+};
+
+static double since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) * 1e-9;
+}
+
+static void report(struct runner *r, double overall, bool force)
+{
+	if (!r->hooks || !r->hooks->on_progress)
+		return;
+	if (overall < r->last_value) /* progress never goes backwards */
+		overall = r->last_value;
+	if (!force && r->reported && since(&r->last_time) < PROGRESS_MIN_INTERVAL)
+		return;
+	r->hooks->on_progress(r->hooks->ud, overall);
+	r->last_value = overall;
+	r->reported = true;
+	clock_gettime(CLOCK_MONOTONIC, &r->last_time);
+}
+
+static void step_progress_cb(void *ud, double fraction)
+{
+	struct runner *r = ud;
+	report(r, ((double)r->index + fraction) / (double)r->count, false);
+}
+
+static void on_step(const struct runner *r, size_t i, const char *op, const char *state,
+		    const json_t *metrics)
+{
+	if (r->hooks && r->hooks->on_step)
+		r->hooks->on_step(r->hooks->ud, i, op, state, metrics);
+}
+
+enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
+			    const struct pipeline_hooks *hooks, struct nn_err *e)
+{
+	enum nn_status st;
+	if (!m || !m->proto)
+		return err_set(e, NN_EINTERNAL, "internal", "", "pipeline_run: no model");
+	if ((st = spec_validate(spec, NULL, e)) != NN_OK)
+		return st;
+	const json_t *steps = json_object_get(spec, "steps");
+	struct runner r = {.hooks = hooks, .count = steps ? json_array_size(steps) : 0};
+	const atomic_bool *cancel = hooks ? hooks->cancel : NULL;
+	struct step_ctx ctx = {.cancel = cancel, .progress = step_progress_cb, .ud = &r};
+	report(&r, 0.0, true);
+
+	for (size_t i = 0; i < r.count; i++) {
+		const json_t *step = json_array_get(steps, i);
+		const char *op = json_string_value(json_object_get(step, "op"));
+		r.index = i;
+		if (step_canceled(&ctx)) {
+			on_step(&r, i, op, "canceled", NULL);
+			return err_set(e, NN_ECANCELED, "canceled", "", "canceled before steps[%zu] (%s)",
+				       i, op);
+		}
+		on_step(&r, i, op, "running", NULL);
+		json_t *metrics = NULL;
+		if (!strcmp(op, "prune")) {
+			struct prune_params pp;
+			st = prune_params_parse(step, i, &pp, e);
+			if (st == NN_OK)
+				st = prune_run(m, &pp, &ctx, &metrics, e);
+		} else {
+			struct quant_params qp;
+			st = quant_params_parse(step, i, &qp, e);
+			if (st == NN_OK)
+				st = quant_run(m, &qp, &ctx, &metrics, e);
+		}
+		if (st == NN_OK && step_canceled(&ctx)) {
+			json_decref(metrics);
+			metrics = NULL;
+			st = err_set(e, NN_ECANCELED, "canceled", "", "canceled during steps[%zu] (%s)",
+				     i, op);
+		}
+		if (st != NN_OK) {
+			on_step(&r, i, op, st == NN_ECANCELED ? "canceled" : "failed", NULL);
+			if (st != NN_ECANCELED) {
+				if (e && e->field[0] == '\0' && !strcmp(e->code, "invalid_spec"))
+					snprintf(e->field, sizeof e->field, "steps[%zu]", i);
+				err_prefix(e, "steps[%zu] (%s)", i, op);
+			}
+			return st;
+		}
+		on_step(&r, i, op, "succeeded", metrics);
+		json_decref(metrics);
+		report(&r, (double)(i + 1) / (double)r.count, i + 1 == r.count);
+	}
+	if (r.count == 0)
+		report(&r, 1.0, true);
+	return NN_OK;
+}

@@ -1,0 +1,587 @@
+#include "prune.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tensor.h"
+
+/* Float bits read as integers. The IEEE bits of a non-negative float order
+ * exactly like the float (NaNs above +Inf), so |w| is compared as
+ * (bits & 0x7fffffff) with plain integer ops the vectorizer handles. The
+ * may_alias type makes reading float storage through it well defined. */
+typedef uint32_t u32a __attribute__((may_alias));
+
+#define ABS_MASK 0x7fffffffu
+#define HI_BUCKETS 32768u /* bits 30..16 of |w| */
+#define LO_BUCKETS 65536u /* bits 15..0 of |w| */
+#define SUBHISTS 4u
+/* Pass 1 counts into SUBHISTS uint32 histograms in turn, so consecutive
+ * elements falling into the same bucket (the common case: weights cluster)
+ * do not serialize on one counter; they are folded into 64-bit totals before
+ * any uint32 counter could overflow. */
+#define FOLD_EVERY ((uint64_t)1 << 32)
+#define VEC_CHUNK 64 /* fixed inner trip count: gcc -O2 vectorizes these loops */
+
+struct hists {
+	uint64_t hi[HI_BUCKETS];
+	union {
+		uint32_t sub[SUBHISTS][HI_BUCKETS];
+		uint64_t lo[LO_BUCKETS];
+	} u;
+};
+_Static_assert(sizeof(((struct hists *)0)->u.sub) == sizeof(((struct hists *)0)->u.lo),
+	       "pass-2 histogram reuses pass-1 scratch");
+
+/* Progress over a known amount of element work, shared by the passes of one step. */
+struct prog {
+	const struct step_ctx *ctx;
+	double done, total;
+};
+
+static enum nn_status prog_tick(struct prog *pg, size_t elems, struct nn_err *e)
+{
+	if (!pg)
+		return NN_OK;
+	pg->done += (double)elems;
+	if (pg->total > 0)
+		step_progress(pg->ctx, pg->done / pg->total);
+	if (step_canceled(pg->ctx))
+		return err_set(e, NN_ECANCELED, "canceled", "", "canceled while pruning");
+	return NN_OK;
+}
+
+static void hist_hi_chunk(const float *restrict w, size_t n, uint32_t (*restrict sub)[HI_BUCKETS])
+{
+	const u32a *u = (const u32a *)w;
+	size_t i = 0;
+	for (; i + SUBHISTS <= n; i += SUBHISTS) {
+		sub[0][(u[i] & ABS_MASK) >> 16]++;
+		sub[1][(u[i + 1] & ABS_MASK) >> 16]++;
+		sub[2][(u[i + 2] & ABS_MASK) >> 16]++;
+		sub[3][(u[i + 3] & ABS_MASK) >> 16]++;
+	}
+	for (; i < n; i++)
+		sub[0][(u[i] & ABS_MASK) >> 16]++;
+}
+
+static void fold_hi(struct hists *h)
+{
+	for (size_t b = 0; b < HI_BUCKETS; b++) {
+		h->hi[b] += (uint64_t)h->u.sub[0][b] + h->u.sub[1][b] + h->u.sub[2][b] +
+			    h->u.sub[3][b];
+	}
+	memset(h->u.sub, 0, sizeof h->u.sub);
+}
+
+static void hist_lo_chunk(const float *restrict w, size_t n, uint32_t hb, uint64_t *restrict lo)
+{
+	const u32a *u = (const u32a *)w;
+	size_t i = 0;
+	/* Only elements of one pass-1 bucket are counted: a vectorized scan finds
+	 * the 64-element chunks holding any, and only those are walked. */
+	for (; i + VEC_CHUNK <= n; i += VEC_CHUNK) {
+		uint32_t any = 0;
+		for (size_t j = 0; j < VEC_CHUNK; j++)
+			any |= ((u[i + j] & ABS_MASK) >> 16) == hb;
+		if (!any)
+			continue;
+		for (size_t j = 0; j < VEC_CHUNK; j++) {
+			uint32_t a = u[i + j] & ABS_MASK;
+			if ((a >> 16) == hb)
+				lo[a & 0xffffu]++;
+		}
+	}
+	for (; i < n; i++) {
+		uint32_t a = u[i] & ABS_MASK;
+		if ((a >> 16) == hb)
+			lo[a & 0xffffu]++;
+	}
+}
+
+static enum nn_status select_impl(const float *const *arrays, const size_t *lens,
+				  size_t n_arrays, uint64_t k, struct prog *pg,
+				  struct prune_selection *sel, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	uint64_t total = 0;
+	for (size_t a = 0; a < n_arrays; a++)
+		total += lens[a];
+	if (k == 0 || k > total)
+		return err_set(e, NN_EINVAL, "invalid_argument", "",
+			       "selection rank %llu outside 1..%llu", (unsigned long long)k,
+			       (unsigned long long)total);
+	struct hists *h = calloc(1, sizeof *h);
+	if (!h)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for histograms");
+
+	/* Pass 1: histogram of bits 30..16. */
+	uint64_t since_fold = 0;
+	for (size_t a = 0; a < n_arrays; a++) {
+		for (size_t off = 0; off < lens[a]; off += STEP_POLL_ELEMS) {
+			size_t len = lens[a] - off < STEP_POLL_ELEMS ? lens[a] - off : STEP_POLL_ELEMS;
+			if (since_fold + len >= FOLD_EVERY) {
+				fold_hi(h);
+				since_fold = 0;
+			}
+			hist_hi_chunk(arrays[a] + off, len, h->u.sub);
+			since_fold += len;
+			if ((st = prog_tick(pg, len, e)) != NN_OK)
+				goto out;
+		}
+	}
+	fold_hi(h);
+
+	uint64_t cum = 0;
+	uint32_t hb = 0;
+	while (cum + h->hi[hb] < k) /* terminates: the counts sum to total >= k */
+		cum += h->hi[hb++];
+
+	/* Pass 2: histogram of bits 15..0 within bucket hb. */
+	memset(h->u.lo, 0, sizeof h->u.lo);
+	for (size_t a = 0; a < n_arrays; a++) {
+		for (size_t off = 0; off < lens[a]; off += STEP_POLL_ELEMS) {
+			size_t len = lens[a] - off < STEP_POLL_ELEMS ? lens[a] - off : STEP_POLL_ELEMS;
+			hist_lo_chunk(arrays[a] + off, len, hb, h->u.lo);
+			if ((st = prog_tick(pg, len, e)) != NN_OK)
+				goto out;
+		}
+	}
+	uint32_t lb = 0;
+	while (cum + h->u.lo[lb] < k)
+		cum += h->u.lo[lb++];
+
+	uint32_t bits = hb << 16 | lb;
+	memcpy(&sel->threshold, &bits, sizeof bits);
+	sel->below = cum;
+	sel->ties = h->u.lo[lb];
+out:
+	free(h);
+	return st;
+}
+
+enum nn_status prune_select(const float *const *arrays, const size_t *lens, size_t n_arrays,
+			    uint64_t k, const struct step_ctx *ctx, struct prune_selection *sel,
+			    struct nn_err *e)
+{
+	double total = 0;
+	for (size_t a = 0; a < n_arrays; a++)
+		total += (double)lens[a];
+	struct prog pg = {ctx, 0, 2 * total};
+	return select_impl(arrays, lens, n_arrays, k, &pg, sel, e);
+}
+
+enum nn_status prune_kth_abs(const float *const *arrays, const size_t *lens, size_t n_arrays,
+			     uint64_t k, float *out)
+{
+	struct prune_selection sel;
+	enum nn_status st = select_impl(arrays, lens, n_arrays, k, NULL, &sel, NULL);
+	if (st == NN_OK)
+		*out = sel.threshold;
+	return st;
+}
+
+/* Zeroes elements whose |w| bits are below cut (cut may be 0x80000000 to
+ * include every finite and NaN magnitude's tie class up to 0x7fffffff). */
+static void zero_below_chunk(float *w, size_t n, uint32_t cut)
+{
+	u32a *u = (u32a *)w;
+	size_t i = 0;
+	for (; i + VEC_CHUNK <= n; i += VEC_CHUNK) {
+		for (size_t j = 0; j < VEC_CHUNK; j++) {
+			uint32_t x = u[i + j];
+			u[i + j] = (x & ABS_MASK) < cut ? 0u : x;
+		}
+	}
+	for (; i < n; i++) {
+		uint32_t x = u[i];
+		u[i] = (x & ABS_MASK) < cut ? 0u : x;
+	}
+}
+
+static enum nn_status zero_impl(float *const *arrays, const size_t *lens, size_t n_arrays,
+				const struct prune_selection *sel, uint64_t k, struct prog *pg,
+				struct nn_err *e)
+{
+	enum nn_status st;
+	if (k < sel->below || k - sel->below > sel->ties)
+		return err_set(e, NN_EINTERNAL, "internal", "",
+			       "prune_zero: rank %llu does not match the selection",
+			       (unsigned long long)k);
+	uint32_t tb;
+	memcpy(&tb, &sel->threshold, sizeof tb);
+	tb &= ABS_MASK;
+	uint64_t need = k - sel->below; /* ties to zero, in order */
+	if (tb == 0) /* only zeros qualify: nothing changes */
+		return prog_tick(pg, 0, e);
+	uint32_t cut = need == sel->ties ? tb + 1 : tb;
+	for (size_t a = 0; a < n_arrays; a++) {
+		for (size_t off = 0; off < lens[a]; off += STEP_POLL_ELEMS) {
+			size_t len = lens[a] - off < STEP_POLL_ELEMS ? lens[a] - off : STEP_POLL_ELEMS;
+			zero_below_chunk(arrays[a] + off, len, cut);
+			if ((st = prog_tick(pg, len, e)) != NN_OK)
+				return st;
+		}
+	}
+	if (need == sel->ties || need == 0)
+		return NN_OK;
+	/* Partial tie class: zero the first `need` elements equal to t. Only
+	 * reached when many weights share t's exact magnitude. */
+	for (size_t a = 0; a < n_arrays && need > 0; a++) {
+		u32a *u = (u32a *)arrays[a];
+		for (size_t i = 0; i < lens[a] && need > 0; i++) {
+			if ((u[i] & ABS_MASK) == tb) {
+				u[i] = 0;
+				need--;
+			}
+		}
+	}
+	return NN_OK;
+}
+
+enum nn_status prune_zero(float *const *arrays, const size_t *lens, size_t n_arrays,
+			  const struct prune_selection *sel, uint64_t k,
+			  const struct step_ctx *ctx, struct nn_err *e)
+{
+	double total = 0;
+	for (size_t a = 0; a < n_arrays; a++)
+		total += (double)lens[a];
+	struct prog pg = {ctx, 0, total};
+	return zero_impl(arrays, lens, n_arrays, sel, k, &pg, e);
+}
+
+static enum nn_status prune_arrays_impl(float *const *arrays, const size_t *lens,
+					size_t n_arrays, uint64_t k, struct prog *pg,
+					float *threshold, struct nn_err *e)
+{
+	*threshold = 0;
+	if (k == 0)
+		return NN_OK;
+	struct prune_selection sel;
+	enum nn_status st =
+		select_impl((const float *const *)arrays, lens, n_arrays, k, pg, &sel, e);
+	if (st != NN_OK)
+		return st;
+	*threshold = sel.threshold;
+	return zero_impl(arrays, lens, n_arrays, &sel, k, pg, e);
+}
+
+enum nn_status prune_arrays(float *const *arrays, const size_t *lens, size_t n_arrays, uint64_t k,
+			    const struct step_ctx *ctx, float *threshold, struct nn_err *e)
+{
+	double total = 0;
+	for (size_t a = 0; a < n_arrays; a++)
+		total += (double)lens[a];
+	struct prog pg = {ctx, 0, 3 * total};
+	return prune_arrays_impl(arrays, lens, n_arrays, k, &pg, threshold, e);
+}
+
+/* ---- spec parameters ---- */
+
+enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune_params *out,
+				  struct nn_err *e)
+{
+	char field[128], got[96];
+	if (!json_is_object(step)) {
+		snprintf(field, sizeof field, "steps[%zu]", index);
+		return err_set(e, NN_EINVAL, "invalid_spec", field, "step must be an object, got %s",
+			       step_describe_json(step, got, sizeof got));
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)step, key, v) {
+		if (strcmp(key, "op") && strcmp(key, "method") && strcmp(key, "sparsity") &&
+		    strcmp(key, "scope")) {
+			snprintf(field, sizeof field, "steps[%zu].%.80s", index, key);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "unknown field '%.80s' for op prune; allowed: op, method, "
+				       "sparsity, scope",
+				       key);
+		}
+	}
+	v = json_object_get(step, "method");
+	if (v && !(json_is_string(v) && !strcmp(json_string_value(v), "magnitude"))) {
+		snprintf(field, sizeof field, "steps[%zu].method", index);
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "unknown prune method %s; supported: magnitude",
+			       step_describe_json(v, got, sizeof got));
+	}
+	v = json_object_get(step, "sparsity");
+	snprintf(field, sizeof field, "steps[%zu].sparsity", index);
+	if (!v)
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "missing required field 'sparsity' (a number in [0, 1))");
+	double s = json_is_number(v) ? json_number_value(v) : NAN;
+	if (!(s >= 0 && s < 1))
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "sparsity must be a number in [0, 1), got %s",
+			       step_describe_json(v, got, sizeof got));
+	out->sparsity = s;
+	out->scope = PRUNE_SCOPE_GLOBAL;
+	v = json_object_get(step, "scope");
+	if (v) {
+		const char *sv = json_is_string(v) ? json_string_value(v) : "";
+		if (!strcmp(sv, "global")) {
+			out->scope = PRUNE_SCOPE_GLOBAL;
+		} else if (!strcmp(sv, "layer")) {
+			out->scope = PRUNE_SCOPE_LAYER;
+		} else {
+			snprintf(field, sizeof field, "steps[%zu].scope", index);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "unknown scope %s; supported: layer, global",
+				       step_describe_json(v, got, sizeof got));
+		}
+	}
+	return NN_OK;
+}
+
+/* ---- the step ---- */
+
+static uint64_t count_nonzero(const float *w, size_t n)
+{
+	const u32a *u = (const u32a *)w;
+	uint64_t nz = 0;
+	size_t i = 0;
+	for (; i + VEC_CHUNK <= n; i += VEC_CHUNK) {
+		uint32_t c = 0;
+		for (size_t j = 0; j < VEC_CHUNK; j++)
+			c += (u[i + j] & ABS_MASK) != 0;
+		nz += c;
+	}
+	for (; i < n; i++)
+		nz += (u[i] & ABS_MASK) != 0;
+	return nz;
+}
+
+/* Element count from an initializer's dims; -1 on negative dims or overflow. */
+static int64_t init_numel(const Onnx__TensorProto *t)
+{
+	int64_t n = 1;
+	for (size_t d = 0; d < t->n_dims; d++) {
+		if (t->dims[d] < 0 || __builtin_mul_overflow(n, t->dims[d], &n))
+			return -1;
+	}
+	return n;
+}
+
+/* Non-zeros of any initializer, for the whole-model figures. Float weights are
+ * compared by value (-0 is zero); other dtypes element by element from
+ * raw_data or their typed field; strings count as non-zero. */
+static uint64_t init_nonzeros(const Onnx__TensorProto *t, uint64_t numel)
+{
+	uint64_t nz = 0;
+	if (t->data_type == DT_FLOAT) {
+		struct tensor v;
+		if (onnx_initializer_view(t, &v, NULL) != NN_OK)
+			return numel;
+		int64_t n = tensor_numel(&v);
+		nz = n > 0 ? count_nonzero(v.data, (size_t)n) : 0;
+		tensor_free(&v);
+		return nz;
+	}
+	size_t es = dtype_size((enum dtype)t->data_type);
+	if (t->has_raw_data && t->raw_data.len > 0 && es > 0) {
+		size_t n = t->raw_data.len / es;
+		for (size_t i = 0; i < n; i++) {
+			const uint8_t *p = t->raw_data.data + i * es;
+			size_t b = 0;
+			while (b < es && p[b] == 0)
+				b++;
+			nz += b < es;
+		}
+		return nz;
+	}
+	for (size_t i = 0; i < t->n_int32_data; i++)
+		nz += t->int32_data[i] != 0;
+	for (size_t i = 0; i < t->n_int64_data; i++)
+		nz += t->int64_data[i] != 0;
+	for (size_t i = 0; i < t->n_uint64_data; i++)
+		nz += t->uint64_data[i] != 0;
+	for (size_t i = 0; i < t->n_double_data; i++)
+		nz += t->double_data[i] != 0;
+	for (size_t i = 0; i < t->n_float_data; i++)
+		nz += t->float_data[i] != 0;
+	nz += t->n_string_data;
+	return nz;
+}
+
+static json_t *shape_json(const struct tensor *t)
+{
+	json_t *a = json_array();
+	for (int d = 0; a && d < t->ndim; d++) {
+		if (json_array_append_new(a, json_integer(t->shape[d]))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static double ratio(uint64_t num, uint64_t den)
+{
+	return den ? (double)num / (double)den : 0.0;
+}
+
+/* k = round(sparsity * n), never above n. */
+static uint64_t rank_for(double sparsity, uint64_t n)
+{
+	double k = floor(sparsity * (double)n + 0.5);
+	if (k <= 0)
+		return 0;
+	if (k >= (double)n)
+		return n;
+	return (uint64_t)k;
+}
+
+enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
+			 const struct step_ctx *ctx, json_t **metrics, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct onnx_weight_ref *refs = NULL;
+	size_t nref = 0;
+	struct tensor *views = NULL;
+	float **arrays = NULL;
+	size_t *lens = NULL;
+	uint64_t *nz_before = NULL;
+	float *thresholds = NULL;
+	json_t *out = NULL;
+	*metrics = NULL;
+
+	if (!(p->sparsity >= 0 && p->sparsity < 1) ||
+	    (p->scope != PRUNE_SCOPE_GLOBAL && p->scope != PRUNE_SCOPE_LAYER))
+		return err_set(e, NN_EINVAL, "invalid_spec", "",
+			       "sparsity must be a number in [0, 1), got %g", p->sparsity);
+	size_t bytes_before = onnx_packed_size(m);
+	if ((st = onnx_prunable_weights(m, &refs, &nref, e)) != NN_OK)
+		goto fail;
+	if (nref == 0) {
+		st = err_set(e, NN_EINVAL, "invalid_spec", "",
+			     "model has no Gemm/MatMul/Conv float weights to prune");
+		goto fail;
+	}
+	views = calloc(nref, sizeof *views);
+	arrays = calloc(nref, sizeof *arrays);
+	lens = calloc(nref, sizeof *lens);
+	nz_before = calloc(nref, sizeof *nz_before);
+	thresholds = calloc(nref, sizeof *thresholds);
+	if (!views || !arrays || !lens || !nz_before || !thresholds) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", nref);
+		goto fail;
+	}
+	uint64_t total = 0, total_nz_before = 0;
+	for (size_t i = 0; i < nref; i++) {
+		if ((st = onnx_initializer_view(refs[i].init, &views[i], e)) != NN_OK) {
+			err_prefix(e, "weight '%s'", refs[i].init->name);
+			goto fail;
+		}
+		int64_t n = tensor_numel(&views[i]);
+		if (n < 0) {
+			st = err_set(e, NN_EINVAL, "invalid_model", "",
+				     "weight '%s' has an invalid shape", refs[i].init->name);
+			goto fail;
+		}
+		arrays[i] = views[i].data;
+		lens[i] = (size_t)n;
+		total += (uint64_t)n;
+		nz_before[i] = count_nonzero(arrays[i], lens[i]);
+		total_nz_before += nz_before[i];
+	}
+
+	struct prog pg = {ctx, 0, 3.0 * (double)total};
+	float global_t = 0;
+	if (p->scope == PRUNE_SCOPE_GLOBAL) {
+		st = prune_arrays_impl(arrays, lens, nref, rank_for(p->sparsity, total), &pg,
+				       &global_t, e);
+		for (size_t i = 0; i < nref; i++)
+			thresholds[i] = global_t;
+	} else {
+		for (size_t i = 0; i < nref && st == NN_OK; i++) {
+			st = prune_arrays_impl(&arrays[i], &lens[i], 1,
+					       rank_for(p->sparsity, lens[i]), &pg, &thresholds[i],
+					       e);
+			if (st == NN_OK && step_canceled(ctx))
+				st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while pruning");
+		}
+	}
+	if (st != NN_OK)
+		goto fail;
+	/* A view that had to copy (unaligned storage) is written back. */
+	for (size_t i = 0; i < nref; i++) {
+		if (views[i].owned && (st = onnx_initializer_set(refs[i].init, &views[i], e)) != NN_OK)
+			goto fail;
+	}
+
+	out = json_object();
+	json_t *layers = json_array();
+	int bad = !out || !layers;
+	uint64_t total_nz = 0;
+	for (size_t i = 0; !bad && i < nref; i++) {
+		uint64_t nz = count_nonzero(arrays[i], lens[i]);
+		total_nz += nz;
+		json_t *l = json_object();
+		bad |= !l || json_array_append_new(layers, l);
+		if (bad)
+			break;
+		const char *node = refs[i].node && refs[i].node->name ? refs[i].node->name : "";
+		const char *op = refs[i].node && refs[i].node->op_type ? refs[i].node->op_type : "";
+		bad |= step_json_set(l, "name", json_string(refs[i].init->name));
+		bad |= step_json_set(l, "op", json_string(op));
+		bad |= step_json_set(l, "node", json_string(node));
+		bad |= step_json_set(l, "shape", shape_json(&views[i]));
+		bad |= step_json_set(l, "parameters", json_integer((json_int_t)lens[i]));
+		bad |= step_json_set(l, "nonzeros", json_integer((json_int_t)nz));
+		bad |= step_json_set(l, "sparsity", json_real(1.0 - ratio(nz, lens[i])));
+		bad |= step_json_set(l, "threshold", step_json_real(thresholds[i]));
+	}
+	uint64_t model_params = 0, model_nz = 0;
+	Onnx__GraphProto *g = m->proto->graph;
+	for (size_t i = 0; g && i < g->n_initializer; i++) {
+		int64_t n = init_numel(g->initializer[i]);
+		if (n < 0)
+			continue;
+		model_params += (uint64_t)n;
+		model_nz += init_nonzeros(g->initializer[i], (uint64_t)n);
+	}
+	bad |= step_json_set(out, "method", json_string("magnitude"));
+	bad |= step_json_set(out, "scope",
+			     json_string(p->scope == PRUNE_SCOPE_GLOBAL ? "global" : "layer"));
+	bad |= step_json_set(out, "sparsity_target", json_real(p->sparsity));
+	bad |= step_json_set(out, "threshold", p->scope == PRUNE_SCOPE_GLOBAL
+							? step_json_real(global_t)
+							: json_null());
+	bad |= step_json_set(out, "parameters", json_integer((json_int_t)total));
+	bad |= step_json_set(out, "nonzeros_before", json_integer((json_int_t)total_nz_before));
+	bad |= step_json_set(out, "nonzeros", json_integer((json_int_t)total_nz));
+	bad |= step_json_set(out, "sparsity", json_real(1.0 - ratio(total_nz, total)));
+	bad |= step_json_set(out, "model_parameters", json_integer((json_int_t)model_params));
+	bad |= step_json_set(out, "model_nonzeros", json_integer((json_int_t)model_nz));
+	bad |= step_json_set(out, "bytes_before", json_integer((json_int_t)bytes_before));
+	bad |= step_json_set(out, "bytes_after", json_integer((json_int_t)onnx_packed_size(m)));
+	bad |= step_json_set(out, "layers", layers);
+	layers = NULL; /* owned by out now (or already freed by a failed set) */
+	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
+	if (bad) {
+		json_decref(layers);
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for prune metrics");
+		goto fail;
+	}
+	step_progress(ctx, 1.0);
+	*metrics = out;
+	out = NULL;
+fail:
+	json_decref(out);
+	if (views) {
+		for (size_t i = 0; i < nref; i++)
+			tensor_free(&views[i]);
+	}
+	free(views);
+	free(arrays);
+	free(lens);
+	free(nz_before);
+	free(thresholds);
+	free(refs);
+	return st;
+}

@@ -1,0 +1,84 @@
+/* prune: unstructured magnitude pruning of a model's Gemm/MatMul/Conv weights.
+ *
+ * Owns the `prune` pipeline step: which weights are prunable comes from
+ * onnx_prunable_weights (the graph, never names); the threshold is found by an
+ * exact linear-time selection (a two-pass radix histogram on the IEEE bits of
+ * |w|, see docs/internals/prune.md), never a sort; then exactly
+ * k = round(sparsity * n) weights end up zero: those with |w| < t plus, in
+ * weight-list then element order, enough of the ties |w| == t. Weights that
+ * are already zero count as pruned.
+ *
+ * Kernels work on caller-owned float arrays and allocate only their fixed-size
+ * histograms. Nothing here is shared between calls: distinct models may be
+ * pruned on distinct threads; one model must not be touched by two threads. */
+#ifndef NNCD_PRUNE_H
+#define NNCD_PRUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "err.h"
+#include "onnx_io.h"
+#include "step.h"
+
+enum prune_scope {
+	PRUNE_SCOPE_GLOBAL, /* one threshold over all prunable weights */
+	PRUNE_SCOPE_LAYER,  /* each prunable weight gets the target sparsity */
+};
+
+struct prune_params {
+	enum prune_scope scope;
+	double sparsity; /* [0, 1) */
+};
+
+/* Parses and checks one spec step object whose "op" is "prune", filling
+ * defaults (method "magnitude", scope "global"). `index` is the step's place
+ * in "steps", used for error fields ("steps[0].sparsity"). NN_EINVAL with
+ * code "invalid_spec" on any unknown key or bad value. Shared by spec_validate
+ * and pipeline_run so both reject the same specs the same way. */
+enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune_params *out,
+				  struct nn_err *e);
+
+/* Result of a selection over |w|. */
+struct prune_selection {
+	float threshold;   /* t: the k-th smallest |w| (k counted from 1) */
+	uint64_t below;    /* elements with |w| < t */
+	uint64_t ties;     /* elements with |w| == t (bitwise, after clearing the sign) */
+};
+
+/* Exact k-th smallest |w| (k from 1) over the concatenation of n_arrays
+ * arrays, in linear time (two histogram passes). NaN magnitudes order above
+ * +Inf. Returns NN_EINVAL if k is 0 or larger than the element count,
+ * NN_ENOMEM if the histograms cannot be allocated; *out is set on NN_OK.
+ * This is the kernel bench/ times. */
+enum nn_status prune_kth_abs(const float *const *arrays, const size_t *lens, size_t n_arrays,
+			     uint64_t k, float *out);
+
+/* The same selection, polling ctx for cancellation every STEP_POLL_ELEMS
+ * elements (NN_ECANCELED) and reporting the counts around t. */
+enum nn_status prune_select(const float *const *arrays, const size_t *lens, size_t n_arrays,
+			    uint64_t k, const struct step_ctx *ctx, struct prune_selection *sel,
+			    struct nn_err *e);
+
+/* Zeroes every element with |w| < sel->threshold and then the first
+ * k - sel->below elements with |w| == threshold, scanning arrays in order.
+ * Requires sel->below <= k <= sel->below + sel->ties (what prune_select gives
+ * for the same k). Polls ctx like prune_select. */
+enum nn_status prune_zero(float *const *arrays, const size_t *lens, size_t n_arrays,
+			  const struct prune_selection *sel, uint64_t k,
+			  const struct step_ctx *ctx, struct nn_err *e);
+
+/* Selection + zeroing: leaves exactly k zeros among the arrays' elements if
+ * fewer were zero before (otherwise changes nothing). *threshold gets t (0
+ * when k is 0). */
+enum nn_status prune_arrays(float *const *arrays, const size_t *lens, size_t n_arrays, uint64_t k,
+			    const struct step_ctx *ctx, float *threshold, struct nn_err *e);
+
+/* Runs the prune step on m in place. On NN_OK *metrics is a new JSON object
+ * the caller owns (see docs/internals/prune.md for its fields). */
+enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
+			 const struct step_ctx *ctx, json_t **metrics, struct nn_err *e);
+
+#endif

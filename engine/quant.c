@@ -1,0 +1,820 @@
+#include "quant.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tensor.h"
+
+typedef uint32_t u32a __attribute__((may_alias));
+
+#define ABS_MASK 0x7fffffffu
+/* Adding then subtracting 1.5 * 2^23 rounds any |y| <= 2^22 to the nearest
+ * integer, ties to even, in the current (default) rounding mode: the same as
+ * nearbyintf, but with two adds the vectorizer can use on plain SSE2. */
+#define ROUND_MAGIC 12582912.0f
+/* Inner loops run over fixed-size chunks so that gcc -O2's "very cheap"
+ * vectorizer cost model accepts them (no runtime trip count, no epilogue). */
+#define CHUNK 64
+
+/* ---- per-channel parameters (shared by the kernels and the references) ---- */
+
+/* amax must be finite. */
+static void sym_params(float amax, float *scale, float *inv)
+{
+	float s = amax / 127.0f;
+	if (!(s >= FLT_MIN)) { /* all zeros, or too small for a normal scale */
+		*scale = 1.0f;
+		*inv = 0.0f;
+	} else {
+		*scale = s;
+		*inv = 127.0f / amax;
+	}
+}
+
+/* mn, mx must be finite. */
+static void asym_params(float mn, float mx, float *scale, float *inv, float *zpf)
+{
+	float lo = mn < 0 ? mn : 0.0f, hi = mx > 0 ? mx : 0.0f;
+	float s = hi / 255.0f - lo / 255.0f; /* no overflow for any finite range */
+	if (!(s >= FLT_MIN)) {
+		*scale = 1.0f;
+		*inv = 0.0f;
+		*zpf = 0.0f;
+		return;
+	}
+	*scale = s;
+	*inv = 1.0f / s;
+	float z = nearbyintf(-lo * *inv);
+	*zpf = z < 0 ? 0 : z > 255 ? 255 : z;
+}
+
+/* ---- vectorizable building blocks ----
+ * Float comparisons are done on integer images of the bits: with the default
+ * -ftrapping-math gcc will not if-convert float compares, but it vectorizes
+ * integer ones on plain SSE2. restrict tells it the arrays do not overlap. */
+
+static inline float bits_float(uint32_t b)
+{
+	float f;
+	memcpy(&f, &b, sizeof f);
+	return f;
+}
+
+/* An int32 that orders like the float (for non-NaN): negative floats get
+ * their magnitude bits flipped. Its own inverse. */
+static inline int32_t order_key(uint32_t b)
+{
+	uint32_t neg = 0u - (b >> 31);
+	return (int32_t)(b ^ (neg >> 1));
+}
+
+static inline float key_float(int32_t k)
+{
+	return bits_float((uint32_t)order_key((uint32_t)k));
+}
+
+/* Keys at or beyond these mean +-Inf or NaN. */
+#define KEY_POS_INF ((int32_t)0x7f800000)
+#define KEY_NEG_INF ((int32_t)0x807fffff)
+
+static int32_t absmax_block(const float *restrict w, size_t n)
+{
+	const u32a *u = (const u32a *)w;
+	/* Non-negative magnitudes' bits compare the same as signed ints. */
+	int32_t m = 0;
+	size_t i = 0;
+	for (; i + CHUNK <= n; i += CHUNK) {
+		int32_t c = 0;
+		for (size_t j = 0; j < CHUNK; j++) {
+			int32_t x = (int32_t)(u[i + j] & ABS_MASK);
+			c = x > c ? x : c;
+		}
+		m = c > m ? c : m;
+	}
+	for (; i < n; i++) {
+		int32_t x = (int32_t)(u[i] & ABS_MASK);
+		m = x > m ? x : m;
+	}
+	return m;
+}
+
+static void absmax_rows(const float *restrict w, size_t n, int32_t *restrict acc)
+{
+	const u32a *u = (const u32a *)w;
+	size_t i = 0;
+	for (; i + CHUNK <= n; i += CHUNK) {
+		for (size_t j = 0; j < CHUNK; j++) {
+			int32_t x = (int32_t)(u[i + j] & ABS_MASK);
+			acc[i + j] = x > acc[i + j] ? x : acc[i + j];
+		}
+	}
+	for (; i < n; i++) {
+		int32_t x = (int32_t)(u[i] & ABS_MASK);
+		acc[i] = x > acc[i] ? x : acc[i];
+	}
+}
+
+/* Four rows at a time: the per-channel maxima are read and written once per
+ * four elements instead of once per element (they do not fit L1 for wide
+ * layers). */
+static void absmax_rows4(const float *restrict w, size_t stride, size_t n, int32_t *restrict acc)
+{
+	const u32a *u0 = (const u32a *)w, *u1 = (const u32a *)(w + stride),
+		   *u2 = (const u32a *)(w + 2 * stride), *u3 = (const u32a *)(w + 3 * stride);
+	size_t i = 0;
+	for (; i + CHUNK <= n; i += CHUNK) {
+		for (size_t j = 0; j < CHUNK; j++) {
+			int32_t x0 = (int32_t)(u0[i + j] & ABS_MASK), x1 = (int32_t)(u1[i + j] & ABS_MASK);
+			int32_t x2 = (int32_t)(u2[i + j] & ABS_MASK), x3 = (int32_t)(u3[i + j] & ABS_MASK);
+			int32_t a = x0 > x1 ? x0 : x1, b = x2 > x3 ? x2 : x3;
+			a = a > b ? a : b;
+			acc[i + j] = a > acc[i + j] ? a : acc[i + j];
+		}
+	}
+	for (; i < n; i++) {
+		for (size_t r = 0; r < 4; r++) {
+			int32_t x = (int32_t)(((const u32a *)(w + r * stride))[i] & ABS_MASK);
+			acc[i] = x > acc[i] ? x : acc[i];
+		}
+	}
+}
+
+static void minmax_block(const float *restrict w, size_t n, int32_t *kmin, int32_t *kmax)
+{
+	const u32a *u = (const u32a *)w;
+	int32_t lo = *kmin, hi = *kmax;
+	size_t i = 0;
+	for (; i + CHUNK <= n; i += CHUNK) {
+		int32_t cl = lo, ch = hi;
+		for (size_t j = 0; j < CHUNK; j++) {
+			int32_t k = order_key(u[i + j]);
+			cl = k < cl ? k : cl;
+			ch = k > ch ? k : ch;
+		}
+		lo = cl;
+		hi = ch;
+	}
+	for (; i < n; i++) {
+		int32_t k = order_key(u[i]);
+		lo = k < lo ? k : lo;
+		hi = k > hi ? k : hi;
+	}
+	*kmin = lo;
+	*kmax = hi;
+}
+
+static void minmax_rows(const float *restrict w, size_t n, int32_t *restrict kmin,
+			int32_t *restrict kmax)
+{
+	const u32a *u = (const u32a *)w;
+	size_t i = 0;
+	for (; i + CHUNK <= n; i += CHUNK) {
+		for (size_t j = 0; j < CHUNK; j++) {
+			int32_t k = order_key(u[i + j]);
+			kmin[i + j] = k < kmin[i + j] ? k : kmin[i + j];
+			kmax[i + j] = k > kmax[i + j] ? k : kmax[i + j];
+		}
+	}
+	for (; i < n; i++) {
+		int32_t k = order_key(u[i]);
+		kmin[i] = k < kmin[i] ? k : kmin[i];
+		kmax[i] = k > kmax[i] ? k : kmax[i];
+	}
+}
+
+/* Round to nearest even, then clamp as integers (the same as clamping first,
+ * the bounds being integers). |y| stays far below 2^22 for every input the
+ * parameters above produce. */
+static inline int8_t q8(float x, float inv)
+{
+	int32_t v = (int32_t)((x * inv + ROUND_MAGIC) - ROUND_MAGIC);
+	v = v > 127 ? 127 : v;
+	v = v < -127 ? -127 : v;
+	return (int8_t)v;
+}
+
+static inline uint8_t qu8(float x, float inv, float zpf)
+{
+	int32_t v = (int32_t)(((x * inv + zpf) + ROUND_MAGIC) - ROUND_MAGIC);
+	v = v > 255 ? 255 : v;
+	v = v < 0 ? 0 : v;
+	return (uint8_t)v;
+}
+
+static void q8_block(const float *restrict w, size_t n, float inv, int8_t *restrict q)
+{
+	size_t i = 0;
+	for (; i + CHUNK <= n; i += CHUNK)
+		for (size_t j = 0; j < CHUNK; j++)
+			q[i + j] = q8(w[i + j], inv);
+	for (; i < n; i++)
+		q[i] = q8(w[i], inv);
+}
+
+static void q8_rows(const float *restrict w, size_t n, const float *restrict inv,
+		    int8_t *restrict q)
+{
+	size_t i = 0;
+	for (; i + CHUNK <= n; i += CHUNK)
+		for (size_t j = 0; j < CHUNK; j++)
+			q[i + j] = q8(w[i + j], inv[i + j]);
+	for (; i < n; i++)
+		q[i] = q8(w[i], inv[i]);
+}
+
+static void qu8_block(const float *restrict w, size_t n, float inv, float zpf,
+		      uint8_t *restrict q)
+{
+	size_t i = 0;
+	for (; i + CHUNK <= n; i += CHUNK)
+		for (size_t j = 0; j < CHUNK; j++)
+			q[i + j] = qu8(w[i + j], inv, zpf);
+	for (; i < n; i++)
+		q[i] = qu8(w[i], inv, zpf);
+}
+
+static void qu8_rows(const float *restrict w, size_t n, const float *restrict inv,
+		     const float *restrict zpf, uint8_t *restrict q)
+{
+	size_t i = 0;
+	for (; i + CHUNK <= n; i += CHUNK)
+		for (size_t j = 0; j < CHUNK; j++)
+			q[i + j] = qu8(w[i + j], inv[i + j], zpf[i + j]);
+	for (; i < n; i++)
+		q[i] = qu8(w[i], inv[i], zpf[i]);
+}
+
+/* ---- kernels ---- */
+
+/* Cancel polling by element count: `*since` accumulates work done. */
+static enum nn_status poll(const struct step_ctx *ctx, size_t *since, size_t add,
+			   struct nn_err *e)
+{
+	*since += add;
+	if (*since < STEP_POLL_ELEMS)
+		return NN_OK;
+	*since = 0;
+	if (step_canceled(ctx))
+		return err_set(e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
+	return NN_OK;
+}
+
+static enum nn_status nonfinite(struct nn_err *e)
+{
+	return err_set(e, NN_EINVAL, "invalid_model", "", "weight contains NaN or Inf");
+}
+
+/* Per-channel working arrays, one allocation per kernel call. */
+struct chan_scratch {
+	int32_t *ka, *kb; /* pass-1 keys: |w| maxima (sym) or min/max order keys (asym) */
+	float *inv, *zpf;
+	void *mem;
+};
+
+static enum nn_status scratch_new(struct chan_scratch *s, size_t outer, size_t channels,
+				  size_t inner, struct nn_err *e)
+{
+	size_t n, bytes;
+	if (channels == 0 || __builtin_mul_overflow(outer, channels, &n) ||
+	    __builtin_mul_overflow(n, inner, &n) || __builtin_mul_overflow(channels, 16, &bytes))
+		return err_set(e, NN_EINVAL, "invalid_argument", "",
+			       "bad weight layout %zu x %zu x %zu", outer, channels, inner);
+	s->mem = malloc(bytes);
+	if (!s->mem)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu scales",
+			       channels);
+	s->ka = s->mem;
+	s->kb = s->ka + channels;
+	s->inv = (float *)(s->kb + channels);
+	s->zpf = s->inv + channels;
+	return NN_OK;
+}
+
+static enum nn_status sym_impl(const float *w, size_t outer, size_t channels, size_t inner,
+			       int8_t *q, float *scales, const struct chan_scratch *s,
+			       const struct step_ctx *ctx, struct nn_err *e)
+{
+	enum nn_status st;
+	size_t since = 0;
+	int32_t *amax = s->ka;
+	float *inv = s->inv;
+	memset(amax, 0, channels * sizeof *amax);
+	for (size_t o = 0; o < outer; o++) {
+		const float *row = w + o * channels * inner;
+		if (inner == 1 && o + 4 <= outer) {
+			absmax_rows4(row, channels, channels, amax);
+			o += 3;
+			if ((st = poll(ctx, &since, 3 * channels, e)) != NN_OK)
+				return st;
+		} else if (inner == 1) {
+			absmax_rows(row, channels, amax);
+		} else {
+			for (size_t c = 0; c < channels; c++) {
+				int32_t m = absmax_block(row + c * inner, inner);
+				amax[c] = m > amax[c] ? m : amax[c];
+			}
+		}
+		if ((st = poll(ctx, &since, channels * inner, e)) != NN_OK)
+			return st;
+	}
+	for (size_t c = 0; c < channels; c++) {
+		if (amax[c] >= KEY_POS_INF)
+			return nonfinite(e);
+		sym_params(bits_float((uint32_t)amax[c]), &scales[c], &inv[c]);
+	}
+	for (size_t o = 0; o < outer; o++) {
+		const float *row = w + o * channels * inner;
+		int8_t *qrow = q + o * channels * inner;
+		if (inner == 1) {
+			q8_rows(row, channels, inv, qrow);
+		} else {
+			for (size_t c = 0; c < channels; c++)
+				q8_block(row + c * inner, inner, inv[c], qrow + c * inner);
+		}
+		if ((st = poll(ctx, &since, channels * inner, e)) != NN_OK)
+			return st;
+	}
+	return NN_OK;
+}
+
+enum nn_status quant_int8_symmetric_per_channel(const float *w, size_t outer, size_t channels,
+						size_t inner, int8_t *q, float *scales,
+						const struct step_ctx *ctx, struct nn_err *e)
+{
+	struct chan_scratch s;
+	enum nn_status st = scratch_new(&s, outer, channels, inner, e);
+	if (st != NN_OK)
+		return st;
+	st = sym_impl(w, outer, channels, inner, q, scales, &s, ctx, e);
+	free(s.mem);
+	return st;
+}
+
+enum nn_status quant_int8_symmetric_per_tensor(const float *w, size_t n, int8_t *q, float *scale,
+					       const struct step_ctx *ctx, struct nn_err *e)
+{
+	int32_t ka, kb;
+	float inv, zpf;
+	struct chan_scratch s = {&ka, &kb, &inv, &zpf, NULL};
+	return sym_impl(w, 1, 1, n, q, scale, &s, ctx, e);
+}
+
+static enum nn_status asym_impl(const float *w, size_t outer, size_t channels, size_t inner,
+				uint8_t *q, float *scales, uint8_t *zps,
+				const struct chan_scratch *s, const struct step_ctx *ctx,
+				struct nn_err *e)
+{
+	enum nn_status st;
+	size_t since = 0;
+	int32_t *kmin = s->ka, *kmax = s->kb;
+	for (size_t c = 0; c < channels; c++) {
+		kmin[c] = 0; /* the range always includes 0 (key of +0 is 0) */
+		kmax[c] = 0;
+	}
+	for (size_t o = 0; o < outer; o++) {
+		const float *row = w + o * channels * inner;
+		if (inner == 1) {
+			minmax_rows(row, channels, kmin, kmax);
+		} else {
+			for (size_t c = 0; c < channels; c++)
+				minmax_block(row + c * inner, inner, &kmin[c], &kmax[c]);
+		}
+		if ((st = poll(ctx, &since, channels * inner, e)) != NN_OK)
+			return st;
+	}
+	for (size_t c = 0; c < channels; c++) {
+		if (kmax[c] >= KEY_POS_INF || kmin[c] <= KEY_NEG_INF)
+			return nonfinite(e);
+		asym_params(key_float(kmin[c]), key_float(kmax[c]), &scales[c], &s->inv[c],
+			    &s->zpf[c]);
+		zps[c] = (uint8_t)s->zpf[c];
+	}
+	for (size_t o = 0; o < outer; o++) {
+		const float *row = w + o * channels * inner;
+		uint8_t *qrow = q + o * channels * inner;
+		if (inner == 1) {
+			qu8_rows(row, channels, s->inv, s->zpf, qrow);
+		} else {
+			for (size_t c = 0; c < channels; c++)
+				qu8_block(row + c * inner, inner, s->inv[c], s->zpf[c],
+					  qrow + c * inner);
+		}
+		if ((st = poll(ctx, &since, channels * inner, e)) != NN_OK)
+			return st;
+	}
+	return NN_OK;
+}
+
+enum nn_status quant_uint8_asymmetric_per_channel(const float *w, size_t outer, size_t channels,
+						  size_t inner, uint8_t *q, float *scales,
+						  uint8_t *zero_points, const struct step_ctx *ctx,
+						  struct nn_err *e)
+{
+	struct chan_scratch s;
+	enum nn_status st = scratch_new(&s, outer, channels, inner, e);
+	if (st != NN_OK)
+		return st;
+	st = asym_impl(w, outer, channels, inner, q, scales, zero_points, &s, ctx, e);
+	free(s.mem);
+	return st;
+}
+
+/* ---- scalar references ---- */
+
+bool quant_ref_int8_symmetric(const float *w, size_t outer, size_t channels, size_t inner,
+			      int8_t *q, float *scales)
+{
+	for (size_t c = 0; c < channels; c++) {
+		float amax = 0.0f;
+		for (size_t o = 0; o < outer; o++) {
+			for (size_t i = 0; i < inner; i++) {
+				float x = w[(o * channels + c) * inner + i];
+				if (!isfinite(x))
+					return false;
+				amax = fmaxf(amax, fabsf(x));
+			}
+		}
+		float inv = 0.0f;
+		sym_params(amax, &scales[c], &inv);
+		for (size_t o = 0; o < outer; o++) {
+			for (size_t i = 0; i < inner; i++) {
+				size_t at = (o * channels + c) * inner + i;
+				float y = fminf(fmaxf(nearbyintf(w[at] * inv), -127.0f), 127.0f);
+				q[at] = (int8_t)y;
+			}
+		}
+	}
+	return true;
+}
+
+bool quant_ref_uint8_asymmetric(const float *w, size_t outer, size_t channels, size_t inner,
+				uint8_t *q, float *scales, uint8_t *zero_points)
+{
+	for (size_t c = 0; c < channels; c++) {
+		float mn = 0.0f, mx = 0.0f;
+		for (size_t o = 0; o < outer; o++) {
+			for (size_t i = 0; i < inner; i++) {
+				float x = w[(o * channels + c) * inner + i];
+				if (!isfinite(x))
+					return false;
+				mn = fminf(mn, x);
+				mx = fmaxf(mx, x);
+			}
+		}
+		float inv = 0.0f, zpf = 0.0f;
+		asym_params(mn, mx, &scales[c], &inv, &zpf);
+		zero_points[c] = (uint8_t)zpf;
+		for (size_t o = 0; o < outer; o++) {
+			for (size_t i = 0; i < inner; i++) {
+				size_t at = (o * channels + c) * inner + i;
+				float y = fminf(fmaxf(nearbyintf(w[at] * inv + zpf), 0.0f), 255.0f);
+				q[at] = (uint8_t)y;
+			}
+		}
+	}
+	return true;
+}
+
+/* ---- spec parameters ---- */
+
+enum nn_status quant_params_parse(const json_t *step, size_t index, struct quant_params *out,
+				  struct nn_err *e)
+{
+	char field[128], got[96];
+	if (!json_is_object(step)) {
+		snprintf(field, sizeof field, "steps[%zu]", index);
+		return err_set(e, NN_EINVAL, "invalid_spec", field, "step must be an object, got %s",
+			       step_describe_json(step, got, sizeof got));
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)step, key, v) {
+		if (strcmp(key, "op") && strcmp(key, "scheme") && strcmp(key, "granularity") &&
+		    strcmp(key, "symmetric")) {
+			snprintf(field, sizeof field, "steps[%zu].%.80s", index, key);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "unknown field '%.80s' for op quantize; allowed: op, scheme, "
+				       "granularity, symmetric",
+				       key);
+		}
+	}
+	v = json_object_get(step, "scheme");
+	snprintf(field, sizeof field, "steps[%zu].scheme", index);
+	if (!v)
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "missing required field 'scheme'; supported: int8");
+	if (!json_is_string(v) || strcmp(json_string_value(v), "int8"))
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "unsupported scheme %s; supported: int8",
+			       step_describe_json(v, got, sizeof got));
+	out->granularity = QUANT_PER_CHANNEL;
+	out->symmetric = true;
+	v = json_object_get(step, "granularity");
+	if (v) {
+		const char *gv = json_is_string(v) ? json_string_value(v) : "";
+		if (!strcmp(gv, "per_channel")) {
+			out->granularity = QUANT_PER_CHANNEL;
+		} else if (!strcmp(gv, "per_tensor")) {
+			out->granularity = QUANT_PER_TENSOR;
+		} else {
+			snprintf(field, sizeof field, "steps[%zu].granularity", index);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "unknown granularity %s; supported: per_channel, per_tensor",
+				       step_describe_json(v, got, sizeof got));
+		}
+	}
+	v = json_object_get(step, "symmetric");
+	if (v) {
+		if (!json_is_boolean(v)) {
+			snprintf(field, sizeof field, "steps[%zu].symmetric", index);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "symmetric must be true or false, got %s",
+				       step_describe_json(v, got, sizeof got));
+		}
+		out->symmetric = json_is_true(v);
+	}
+	return NN_OK;
+}
+
+/* ---- the step ---- */
+
+struct wref {
+	char *name, *op, *node;
+	int channel_axis;
+};
+
+static json_t *shape_json(const struct tensor *t)
+{
+	json_t *a = json_array();
+	for (int d = 0; a && d < t->ndim; d++) {
+		if (json_array_append_new(a, json_integer(t->shape[d]))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+/* Quantizes one weight (looked up by name: earlier weights' removal may have
+ * moved the initializer array) and rewires the graph. Appends its metrics. */
+static enum nn_status quantize_one(struct onnx_model *m, const struct wref *r,
+				   const struct quant_params *p, const struct step_ctx *ctx,
+				   json_t *layers, uint64_t *params, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	struct tensor w = {0}, q = {0}, sc = {0}, zp = {0};
+	char *qname = NULL, *sname = NULL, *zname = NULL, *nname = NULL, *buf = NULL;
+	bool *used = NULL;
+	Onnx__TensorProto *init = onnx_find_initializer(m, r->name);
+	if (!init)
+		return err_set(e, NN_EINTERNAL, "internal", "", "weight '%s' vanished", r->name);
+	if ((st = onnx_initializer_view(init, &w, e)) != NN_OK) {
+		err_prefix(e, "weight '%s'", r->name);
+		return st;
+	}
+	int64_t n = tensor_numel(&w);
+	if (n < 0) {
+		st = err_set(e, NN_EINVAL, "invalid_model", "", "weight '%s' has an invalid shape",
+			     r->name);
+		goto fail;
+	}
+	bool per_channel = p->granularity == QUANT_PER_CHANNEL && w.ndim >= 1 &&
+			   r->channel_axis >= 0 && r->channel_axis < w.ndim &&
+			   w.shape[r->channel_axis] > 0;
+	size_t outer = 1, channels = 1, inner = (size_t)n;
+	if (per_channel) {
+		channels = (size_t)w.shape[r->channel_axis];
+		for (int d = 0; d < r->channel_axis; d++)
+			outer *= (size_t)w.shape[d];
+		inner = 1;
+		for (int d = r->channel_axis + 1; d < w.ndim; d++)
+			inner *= (size_t)w.shape[d];
+	}
+	enum dtype qt = p->symmetric ? DT_INT8 : DT_UINT8;
+	int64_t cshape[1] = {(int64_t)channels};
+	if ((st = tensor_alloc(&q, qt, w.ndim, w.shape, e)) != NN_OK ||
+	    (st = tensor_alloc(&sc, DT_FLOAT, per_channel ? 1 : 0, cshape, e)) != NN_OK ||
+	    (st = tensor_alloc(&zp, qt, per_channel ? 1 : 0, cshape, e)) != NN_OK)
+		goto fail;
+	if (n == 0) {
+		for (size_t c = 0; c < channels; c++) /* empty weight: nothing to scale */
+			((float *)sc.data)[c] = 1.0f;
+	} else if (p->symmetric) {
+		st = quant_int8_symmetric_per_channel(w.data, outer, channels, inner, q.data,
+						      sc.data, ctx, e);
+	} else {
+		st = quant_uint8_asymmetric_per_channel(w.data, outer, channels, inner, q.data,
+							sc.data, zp.data, ctx, e);
+	}
+	if (st != NN_OK) {
+		err_prefix(e, "weight '%s'", r->name);
+		goto fail;
+	}
+
+	/* Error of the dequantized weight, computed as ONNX Runtime does it:
+	 * (float)(q - zero_point) * scale. */
+	const float *wf = w.data, *scales = sc.data;
+	double sq = 0, maxerr = 0;
+	/* scale_min/max cover channels holding a non-zero weight; all-zero
+	 * channels (scale 1 by convention, every q equal to the zero point) are
+	 * counted separately so they do not masquerade as a coarse scale. */
+	float smin = INFINITY, smax = 0;
+	size_t zero_channels = 0;
+	used = calloc(channels, 1);
+	if (!used) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+		goto fail;
+	}
+	for (size_t o = 0; o < outer; o++) {
+		for (size_t c = 0; c < channels; c++) {
+			size_t base = (o * channels + c) * inner;
+			int32_t z = p->symmetric ? 0 : ((uint8_t *)zp.data)[c];
+			for (size_t i = 0; i < inner; i++) {
+				int32_t qv = p->symmetric ? ((int8_t *)q.data)[base + i]
+							  : ((uint8_t *)q.data)[base + i];
+				used[c] |= qv != z;
+				double d = (double)((float)(qv - z) * scales[c]) - wf[base + i];
+				sq += d * d;
+				maxerr = fabs(d) > maxerr ? fabs(d) : maxerr;
+			}
+		}
+	}
+	for (size_t c = 0; c < channels; c++) {
+		if (used[c]) {
+			smin = scales[c] < smin ? scales[c] : smin;
+			smax = scales[c] > smax ? scales[c] : smax;
+		} else {
+			zero_channels++;
+		}
+	}
+
+	size_t blen = strlen(r->name) + 32;
+	buf = malloc(blen);
+	if (!buf) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for names");
+		goto fail;
+	}
+	snprintf(buf, blen, "%s_quantized", r->name);
+	qname = onnx_unique_name(m, buf);
+	snprintf(buf, blen, "%s_scale", r->name);
+	sname = onnx_unique_name(m, buf);
+	snprintf(buf, blen, "%s_zero_point", r->name);
+	zname = onnx_unique_name(m, buf);
+	snprintf(buf, blen, "%s_DequantizeLinear", r->name);
+	nname = onnx_unique_name(m, buf);
+	if (!qname || !sname || !zname || !nname) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for names");
+		goto fail;
+	}
+	/* The float view borrows the initializer's storage: done with it before
+	 * the initializer goes. */
+	tensor_free(&w);
+	if ((st = onnx_add_initializer(m, qname, &q, e)) != NN_OK ||
+	    (st = onnx_add_initializer(m, sname, &sc, e)) != NN_OK ||
+	    (st = onnx_add_initializer(m, zname, &zp, e)) != NN_OK)
+		goto fail;
+	const char *ins[3] = {qname, sname, zname};
+	const char *outs[1] = {r->name};
+	Onnx__NodeProto *node = NULL;
+	if ((st = onnx_prepend_node(m, "DequantizeLinear", nname, ins, 3, outs, 1, &node, e)) !=
+	    NN_OK)
+		goto fail;
+	if (per_channel && (st = onnx_node_set_int_attr(node, "axis", r->channel_axis, e)) != NN_OK)
+		goto fail;
+	onnx_remove_initializer(m, r->name);
+	*params += (uint64_t)n;
+
+	json_t *l = json_object();
+	int bad = !l || json_array_append_new(layers, l);
+	if (!bad) {
+		bad |= step_json_set(l, "name", json_string(r->name));
+		bad |= step_json_set(l, "op", json_string(r->op));
+		bad |= step_json_set(l, "node", json_string(r->node));
+		bad |= step_json_set(l, "shape", shape_json(&q));
+		bad |= step_json_set(l, "granularity",
+				     json_string(per_channel ? "per_channel" : "per_tensor"));
+		if (per_channel)
+			bad |= step_json_set(l, "axis", json_integer(r->channel_axis));
+		bad |= step_json_set(l, "scale_min", zero_channels < channels ? step_json_real(smin)
+									    : json_null());
+		bad |= step_json_set(l, "scale_max", zero_channels < channels ? step_json_real(smax)
+									    : json_null());
+		bad |= step_json_set(l, "zero_channels", json_integer((json_int_t)zero_channels));
+		bad |= step_json_set(l, "mse", step_json_real(n ? sq / (double)n : 0.0));
+		bad |= step_json_set(l, "max_abs_error", step_json_real(maxerr));
+	}
+	if (bad)
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for quantize metrics");
+fail:
+	tensor_free(&w);
+	tensor_free(&q);
+	tensor_free(&sc);
+	tensor_free(&zp);
+	free(buf);
+	free(used);
+	free(qname);
+	free(sname);
+	free(zname);
+	free(nname);
+	return st;
+}
+
+enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
+			 const struct step_ctx *ctx, json_t **metrics, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct onnx_weight_ref *refs = NULL;
+	size_t nref = 0;
+	struct wref *ws = NULL;
+	json_t *out = NULL, *layers = NULL;
+	*metrics = NULL;
+
+	if (p->granularity != QUANT_PER_CHANNEL && p->granularity != QUANT_PER_TENSOR)
+		return err_set(e, NN_EINVAL, "invalid_spec", "", "unknown granularity");
+	size_t bytes_before = onnx_packed_size(m);
+	if ((st = onnx_prunable_weights(m, &refs, &nref, e)) != NN_OK)
+		goto fail;
+	if (nref == 0) {
+		st = err_set(e, NN_EINVAL, "invalid_spec", "",
+			     "model has no Gemm/MatMul/Conv float weights to quantize");
+		goto fail;
+	}
+	/* DequantizeLinear exists from opset 10 and takes `axis` from 13. */
+	if (onnx_opset(m) < 13 && (st = onnx_raise_opset(m, 13, e)) != NN_OK)
+		goto fail;
+	/* Copy what we need from the refs: their pointers do not survive the
+	 * initializer removals below. */
+	ws = calloc(nref, sizeof *ws);
+	if (!ws) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", nref);
+		goto fail;
+	}
+	for (size_t i = 0; i < nref; i++) {
+		const Onnx__NodeProto *nd = refs[i].node;
+		ws[i].name = strdup(refs[i].init->name ? refs[i].init->name : "");
+		ws[i].op = strdup(nd && nd->op_type ? nd->op_type : "");
+		ws[i].node = strdup(nd && nd->name ? nd->name : "");
+		ws[i].channel_axis = refs[i].channel_axis;
+		if (!ws[i].name || !ws[i].op || !ws[i].node) {
+			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for names");
+			goto fail;
+		}
+	}
+	free(refs);
+	refs = NULL;
+
+	layers = json_array();
+	if (!layers) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+		goto fail;
+	}
+	uint64_t params = 0;
+	for (size_t i = 0; i < nref; i++) {
+		if (step_canceled(ctx)) {
+			st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
+			goto fail;
+		}
+		if ((st = quantize_one(m, &ws[i], p, ctx, layers, &params, e)) != NN_OK)
+			goto fail;
+		step_progress(ctx, (double)(i + 1) / (double)nref);
+	}
+
+	out = json_object();
+	int bad = !out;
+	bad |= step_json_set(out, "scheme", json_string("int8"));
+	bad |= step_json_set(out, "granularity", json_string(p->granularity == QUANT_PER_CHANNEL
+								     ? "per_channel"
+								     : "per_tensor"));
+	bad |= step_json_set(out, "symmetric", json_boolean(p->symmetric));
+	bad |= step_json_set(out, "parameters", json_integer((json_int_t)params));
+	bad |= step_json_set(out, "bytes_before", json_integer((json_int_t)bytes_before));
+	bad |= step_json_set(out, "bytes_after", json_integer((json_int_t)onnx_packed_size(m)));
+	bad |= step_json_set(out, "opset", json_integer((json_int_t)onnx_opset(m)));
+	bad |= step_json_set(out, "layers", layers);
+	layers = NULL;
+	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
+	if (bad) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for quantize metrics");
+		goto fail;
+	}
+	*metrics = out;
+	out = NULL;
+fail:
+	json_decref(out);
+	json_decref(layers);
+	if (ws) {
+		for (size_t i = 0; i < nref; i++) {
+			free(ws[i].name);
+			free(ws[i].op);
+			free(ws[i].node);
+		}
+	}
+	free(ws);
+	free(refs);
+	return st;
+}

@@ -1,0 +1,79 @@
+/* quant: weight-only int8 quantization of a model's Gemm/MatMul/Conv weights.
+ *
+ * Owns the `quantize` pipeline step. Each float weight W that
+ * onnx_prunable_weights finds is replaced by initializers W_quantized (int8,
+ * or uint8 when asymmetric), W_scale (float, [C] per channel or a scalar per
+ * tensor) and W_zero_point (same shape as the scale), plus a DequantizeLinear
+ * node, prepended to the graph, whose output keeps the name W: consumers are
+ * untouched. The default opset is raised to 13 first when it is lower
+ * (per-axis DequantizeLinear). Formats: docs/internals/quantized-formats.md.
+ *
+ * Rounding is round-half-to-even everywhere (the kernels and the scalar
+ * references agree bit for bit). Symmetric: scale = max|w| / 127,
+ * q = clamp(round(w / scale), -127, 127), zero point 0. Asymmetric: the range
+ * [min(min w, 0), max(max w, 0)] over 255 steps, zero point round(-lo / scale),
+ * q = clamp(round(w / scale + zp), 0, 255). A channel whose scale would not be
+ * a normal float (all zeros, or |w| < ~1e-36) gets scale 1 and q = zp, so a
+ * weight that is zero stays exactly zero after dequantization.
+ *
+ * Kernels use caller-owned buffers (per-channel ones allocate one scratch
+ * array of `channels` floats per call). Weights containing NaN or Inf are
+ * refused (NN_EINVAL). Thread rules as for prune: one model, one thread. */
+#ifndef NNCD_QUANT_H
+#define NNCD_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "err.h"
+#include "onnx_io.h"
+#include "step.h"
+
+enum quant_granularity {
+	QUANT_PER_CHANNEL,
+	QUANT_PER_TENSOR,
+};
+
+struct quant_params {
+	enum quant_granularity granularity; /* default per channel */
+	bool symmetric;                     /* default true */
+};
+
+/* Parses and checks one spec step whose "op" is "quantize" ("scheme" is
+ * required and must be "int8"), filling defaults. Errors as prune_params_parse. */
+enum nn_status quant_params_parse(const json_t *step, size_t index, struct quant_params *out,
+				  struct nn_err *e);
+
+/* ---- kernels ----
+ * A weight is viewed as [outer][channels][inner]: channel c's elements are
+ * w[(o * channels + c) * inner + i]. A Conv weight [M, C, kh, kw] with axis 0
+ * is outer 1, channels M, inner C*kh*kw; a MatMul weight [K, N] with axis 1 is
+ * outer K, channels N, inner 1. Per tensor is channels 1. `ctx` (may be NULL)
+ * is polled for cancellation every STEP_POLL_ELEMS elements. */
+enum nn_status quant_int8_symmetric_per_channel(const float *w, size_t outer, size_t channels,
+						size_t inner, int8_t *q, float *scales,
+						const struct step_ctx *ctx, struct nn_err *e);
+enum nn_status quant_int8_symmetric_per_tensor(const float *w, size_t n, int8_t *q, float *scale,
+					       const struct step_ctx *ctx, struct nn_err *e);
+enum nn_status quant_uint8_asymmetric_per_channel(const float *w, size_t outer, size_t channels,
+						  size_t inner, uint8_t *q, float *scales,
+						  uint8_t *zero_points, const struct step_ctx *ctx,
+						  struct nn_err *e);
+
+/* Plain scalar references the kernels are tested against (same results, bit
+ * for bit). Return false on non-finite input. */
+bool quant_ref_int8_symmetric(const float *w, size_t outer, size_t channels, size_t inner,
+			      int8_t *q, float *scales);
+bool quant_ref_uint8_asymmetric(const float *w, size_t outer, size_t channels, size_t inner,
+				uint8_t *q, float *scales, uint8_t *zero_points);
+
+/* Runs the quantize step on m in place. On NN_OK *metrics is a new JSON
+ * object the caller owns. NN_EUNSUPPORTED (from onnx_raise_opset) when the
+ * model's opset cannot be raised to 13. */
+enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
+			 const struct step_ctx *ctx, json_t **metrics, struct nn_err *e);
+
+#endif

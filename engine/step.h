@@ -1,0 +1,90 @@
+/* step: what the pipeline hands every compression step while it runs.
+ *
+ * A step (prune, quantize, ...) receives a struct step_ctx and must poll
+ * step_canceled() between weights and every few million elements inside its
+ * kernels' outer loops, returning NN_ECANCELED as soon as it sees the flag, and
+ * may report its own progress as a fraction in [0,1] (the pipeline maps it onto
+ * the job's overall progress and rate-limits it). A NULL ctx means "no cancel,
+ * no progress" so kernels can be called bare from tests and benchmarks.
+ * Header-only; the cancel flag is read with atomic_load, so another thread may
+ * set it at any time. */
+#ifndef NNCD_STEP_H
+#define NNCD_STEP_H
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <time.h>
+
+#include <jansson.h>
+
+/* Elements a kernel processes between two cancel polls (and progress reports). */
+#define STEP_POLL_ELEMS ((size_t)1 << 22)
+
+struct step_ctx {
+	const atomic_bool *cancel;                 /* may be NULL */
+	void (*progress)(void *ud, double fraction); /* fraction of this step done; may be NULL */
+	void *ud;
+};
+
+static inline bool step_canceled(const struct step_ctx *ctx)
+{
+	return ctx && ctx->cancel && atomic_load(ctx->cancel);
+}
+
+static inline void step_progress(const struct step_ctx *ctx, double fraction)
+{
+	if (ctx && ctx->progress)
+		ctx->progress(ctx->ud, fraction < 0 ? 0 : fraction > 1 ? 1 : fraction);
+}
+
+/* Writes a short rendering of a spec value for error messages ("1.5",
+ * "\"abc\"", "an object"), so a message says what was received. */
+static inline const char *step_describe_json(const json_t *v, char *buf, size_t cap)
+{
+	if (!v)
+		snprintf(buf, cap, "nothing");
+	else if (json_is_integer(v))
+		snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
+	else if (json_is_real(v))
+		snprintf(buf, cap, "%g", json_real_value(v));
+	else if (json_is_string(v))
+		snprintf(buf, cap, "\"%.60s\"", json_string_value(v));
+	else if (json_is_true(v))
+		snprintf(buf, cap, "true");
+	else if (json_is_false(v))
+		snprintf(buf, cap, "false");
+	else if (json_is_null(v))
+		snprintf(buf, cap, "null");
+	else if (json_is_array(v))
+		snprintf(buf, cap, "an array");
+	else
+		snprintf(buf, cap, "an object");
+	return buf;
+}
+
+/* JSON number for a metric; null when not finite (jansson has no NaN/Inf). */
+static inline json_t *step_json_real(double x)
+{
+	return isfinite(x) ? json_real(x) : json_null();
+}
+
+/* Sets o[key] = v (stolen); returns nonzero if v is NULL or the set failed, so
+ * callers can OR the results and report one NN_ENOMEM. */
+static inline int step_json_set(json_t *o, const char *key, json_t *v)
+{
+	if (!v)
+		return 1;
+	return json_object_set_new(o, key, v) != 0;
+}
+
+static inline double step_seconds_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) * 1e-9;
+}
+
+#endif
