@@ -2541,6 +2541,87 @@ static enum nn_status ints_attr_to_input(struct cvt *c, Onnx__NodeProto *n, cons
 	return st;
 }
 
+static enum nn_status set_string_attr(Onnx__NodeProto *node, const char *name, const char *value,
+				      struct nn_err *e)
+{
+	Onnx__AttributeProto *a = malloc(sizeof *a);
+	if (!a)
+		return oom(e);
+	onnx__attribute_proto__init(a);
+	size_t len = strlen(value);
+	a->name = xstrdup(name);
+	a->s.data = malloc(len ? len : 1);
+	if (!a->name || !a->s.data) {
+		onnx__attribute_proto__free_unpacked(a, NULL);
+		return oom(e);
+	}
+	memcpy(a->s.data, value, len);
+	a->s.len = len;
+	a->has_s = 1;
+	a->has_type = 1;
+	a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING;
+	return put_attr(node, a, e);
+}
+
+static bool string_attr_is(const Onnx__NodeProto *n, const char *name, const char *value,
+			   bool if_absent)
+{
+	const Onnx__AttributeProto *a = find_attr(n, name, NULL);
+	if (!a || !a->has_s)
+		return if_absent;
+	return a->s.len == strlen(value) && memcmp(a->s.data, value, a->s.len) == 0;
+}
+
+/* Upsample (any version) and Resize-10 -> Resize at c->to. ONNX Runtime
+ * computes both with asymmetric coordinates and, for nearest, floor
+ * rounding (checked bit for bit by onnx_raise_opset_outputs_match_onnxruntime). */
+static enum nn_status convert_to_resize(struct cvt *c, Onnx__NodeProto *n, struct nn_err *e)
+{
+	enum nn_status st;
+	bool nearest = string_attr_is(n, "mode", "nearest", true);
+	if (n->n_input < 2) {
+		/* Upsample-7: scales attribute -> input 1 */
+		Onnx__AttributeProto *a = find_attr(n, "scales", NULL);
+		struct tensor t;
+		int64_t dim = a ? (int64_t)a->n_floats : 0;
+		tensor_view(&t, DT_FLOAT, 1, &dim, a ? (void *)a->floats : NULL);
+		if ((st = add_input_const(c, n, 1, "scales", &t, e)) != NN_OK)
+			return st;
+		remove_attr(n, "scales");
+	}
+	if (!streq(n->op_type, "Resize")) {
+		char *nm = xstrdup("Resize");
+		if (!nm)
+			return oom(e);
+		free(n->op_type);
+		n->op_type = nm;
+	}
+	if (c->to < 11)
+		return NN_OK; /* Resize-10 has Upsample's inputs and meaning */
+	/* Resize-11/12 require roi (ignored unless tf_crop_and_resize): an
+	 * empty tensor; from 13 it may be left out. */
+	char *scales = xstrdup(n->input[1]);
+	if (!scales)
+		return oom(e);
+	if (c->to >= 13) {
+		st = set_input(n, 1, "", e);
+	} else {
+		struct tensor roi;
+		int64_t zero = 0;
+		float none = 0;
+		tensor_view(&roi, DT_FLOAT, 1, &zero, &none);
+		st = add_input_const(c, n, 1, "roi", &roi, e);
+	}
+	if (st == NN_OK)
+		st = set_input(n, 2, scales, e);
+	free(scales);
+	if (st == NN_OK)
+		st = set_string_attr(n, "coordinate_transformation_mode", "asymmetric", e);
+	if (st == NN_OK && nearest)
+		st = set_string_attr(n, "nearest_mode", "floor", e);
+	return st;
+}
+
 static enum nn_status scalar_to_input(struct cvt *c, Onnx__NodeProto *n, size_t idx,
 				      const char *suffix, int32_t elem, double v, struct nn_err *e)
 {
@@ -2704,11 +2785,16 @@ static enum nn_status convert_node(struct cvt *c, Onnx__NodeProto *n, struct nn_
 		remove_attr(n, "k");
 		return NN_OK;
 	}
-	if (streq(op, "Upsample") && c->to >= 10)
-		return reject(c, n, e, "was removed at opset 10 (re-export with Resize)");
-	if (streq(op, "Resize") && CHANGED(c, 11))
-		return reject(c, n, e, "uses opset-10 Resize coordinates, which nncd does not "
-				       "convert");
+	if ((streq(op, "Upsample") && c->to >= 10) || (streq(op, "Resize") && CHANGED(c, 11))) {
+		if (!string_attr_is(n, "mode", "nearest", true) &&
+		    !string_attr_is(n, "mode", "linear", false))
+			return reject(c, n, e, "uses a mode other than nearest or linear");
+		if (n->n_input < 2 && !find_attr(n, "scales", NULL))
+			return reject(c, n, e, "has no scales");
+		if (c->dry)
+			return NN_OK;
+		return convert_to_resize(c, n, e);
+	}
 	if ((streq(op, "Unsqueeze") || streq(op, "Squeeze") || streq(op, "ReduceSum")) &&
 	    CHANGED(c, 13)) {
 		if (streq(op, "Unsqueeze") && !find_attr(n, "axes", NULL))

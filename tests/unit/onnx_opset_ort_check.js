@@ -1,7 +1,8 @@
 // Checks onnx_raise_opset against ONNX Runtime: for every
 // data/opset_*.onnx model that is not a rejection case, converts it to opset
-// 13 with onnx_raise_tool and requires bit-identical outputs from ORT on the
-// original and the converted model, for deterministic inputs.
+// 13 and 18 (and 10-12 for Upsample/Resize) with onnx_raise_tool and requires
+// bit-identical outputs from ORT on the original and the converted model, for
+// deterministic inputs.
 // Usage: node onnx_opset_ort_check.js TOOL DATA_DIR TMP_DIR
 // Exits 77 (meson: skipped) when onnxruntime-node cannot be loaded.
 'use strict';
@@ -45,22 +46,29 @@ async function run(file) {
   const files = fs.readdirSync(dataDir).filter(f => /^opset_.*\.onnx$/.test(f) && !/reject/.test(f));
   for (const f of files.sort()) {
     const src = path.join(dataDir, f);
-    const dst = path.join(tmpDir, f.replace('.onnx', '_13.onnx'));
-    execFileSync(tool, [src, dst, '13'], { stdio: 'inherit' });
-    const a = await run(src), b = await run(dst);
-    for (const k of Object.keys(a)) {
-      const x = a[k], y = b[k];
-      const same = y && x.type === y.type && JSON.stringify(x.dims) === JSON.stringify(y.dims) &&
-        Buffer.compare(Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength),
-                       Buffer.from(y.data.buffer, y.data.byteOffset, y.data.byteLength)) === 0;
-      if (!same) {
-        console.log(`${f}: output ${k} differs after raising the opset`);
-        failed++;
+    const a = await run(src);
+    // 13 is what quantization needs; 18 moves Reduce* axes to inputs; the
+    // Resize conversions also differ at 10, 11 and 12.
+    const from = parseInt(f.match(/_(\d+)\.onnx$/)[1], 10);
+    const targets = [13, 18].concat(/upsample|resize/.test(f) ? [10, 11, 12] : []);
+    for (const to of targets.filter(t => t > from)) {
+      const dst = path.join(tmpDir, f.replace('.onnx', `_to${to}.onnx`));
+      execFileSync(tool, [src, dst, String(to)], { stdio: 'inherit' });
+      const b = await run(dst);
+      for (const k of Object.keys(a)) {
+        const x = a[k], y = b[k];
+        const same = y && x.type === y.type && JSON.stringify(x.dims) === JSON.stringify(y.dims) &&
+          Buffer.compare(Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength),
+                         Buffer.from(y.data.buffer, y.data.byteOffset, y.data.byteLength)) === 0;
+        if (!same) {
+          console.log(`${f}: output ${k} differs after raising the opset to ${to}`);
+          failed++;
+        }
+        checked++;
       }
-      checked++;
+      fs.unlinkSync(dst);
+      console.log(`${f} -> opset ${to}: ${Object.keys(a).length} outputs identical`);
     }
-    fs.unlinkSync(dst);
-    console.log(`${f}: ${Object.keys(a).length} outputs identical`);
   }
   if (files.length === 0) failed++;
   console.log(`${checked} outputs checked, ${failed} failures`);

@@ -140,7 +140,8 @@ def opset_cases():
         helper.make_node("Split", ["x"], ["a", "b"], axis=1, split=[1, 3]),
         helper.make_node("ReduceSum", ["b"], ["r"], axes=[1], keepdims=1),
         helper.make_node("ReduceSum", ["a"], ["r2"], keepdims=0),
-    ], [vi("x", [2, 4])], [vi("r", [2, 1]), vi("r2", [])])
+        helper.make_node("ReduceMean", ["x"], ["r3"], axes=[0], keepdims=0),  # input at 18
+    ], [vi("x", [2, 4])], [vi("r", [2, 1]), vi("r2", []), vi("r3", [4])])
     opset_model("softmax_11", 11, [
         helper.make_node("Softmax", ["x"], ["y"]),                    # rank 2, default axis 1
         helper.make_node("LogSoftmax", ["x3"], ["y3"], axis=-1),      # rank 3, last axis
@@ -171,10 +172,23 @@ def opset_cases():
     opset_model("reject_softmax_11", 11, [
         helper.make_node("Softmax", ["x"], ["y"], name="sm3d"),
     ], [vi("x", [2, 3, 4])], [vi("y", [2, 3, 4])])
-    opset_model("reject_upsample_9", 9, [
+    # Upsample (removed at 10) and Resize-10 become Resize-13 (asymmetric, floor).
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 3], np.float32), "scales")
+    opset_model("upsample_9", 9, [
         helper.make_node("Upsample", ["x", "scales"], ["y"], name="up", mode="nearest"),
-    ], [vi("x", [1, 1, 2, 2])], [vi("y", [1, 1, 4, 4])],
-        [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
+        helper.make_node("Upsample", ["x", "scales"], ["y2"], name="up_lin", mode="linear"),
+    ], [vi("x", [1, 2, 3, 4])], [vi("y", [1, 2, 6, 12]), vi("y2", [1, 2, 6, 12])], [scales])
+    opset_model("upsample_7", 7, [
+        helper.make_node("Upsample", ["x"], ["y"], name="up7", scales=[1.0, 1.0, 3.0, 2.0]),
+    ], [vi("x", [1, 2, 3, 4])], [vi("y", [1, 2, 9, 8])])
+    opset_model("resize_10", 10, [
+        helper.make_node("Resize", ["x", "scales"], ["y"], name="rs"),
+        helper.make_node("Resize", ["x", "scales"], ["y2"], name="rs_lin", mode="linear"),
+    ], [vi("x", [1, 2, 3, 4])], [vi("y", [1, 2, 6, 12]), vi("y2", [1, 2, 6, 12])], [scales])
+    # Rejected: Dropout's mask output changed type (T -> bool) at opset 10.
+    opset_model("reject_dropout_mask_9", 9, [
+        helper.make_node("Dropout", ["x"], ["y", "mask"], name="drop"),
+    ], [vi("x", [2, 3])], [vi("y", [2, 3]), vi("mask", [2, 3])])
 
 
 def torch_mlp():
