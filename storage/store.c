@@ -640,8 +640,9 @@ static void fill_random(unsigned char *buf, size_t n)
 
 void store_new_id(const char *prefix, char out[STORE_ID_CAP])
 {
-	/* Crockford-style alphabet: no i, l, o, u (nothing to misread). */
-	static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+	/* RFC 4648 base32, lowercase: no 0, 1, 8 or 9, so nothing reads as
+	 * o, l or b. */
+	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
 	unsigned char rnd[17];
 	fill_random(rnd, sizeof rnd);
 	size_t p = prefix ? strlen(prefix) : 0;
