@@ -50,7 +50,7 @@ static enum MHD_Result respond_created(struct request *rq, unsigned status, json
 {
 	char location[128];
 	snprintf(location, sizeof location, "/v1/%s/%s", collection, id);
-	char *text = json_dumps(body, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char *text = json_dumps(body, API_JSON_FLAGS);
 	json_decref(body);
 	if (!text)
 		return MHD_NO;

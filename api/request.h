@@ -21,6 +21,8 @@
 #include "store.h"
 
 #define API_JSON_BODY_CAP ((size_t)1 << 20)
+/* 15 significant digits: 0.8 prints as 0.8, not 0.80000000000000004. */
+#define API_JSON_FLAGS (JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))
 
 enum route {
 	ROUTE_NOT_FOUND = 0,

@@ -61,7 +61,7 @@ enum MHD_Result api_respond_response(struct request *rq, unsigned status, struct
 
 enum MHD_Result api_respond_json(struct request *rq, unsigned status, json_t *body)
 {
-	char *text = body ? json_dumps(body, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	char *text = body ? json_dumps(body, API_JSON_FLAGS) : NULL;
 	json_decref(body);
 	if (!text)
 		return MHD_NO;
@@ -208,7 +208,7 @@ static enum MHD_Result respond_method_not_allowed(struct request *rq)
 	snprintf(message, sizeof message, "%s is not allowed on %s; allowed: %s", rq->method, rq->url,
 		 allowed_methods(rq->route));
 	json_object_set_new(json_object_get(body, "error"), "message", json_string(message));
-	char *text = json_dumps(body, JSON_INDENT(2));
+	char *text = json_dumps(body, API_JSON_FLAGS);
 	json_decref(body);
 	if (!text)
 		return MHD_NO;
@@ -481,12 +481,12 @@ enum nn_status api_server_start(const struct api_config *cfg, struct store *stor
 		flags |= MHD_USE_IPv6;
 	unsigned threads = cfg->threads ? cfg->threads : 2;
 	srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, srv,
+				    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
 				    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
 				    MHD_OPTION_THREAD_POOL_SIZE, threads,
 				    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1 << 20),
 				    MHD_OPTION_CONNECTION_TIMEOUT, 120u,
 				    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-				    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
 				    MHD_OPTION_END);
 	if (!srv->mhd) {
 		free(srv);
