@@ -64,6 +64,7 @@ struct request {
 	char *body;
 	size_t body_len;
 	uint64_t received;
+	uint64_t discarded;  /* bytes dropped after body_failed */
 	bool responded;      /* a response was queued (possibly early, e.g. 413) */
 	bool body_failed;    /* streaming failed: body_err says why */
 	struct nn_err body_err;

@@ -306,33 +306,58 @@ static enum MHD_Result begin_request(struct request *rq)
 	return MHD_YES;
 }
 
+/* MHD cannot queue a response while a body is still arriving (it would drop
+ * the connection without an answer), so a body that crosses a limit is
+ * discarded as it comes and answered 413 at its end. Past this much extra the
+ * connection is closed instead: nobody should be made to read gigabytes only
+ * to refuse them. */
+#define API_DISCARD_CAP ((uint64_t)256 << 20)
+
+static enum MHD_Result refuse_body(struct request *rq, size_t len, enum nn_status status,
+				   const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+static enum MHD_Result refuse_body(struct request *rq, size_t len, enum nn_status status,
+				   const char *code, const char *fmt, ...)
+{
+	if (!rq->body_failed) {
+		va_list ap;
+		va_start(ap, fmt);
+		err_setv(&rq->body_err, status, code, NULL, fmt, ap);
+		va_end(ap);
+		rq->body_failed = true;
+		blob_writer_abort(rq->upload);
+		rq->upload = NULL;
+		free(rq->body);
+		rq->body = NULL;
+		rq->body_len = 0;
+	}
+	rq->discarded += len;
+	return rq->discarded > API_DISCARD_CAP ? MHD_NO : MHD_YES;
+}
+
 static enum MHD_Result take_model_chunk(struct request *rq, const char *data, size_t len)
 {
-	if (rq->received + len > rq->srv->max_upload) {
-		blob_writer_abort(rq->upload);
-		rq->upload = NULL;
-		return api_respond_error(rq, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "",
-					 "model exceeds the upload limit of %llu bytes (--max-upload)",
-					 (unsigned long long)rq->srv->max_upload);
-	}
+	if (rq->received + len > rq->srv->max_upload)
+		return refuse_body(rq, len, NN_ETOOBIG, "too_large",
+				   "model exceeds the upload limit of %llu bytes (--max-upload)",
+				   (unsigned long long)rq->srv->max_upload);
 	rq->received += len;
-	if (blob_writer_write(rq->upload, data, len, &rq->body_err) != NN_OK) {
-		blob_writer_abort(rq->upload);
-		rq->upload = NULL;
-		return api_respond_err(rq, &rq->body_err);
-	}
+	if (blob_writer_write(rq->upload, data, len, &rq->body_err) != NN_OK)
+		return refuse_body(rq, len, rq->body_err.status, rq->body_err.code, "%s",
+				   rq->body_err.message);
 	return MHD_YES;
 }
 
 static enum MHD_Result take_json_chunk(struct request *rq, const char *data, size_t len)
 {
 	if (rq->body_len + len > API_JSON_BODY_CAP)
-		return api_respond_error(rq, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "",
-					 "job spec exceeds %zu bytes", API_JSON_BODY_CAP);
+		return refuse_body(rq, len, NN_ETOOBIG, "too_large", "job spec exceeds %zu bytes",
+				   API_JSON_BODY_CAP);
 	char *grown = realloc(rq->body, rq->body_len + len + 1);
 	if (!grown)
-		return api_respond_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "out_of_memory", "",
-					 "out of memory reading the request body");
+		return refuse_body(rq, len, NN_ENOMEM, "out_of_memory",
+				   "out of memory reading the request body");
 	rq->body = grown;
 	memcpy(rq->body + rq->body_len, data, len);
 	rq->body_len += len;
@@ -344,6 +369,8 @@ static enum MHD_Result take_chunk(struct request *rq, const char *data, size_t l
 {
 	if (rq->responded)
 		return MHD_YES; /* already answered (e.g. 413): drop the rest */
+	if (rq->body_failed)
+		return refuse_body(rq, len, NN_OK, NULL, "%s", "");
 	switch (rq->body_kind) {
 	case BODY_MODEL: return take_model_chunk(rq, data, len);
 	case BODY_JSON: return take_json_chunk(rq, data, len);
@@ -384,6 +411,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 	}
 	if (rq->responded)
 		return MHD_YES;
+	if (rq->body_failed)
+		return api_respond_err(rq, &rq->body_err);
 	return api_handle(rq);
 }
 

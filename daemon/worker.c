@@ -97,8 +97,11 @@ static enum nn_status write_to_blob(void *ud, const void *data, size_t len, stru
 	return blob_writer_write(ud, data, len, e);
 }
 
-static enum nn_status save_artifact(struct worker_pool *pool, const struct onnx_model *model,
-				    char sha[65], int64_t *size, struct nn_err *e)
+/* Serialises the model straight into a blob writer (no second copy in
+ * memory). The writer is returned uncommitted: committing and recording the
+ * row happen together under blob_gc_lock. */
+static enum nn_status write_artifact(struct worker_pool *pool, const struct onnx_model *model,
+				     struct blob_writer **out, struct nn_err *e)
 {
 	struct blob_writer *w = NULL;
 	enum nn_status st = blob_writer_new(pool->blobs, &w, e);
@@ -109,7 +112,8 @@ static enum nn_status save_artifact(struct worker_pool *pool, const struct onnx_
 		blob_writer_abort(w);
 		return st;
 	}
-	return blob_writer_commit(w, sha, size, e);
+	*out = w;
+	return NN_OK;
 }
 
 static void finish_failed(struct worker_pool *pool, const char *job_id, const struct nn_err *err)
@@ -167,12 +171,17 @@ static void run_job(struct worker_slot *slot, const struct store_claim *claim)
 	char sha[65];
 	int64_t size = 0;
 	char artifact_id[STORE_ID_CAP];
-	blob_gc_lock(pool->blobs);
-	st = save_artifact(pool, model, sha, &size, &err);
-	if (st == NN_OK)
-		st = store_job_succeed(pool->store, claim->id, sha, size, "onnx", artifact_id, &err);
-	blob_gc_unlock(pool->blobs);
+	struct blob_writer *writer = NULL;
+	st = write_artifact(pool, model, &writer, &err);
 	onnx_free(model);
+	if (st == NN_OK) {
+		blob_gc_lock(pool->blobs);
+		st = blob_writer_commit(writer, sha, &size, &err);
+		if (st == NN_OK)
+			st = store_job_succeed(pool->store, claim->id, sha, size, "onnx",
+					       artifact_id, &err);
+		blob_gc_unlock(pool->blobs);
+	}
 	if (st != NN_OK) {
 		err_prefix(&err, "saving the artifact");
 		finish_failed(pool, claim->id, &err);
