@@ -881,17 +881,20 @@ enum nn_status store_model_get(struct store *s, const char *tenant, const char *
 		st = err_set(e, NN_EIO, "db_error", NULL, "model %s: stored summary is corrupt", id);
 		goto out;
 	}
-	o = json_is_object(sum) ? json_deep_copy(sum) : json_object();
-	json_decref(sum);
-	/* Core fields win over summary keys of the same name. */
+	/* Core fields first (they read first in a terminal) and they win over
+	 * summary keys of the same name. */
+	o = json_object();
 	if (!o || json_object_set_new(o, "id", col_json_str(q, 0)) ||
 	    json_object_set_new(o, "name", col_json_str(q, 1)) ||
 	    json_object_set_new(o, "sha256", col_json_str(q, 2)) ||
 	    json_object_set_new(o, "size", json_integer(sqlite3_column_int64(q, 3))) ||
-	    json_object_set_new(o, "created_at", col_json_str(q, 4))) {
+	    json_object_set_new(o, "created_at", col_json_str(q, 4)) ||
+	    (json_is_object(sum) && json_object_update_missing(o, sum))) {
+		json_decref(sum);
 		st = oom(e);
 		goto out;
 	}
+	json_decref(sum);
 	*out = o;
 	o = NULL;
 out:
