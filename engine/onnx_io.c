@@ -84,11 +84,13 @@ static bool push_ptr(void ***arr, size_t *n, void *item)
 	return true;
 }
 
-/* Open-addressing string set/map with borrowed keys (FNV-1a). */
+/* Open-addressing string set/map (FNV-1a). Keys are borrowed, or copied
+ * when `owns` is set (for maps that outlive edits of the strings). */
 struct nameset {
 	const char **keys;
 	void **vals;
 	size_t cap, n;
+	bool owns;
 };
 
 static uint64_t name_hash(const char *s)
@@ -101,6 +103,8 @@ static uint64_t name_hash(const char *s)
 
 static void nameset_free(struct nameset *ns)
 {
+	for (size_t i = 0; ns->owns && i < ns->cap; i++)
+		free((char *)ns->keys[i]);
 	free(ns->keys);
 	free(ns->vals);
 	memset(ns, 0, sizeof *ns);
@@ -166,6 +170,8 @@ static bool nameset_put(struct nameset *ns, const char *key, void *val)
 			return true;
 		i = (i + 1) & (ns->cap - 1);
 	}
+	if (ns->owns && !(key = xstrdup(key)))
+		return false;
 	ns->keys[i] = key;
 	ns->vals[i] = val;
 	ns->n++;
@@ -2059,15 +2065,13 @@ enum nn_status onnx_initializer_set(Onnx__TensorProto *init, const struct tensor
 	return NN_OK;
 }
 
-enum nn_status onnx_add_initializer(struct onnx_model *m, const char *name,
-				    const struct tensor *t, struct nn_err *e)
+/* Appends without the duplicate check (callers that know the name is new). */
+static enum nn_status append_initializer(struct onnx_model *m, const char *name,
+					 const struct tensor *t, struct nn_err *e)
 {
 	Onnx__GraphProto *g = m->proto->graph;
 	if (!g)
 		return err_set(e, NN_EINTERNAL, "internal", NULL, "model has no graph");
-	if (onnx_find_initializer(m, name))
-		return err_set(e, NN_EINVAL, "duplicate_initializer", NULL,
-			       "initializer '%s' already exists", name);
 	Onnx__TensorProto *init = malloc(sizeof *init);
 	if (!init)
 		return oom(e);
@@ -2087,6 +2091,15 @@ enum nn_status onnx_add_initializer(struct onnx_model *m, const char *name,
 fail:
 	onnx__tensor_proto__free_unpacked(init, NULL);
 	return st;
+}
+
+enum nn_status onnx_add_initializer(struct onnx_model *m, const char *name,
+				    const struct tensor *t, struct nn_err *e)
+{
+	if (onnx_find_initializer(m, name))
+		return err_set(e, NN_EINVAL, "duplicate_initializer", NULL,
+			       "initializer '%s' already exists", name);
+	return append_initializer(m, name, t, e);
 }
 
 void onnx_remove_initializer(struct onnx_model *m, const char *name)
@@ -2337,7 +2350,9 @@ struct cvt {
 	struct onnx_model *m;
 	int64_t from, to;
 	bool dry; /* first pass: only find nodes that must be rejected */
-	struct nameset names; /* value name -> index + 1 into vi */
+	struct nameset names; /* value name -> index + 1 into vi (owned keys) */
+	struct nameset all;   /* every name in the graph, for new names (owned keys) */
+	bool all_built;
 	struct vinfo *vi;
 	size_t n_vi, cap_vi;
 };
@@ -2514,10 +2529,23 @@ static enum nn_status add_input_const(struct cvt *c, Onnx__NodeProto *n, size_t 
 	char base[256];
 	snprintf(base, sizeof base, "%s_%s",
 		 n->name && *n->name ? n->name : (n->n_output ? n->output[0] : "nncd"), suffix);
-	char *name = onnx_unique_name(c->m, base);
+	/* One name set for the whole conversion (onnx_unique_name would
+	 * rebuild it for every new initializer). */
+	if (!c->all_built) {
+		if (!collect_graph_names(c->m->proto->graph, &c->all, 0))
+			return oom(e);
+		c->all_built = true;
+	}
+	size_t cap = strlen(base) + 24;
+	char *name = malloc(cap);
 	if (!name)
 		return oom(e);
-	enum nn_status st = onnx_add_initializer(c->m, name, t, e);
+	snprintf(name, cap, "%s", base);
+	for (unsigned long long k = 1; nameset_has(&c->all, name); k++)
+		snprintf(name, cap, "%s_%llu", base, k);
+	enum nn_status st = append_initializer(c->m, name, t, e);
+	if (st == NN_OK && !nameset_put(&c->all, name, NULL))
+		st = oom(e);
 	if (st == NN_OK)
 		st = set_input(n, idx, name, e);
 	free(name);
@@ -2924,9 +2952,12 @@ enum nn_status onnx_raise_opset(struct onnx_model *m, int64_t version, struct nn
 	for (size_t i = 0; i < p->n_opset_import; i++)
 		if (is_default_domain(p->opset_import[i]->domain))
 			imp = p->opset_import[i];
-	int64_t from = imp && imp->has_version ? imp->version : 0;
+	/* Without a default-domain import there is no old meaning to convert
+	 * from: the import is added and nodes are left as they are. */
+	int64_t from = imp ? (imp->has_version ? imp->version : 1) : version;
 	enum nn_status st = NN_OK;
-	struct cvt c = { .m = m, .from = from, .to = version };
+	struct cvt c = { .m = m, .from = from, .to = version, .names = { .owns = true },
+			 .all = { .owns = true } };
 	if (from < version && p->graph) {
 		if (!infer_info(&c, p->graph)) {
 			st = oom(e);
@@ -2955,7 +2986,7 @@ enum nn_status onnx_raise_opset(struct onnx_model *m, int64_t version, struct nn
 			goto out;
 		}
 	}
-	if (from < version) {
+	if (from < version || !imp->has_version) {
 		imp->has_version = 1;
 		imp->version = version;
 	}
@@ -2966,6 +2997,7 @@ enum nn_status onnx_raise_opset(struct onnx_model *m, int64_t version, struct nn
 	}
 out:
 	nameset_free(&c.names);
+	nameset_free(&c.all);
 	free(c.vi);
 	return st;
 }

@@ -51,7 +51,9 @@ enum nn_status onnx_save_file(const struct onnx_model *m, const char *path, stru
  *  "nodes", "ops": {"Gemm": 3, ...}, "parameters", "initializers",
  *  "prunable": [{"name","op","node","shape","parameters"}], "external_data": bool}
  * Shapes use null for symbolic dims. NN_EINVAL for malformed models,
- * NN_EUNSUPPORTED for external data. */
+ * NN_EUNSUPPORTED for external data. (The default domain's opset key is "";
+ * prunable entries also carry "channel_axis" and "input_index", as in
+ * onnx_prunable_weights; see docs/internals/onnx_io.md.) */
 enum nn_status onnx_summarize_fd(int fd, json_t **out, struct nn_err *e);
 
 /* ---- graph helpers for engine passes ---- */
@@ -67,7 +69,10 @@ Onnx__TensorProto *onnx_find_initializer(const struct onnx_model *m, const char 
 /* Float32 weights that a Gemm (B), MatMul (an initializer operand) or Conv (W)
  * consumes, decided from the graph. Each entry names the consuming node and
  * the axis of output channels in the weight (for per-channel schemes). An
- * initializer consumed by several such nodes appears once. */
+ * initializer consumed by several such nodes appears once (first consumer).
+ * channel_axis: Conv W [M,C/g,k..] -> 0; Gemm B -> 1, or 0 if transB=1;
+ * MatMul initializer input 1 [..,K,N] -> ndim-1, else input 0 [..,M,K] ->
+ * ndim-2. *out is malloc'd (NULL when count is 0): free() it. */
 struct onnx_weight_ref {
 	Onnx__TensorProto *init;
 	Onnx__NodeProto *node;
