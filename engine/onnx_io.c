@@ -701,6 +701,21 @@ static enum nn_status check_nodes_tensors(Onnx__NodeProto *const *nodes, size_t 
 	return NN_OK;
 }
 
+static enum nn_status sparse_dims_error(const char *name, struct nn_err *e)
+{
+	return err_set(e, NN_EINVAL, "invalid_model", NULL,
+		       "sparse initializer '%s' has negative or overflowing dims", name ? name : "");
+}
+
+static enum nn_status check_sparse_dims(const Onnx__SparseTensorProto *sp, struct nn_err *e)
+{
+	int64_t numel = 1;
+	for (size_t i = 0; i < sp->n_dims; i++)
+		if (sp->dims[i] < 0 || __builtin_mul_overflow(numel, sp->dims[i], &numel))
+			return sparse_dims_error(sp->values ? sp->values->name : NULL, e);
+	return NN_OK;
+}
+
 /* Every tensor reachable from g (recursion depth is bounded by wire_check's
  * nesting cap, which ran before protobuf-c built this tree). */
 static enum nn_status check_graph_tensors(const Onnx__GraphProto *g, struct nn_err *e)
@@ -717,6 +732,8 @@ static enum nn_status check_graph_tensors(const Onnx__GraphProto *g, struct nn_e
 			return st;
 		if (sp->indices && (st = check_tensor_proto(sp->indices, "sparse initializer",
 							    &numel, e)) != NN_OK)
+			return st;
+		if ((st = check_sparse_dims(sp, e)) != NN_OK)
 			return st;
 	}
 	return check_nodes_tensors(g->node, g->n_node, e);
@@ -1549,25 +1566,21 @@ static enum nn_status scan_sparse(struct summary *s, const struct fld *sf, int d
 			st = check_other_field(&s->r, D, &f, depth, e);
 		}
 	}
-	if (st == NN_OK && overflow)
-		st = err_set(e, NN_EINVAL, "invalid_model", NULL,
-			     "sparse initializer '%s' has negative or overflowing dims",
-			     name ? name : "");
+	if (st == NN_OK && overflow) {
+		struct nn_err te = { 0 };
+		sparse_dims_error(name, &te);
+		sum_defer(s, &te);
+		numel = 0;
+	}
 	if (st == NN_OK)
 		st = add_params(s, numel, e);
-	if (st == NN_OK && name) {
+	if (st == NN_OK) {
 		if (grow(&s->sparse_names, &s->cap_sparse, s->n_sparse, sizeof(char *))) {
-			s->sparse_names[s->n_sparse++] = name;
+			s->sparse_names[s->n_sparse++] = name; /* NULL for a nameless one */
 			name = NULL;
 		} else {
 			st = oom(e);
 		}
-	} else if (st == NN_OK) {
-		s->n_sparse++;
-		if (!grow(&s->sparse_names, &s->cap_sparse, s->n_sparse, sizeof(char *)))
-			st = oom(e);
-		else
-			s->sparse_names[s->n_sparse - 1] = NULL;
 	}
 	free(name);
 	return st;

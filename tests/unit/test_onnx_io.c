@@ -284,6 +284,7 @@ static void test_roundtrip(void)
 	check_identical_save("convnet.onnx");
 	check_identical_save("ir3_inputs.onnx");
 	check_identical_save("torch_mlp.onnx"); /* PyTorch's C++ serializer */
+	check_identical_save("sparse_init.onnx");
 
 	/* Metadata, doc string and opsets survive (beyond byte identity). */
 	struct onnx_model *m = load_data("mlp_raw.onnx");
@@ -697,6 +698,14 @@ static void test_summary(void)
 	s = summarize_data("mlp_float_data.onnx");
 	CHECK(json_integer_value(json_object_get(s, "parameters")) == 128 + 8 + 32 + 4);
 	CHECK(json_array_size(json_object_get(s, "prunable")) == 2);
+	json_decref(s);
+
+	/* sparse initializers count (by dense shape) and are not inputs or prunable */
+	s = summarize_data("sparse_init.onnx");
+	CHECK(json_integer_value(json_object_get(s, "initializers")) == 1);
+	CHECK(json_integer_value(json_object_get(s, "parameters")) == 12);
+	CHECK(json_array_size(json_object_get(s, "prunable")) == 0);
+	CHECK(json_array_size(json_object_get(s, "inputs")) == 1);
 	json_decref(s);
 
 	/* IR 3: initializers listed as inputs are not model inputs */

@@ -113,6 +113,20 @@ def external():
     return m
 
 
+def sparse():
+    # A sparse initializer: dense shape [3, 4], two stored values.
+    values = numpy_helper.from_array(np.array([1.5, -2.0], np.float32), "S")
+    indices = numpy_helper.from_array(np.array([1, 10], np.int64), "S_indices")
+    sp = helper.make_sparse_tensor(values, indices, [3, 4])
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "S"], ["y"], name="mm")], "sparse",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    g.sparse_initializer.extend([sp])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    return m
+
+
 def vi(name, shape, dt=TensorProto.FLOAT):
     return helper.make_tensor_value_info(name, dt, shape)
 
@@ -210,6 +224,7 @@ save(mlp(False), "mlp_float_data.onnx")
 save(convnet(), "convnet.onnx")
 save(ir3_inputs(), "ir3_inputs.onnx")
 save(external(), "external_data.onnx")
+save(sparse(), "sparse_init.onnx")
 # A serialized TensorProto and NodeProto: valid protobuf, not models.
 with open(os.path.join(OUT, "not_a_model_tensor.pb"), "wb") as f:
     f.write(tensor("t", w(3, 3)).SerializeToString())
