@@ -232,9 +232,12 @@ static bool media_type_is(const char *value, const char *type)
 	       (value[len] == '\0' || value[len] == ';' || value[len] == ' ');
 }
 
+/* curl --data-binary without -H sends application/x-www-form-urlencoded:
+ * accepted, since the bytes are then checked as ONNX anyway. */
 static bool model_content_type_ok(const char *ct)
 {
 	return !ct || !ct[0] || media_type_is(ct, "application/octet-stream") ||
+	       media_type_is(ct, "application/x-www-form-urlencoded") ||
 	       media_type_is(ct, "application/x-onnx") || media_type_is(ct, "application/onnx") ||
 	       media_type_is(ct, "application/x-protobuf");
 }
