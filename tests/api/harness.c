@@ -394,6 +394,8 @@ void ht_daemon_init(struct ht_daemon *d, const char *exe, const char *const *arg
 	registry_add(d);
 }
 
+static int reap(struct ht_daemon *d, int sig);
+
 /* The "listen" value of the {"msg":"listening"} line, if logged yet. */
 static bool find_listen(const char *log_path, char *out, size_t cap)
 {
@@ -485,7 +487,7 @@ int ht_daemon_start(struct ht_daemon *d)
 		if (ht_now() > deadline) {
 			printf("# daemon did not log \"listening\" within 60 s; its log:\n");
 			ht_daemon_dump_log(d, 60);
-			ht_daemon_kill(d, SIGKILL);
+			reap(d, SIGKILL);
 			return -1;
 		}
 		ht_sleep_ms(5);
@@ -494,7 +496,30 @@ int ht_daemon_start(struct ht_daemon *d)
 	return 0;
 }
 
-int ht_daemon_kill(struct ht_daemon *d, int sig)
+/* Sanitizer builds report to the daemon's stderr and, for UBSan, carry on:
+ * a report in the log of a finished run fails the test. */
+static void check_sanitizer_log(const struct ht_daemon *d)
+{
+	static const char *const marks[] = {"runtime error:", "ERROR: AddressSanitizer",
+					    "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer"};
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	if (!d->log_path[0] || ht_read_file(d->log_path, &buf, &len) != 0)
+		return;
+	for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
+		const char *hit = strstr((const char *)buf, marks[i]);
+
+		if (hit) {
+			printf("# sanitizer report in %s:\n%.4000s\n", d->log_path, hit);
+			free(buf);
+			ht_fail_at(__FILE__, __LINE__, NULL, "the daemon reported: %s", marks[i]);
+		}
+	}
+	free(buf);
+}
+
+static int reap(struct ht_daemon *d, int sig)
 {
 	int status = 0;
 
@@ -504,6 +529,14 @@ int ht_daemon_kill(struct ht_daemon *d, int sig)
 	while (waitpid(d->pid, &status, 0) < 0 && errno == EINTR)
 		;
 	d->pid = 0;
+	return status;
+}
+
+int ht_daemon_kill(struct ht_daemon *d, int sig)
+{
+	int status = reap(d, sig);
+
+	check_sanitizer_log(d);
 	return status;
 }
 
@@ -526,12 +559,14 @@ int ht_daemon_stop(struct ht_daemon *d, int timeout_s)
 		}
 		if (ht_now() > deadline) {
 			printf("# daemon ignored SIGTERM for %d s: SIGKILL\n", timeout_s);
-			status = ht_daemon_kill(d, SIGKILL);
+			reap(d, SIGKILL);
+			check_sanitizer_log(d);
 			return 128 + SIGKILL;
 		}
 		ht_sleep_ms(10);
 	}
 	d->pid = 0;
+	check_sanitizer_log(d);
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
 	return 128 + WTERMSIG(status);
@@ -562,7 +597,7 @@ void ht_daemon_cleanup(struct ht_daemon *d)
 {
 	const char *keep = getenv("NNCD_TEST_KEEP");
 
-	ht_daemon_kill(d, SIGKILL);
+	reap(d, SIGKILL);
 	registry_remove(d);
 	if (keep && *keep)
 		printf("# kept %s\n", d->root);
