@@ -398,6 +398,31 @@ int main(int argc, char **argv)
 		ht_resp_free(&r);
 	}
 
+	ht_note("the trained fixtures (when present) compress with the same spec");
+	{
+		static const char *const fixtures[] = {"lenet300.onnx", "cnn.onnx"};
+		char fpath[HT_PATH];
+
+		for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++) {
+			json_t *st;
+
+			if (!ht_fixture(&env, fixtures[i], fpath, sizeof(fpath)))
+				continue;
+			ht_note("fixture %s", fixtures[i]);
+			HT_ASSERT(ht_read_file(fpath, &bytes, &len) == 0, NULL);
+			upload_model(&d, bytes, len, model);
+			free(bytes);
+			submit(&d, model, false, job1, NULL);
+			HT_ASSERT(ht_wait_job(&d, job1, NULL, 300, &r) == 0, &r);
+			HT_EXPECT_JSTR(r.json, "state", "succeeded", &r);
+			st = json_object_get(r.json, "steps");
+			check_prune_metrics(json_object_get(json_array_get(st, 0), "metrics"), &r);
+			check_quant_metrics(json_object_get(json_array_get(st, 1), "metrics"), &r);
+			HT_ASSERT(json_array_size(json_object_get(r.json, "artifacts")) == 1, &r);
+			ht_resp_free(&r);
+		}
+	}
+
 	HT_ASSERTF(ht_daemon_stop(&d, 60) == 0, NULL, "nncd did not exit 0 on SIGTERM");
 	ht_daemon_cleanup(&d);
 	printf("PASS api_jobs\n");
