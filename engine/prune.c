@@ -52,18 +52,29 @@ static enum nn_status prog_tick(struct prog *pg, size_t elems, struct nn_err *e)
 	return NN_OK;
 }
 
-static void hist_hi_chunk(const float *restrict w, size_t n, uint32_t (*restrict sub)[HI_BUCKETS])
+/* Returns the number of exact zeros (+0 or -0) seen, so the step gets its
+ * "non-zeros before" figure without another pass. */
+static uint64_t hist_hi_chunk(const float *restrict w, size_t n,
+			      uint32_t (*restrict sub)[HI_BUCKETS])
 {
 	const u32a *u = (const u32a *)w;
+	uint64_t zeros = 0;
 	size_t i = 0;
 	for (; i + SUBHISTS <= n; i += SUBHISTS) {
-		sub[0][(u[i] & ABS_MASK) >> 16]++;
-		sub[1][(u[i + 1] & ABS_MASK) >> 16]++;
-		sub[2][(u[i + 2] & ABS_MASK) >> 16]++;
-		sub[3][(u[i + 3] & ABS_MASK) >> 16]++;
+		uint32_t a0 = u[i] & ABS_MASK, a1 = u[i + 1] & ABS_MASK;
+		uint32_t a2 = u[i + 2] & ABS_MASK, a3 = u[i + 3] & ABS_MASK;
+		sub[0][a0 >> 16]++;
+		sub[1][a1 >> 16]++;
+		sub[2][a2 >> 16]++;
+		sub[3][a3 >> 16]++;
+		zeros += (uint64_t)(a0 == 0) + (a1 == 0) + (a2 == 0) + (a3 == 0);
 	}
-	for (; i < n; i++)
-		sub[0][(u[i] & ABS_MASK) >> 16]++;
+	for (; i < n; i++) {
+		uint32_t a = u[i] & ABS_MASK;
+		sub[0][a >> 16]++;
+		zeros += a == 0;
+	}
+	return zeros;
 }
 
 static void fold_hi(struct hists *h)
@@ -100,11 +111,71 @@ static void hist_lo_chunk(const float *restrict w, size_t n, uint32_t hb, uint64
 	}
 }
 
+/* Pass 2 fused with the zeroing (prune_arrays): every element of a pass-1
+ * bucket below hb is certainly below t and is zeroed now; elements above hb
+ * are certainly kept (and counted: they are non-zero); elements of bucket hb
+ * go into the low histogram and their global positions into pos[], in order,
+ * for the fix-up once t is known. Returns the kept count. */
+static uint64_t zero_lo_chunk(float *restrict w, size_t n, uint32_t hb, uint64_t *restrict lo,
+			      uint64_t base, uint64_t *restrict pos, size_t *npos)
+{
+	u32a *u = (u32a *)w;
+	uint64_t kept = 0;
+	size_t i = 0;
+	for (; i + VEC_CHUNK <= n; i += VEC_CHUNK) {
+		uint32_t any = 0, c = 0;
+		for (size_t j = 0; j < VEC_CHUNK; j++) {
+			uint32_t x = u[i + j], hi = (x & ABS_MASK) >> 16;
+			any |= hi == hb;
+			c += hi > hb;
+			u[i + j] = hi < hb ? 0u : x;
+		}
+		kept += c;
+		if (!any)
+			continue;
+		for (size_t j = 0; j < VEC_CHUNK; j++) {
+			uint32_t a = u[i + j] & ABS_MASK;
+			if ((a >> 16) == hb) {
+				lo[a & 0xffffu]++;
+				pos[(*npos)++] = base + i + j;
+			}
+		}
+	}
+	for (; i < n; i++) {
+		uint32_t x = u[i], a = x & ABS_MASK, hi = a >> 16;
+		kept += hi > hb;
+		u[i] = hi < hb ? 0u : x;
+		if (hi == hb) {
+			lo[a & 0xffffu]++;
+			pos[(*npos)++] = base + i;
+		}
+	}
+	return kept;
+}
+
+/* Positions recorded for the fused path are capped (8 bytes each): past this
+ * the bucket is huge (many equal magnitudes) and the plain three-pass path
+ * is used instead. */
+#define FUSE_MAX_POSITIONS ((uint64_t)1 << 23)
+
+/* Asks select_impl to zero while it selects (prune_arrays). */
+struct fuse {
+	float *const *arrays; /* the same arrays, writable */
+	uint64_t *nz_after;   /* per array; may be NULL */
+	bool done;            /* set when the arrays were pruned */
+};
+
+/* zeros (may be NULL): per array, the count of exact zeros, from pass 1.
+ * fz (may be NULL): prune while selecting when bucket hb is small enough
+ * (fz->done tells); the plain selection otherwise. */
 static enum nn_status select_impl(const float *const *arrays, const size_t *lens,
 				  size_t n_arrays, uint64_t k, struct prog *pg,
-				  struct prune_selection *sel, struct nn_err *e)
+				  struct prune_selection *sel, uint64_t *zeros, struct fuse *fz,
+				  struct nn_err *e)
 {
 	enum nn_status st = NN_OK;
+	uint64_t *pos = NULL;
+	size_t npos = 0;
 	uint64_t total = 0;
 	for (size_t a = 0; a < n_arrays; a++)
 		total += lens[a];
@@ -119,13 +190,18 @@ static enum nn_status select_impl(const float *const *arrays, const size_t *lens
 	/* Pass 1: histogram of bits 30..16. */
 	uint64_t since_fold = 0;
 	for (size_t a = 0; a < n_arrays; a++) {
+		uint64_t z = 0;
+		if (zeros)
+			zeros[a] = 0;
 		for (size_t off = 0; off < lens[a]; off += STEP_POLL_ELEMS) {
 			size_t len = lens[a] - off < STEP_POLL_ELEMS ? lens[a] - off : STEP_POLL_ELEMS;
 			if (since_fold + len >= FOLD_EVERY) {
 				fold_hi(h);
 				since_fold = 0;
 			}
-			hist_hi_chunk(arrays[a] + off, len, h->u.sub);
+			z += hist_hi_chunk(arrays[a] + off, len, h->u.sub);
+			if (zeros)
+				zeros[a] = z;
 			since_fold += len;
 			if ((st = prog_tick(pg, len, e)) != NN_OK)
 				goto out;
@@ -138,15 +214,33 @@ static enum nn_status select_impl(const float *const *arrays, const size_t *lens
 	while (cum + h->hi[hb] < k) /* terminates: the counts sum to total >= k */
 		cum += h->hi[hb++];
 
-	/* Pass 2: histogram of bits 15..0 within bucket hb. */
+	if (fz && h->hi[hb] <= FUSE_MAX_POSITIONS && h->hi[hb] <= total / 8 + 1024) {
+		pos = malloc((size_t)h->hi[hb] * sizeof *pos + 1);
+		if (!pos) /* fall back to the plain path rather than fail */
+			fz = NULL;
+	} else {
+		fz = NULL;
+	}
+
+	/* Pass 2: histogram of bits 15..0 within bucket hb (zeroing lower buckets
+	 * on the way when fused). */
 	memset(h->u.lo, 0, sizeof h->u.lo);
+	uint64_t base = 0;
 	for (size_t a = 0; a < n_arrays; a++) {
+		uint64_t kept = 0;
 		for (size_t off = 0; off < lens[a]; off += STEP_POLL_ELEMS) {
 			size_t len = lens[a] - off < STEP_POLL_ELEMS ? lens[a] - off : STEP_POLL_ELEMS;
-			hist_lo_chunk(arrays[a] + off, len, hb, h->u.lo);
+			if (fz)
+				kept += zero_lo_chunk(fz->arrays[a] + off, len, hb, h->u.lo,
+						      base + off, pos, &npos);
+			else
+				hist_lo_chunk(arrays[a] + off, len, hb, h->u.lo);
 			if ((st = prog_tick(pg, len, e)) != NN_OK)
 				goto out;
 		}
+		if (fz && fz->nz_after)
+			fz->nz_after[a] = kept;
+		base += lens[a];
 	}
 	uint32_t lb = 0;
 	while (cum + h->u.lo[lb] < k)
@@ -156,7 +250,29 @@ static enum nn_status select_impl(const float *const *arrays, const size_t *lens
 	memcpy(&sel->threshold, &bits, sizeof bits);
 	sel->below = cum;
 	sel->ties = h->u.lo[lb];
+
+	if (fz) {
+		/* Fix-up of bucket hb, in recorded (= array, element) order: below t
+		 * goes, then ties until k are reached; the rest stays. */
+		uint64_t need = k - cum, start = 0;
+		size_t a = 0;
+		for (size_t p = 0; p < npos; p++) {
+			while (pos[p] >= start + lens[a])
+				start += lens[a++];
+			u32a *u = (u32a *)(fz->arrays[a] + (pos[p] - start));
+			uint32_t v = *u & ABS_MASK;
+			if (v < bits || (v == bits && need > 0)) {
+				need -= v == bits;
+				*u = 0;
+			} else if (fz->nz_after) {
+				fz->nz_after[a] += v != 0;
+			}
+		}
+		fz->done = true;
+		st = prog_tick(pg, (size_t)total, e); /* the zeroing pass it replaced */
+	}
 out:
+	free(pos);
 	free(h);
 	return st;
 }
@@ -169,40 +285,49 @@ enum nn_status prune_select(const float *const *arrays, const size_t *lens, size
 	for (size_t a = 0; a < n_arrays; a++)
 		total += (double)lens[a];
 	struct prog pg = {ctx, 0, 2 * total};
-	return select_impl(arrays, lens, n_arrays, k, &pg, sel, e);
+	return select_impl(arrays, lens, n_arrays, k, &pg, sel, NULL, NULL, e);
 }
 
 enum nn_status prune_kth_abs(const float *const *arrays, const size_t *lens, size_t n_arrays,
 			     uint64_t k, float *out)
 {
 	struct prune_selection sel;
-	enum nn_status st = select_impl(arrays, lens, n_arrays, k, NULL, &sel, NULL);
+	enum nn_status st = select_impl(arrays, lens, n_arrays, k, NULL, &sel, NULL, NULL, NULL);
 	if (st == NN_OK)
 		*out = sel.threshold;
 	return st;
 }
 
 /* Zeroes elements whose |w| bits are below cut (cut may be 0x80000000 to
- * include every finite and NaN magnitude's tie class up to 0x7fffffff). */
-static void zero_below_chunk(float *w, size_t n, uint32_t cut)
+ * include every finite and NaN magnitude's tie class up to 0x7fffffff).
+ * Returns the non-zeros left, so the step needs no counting pass. */
+static uint64_t zero_below_chunk(float *w, size_t n, uint32_t cut)
 {
 	u32a *u = (u32a *)w;
+	uint64_t nz = 0;
 	size_t i = 0;
 	for (; i + VEC_CHUNK <= n; i += VEC_CHUNK) {
+		uint32_t c = 0;
 		for (size_t j = 0; j < VEC_CHUNK; j++) {
-			uint32_t x = u[i + j];
-			u[i + j] = (x & ABS_MASK) < cut ? 0u : x;
+			uint32_t x = u[i + j], a = x & ABS_MASK;
+			u[i + j] = a < cut ? 0u : x;
+			c += a >= cut && a != 0;
 		}
+		nz += c;
 	}
 	for (; i < n; i++) {
-		uint32_t x = u[i];
-		u[i] = (x & ABS_MASK) < cut ? 0u : x;
+		uint32_t x = u[i], a = x & ABS_MASK;
+		u[i] = a < cut ? 0u : x;
+		nz += a >= cut && a != 0;
 	}
+	return nz;
 }
 
+/* nz_before, nz_after (may be NULL): per-array non-zero counts; nz_after is
+ * filled from the zeroing itself (nz_before is copied when nothing changes). */
 static enum nn_status zero_impl(float *const *arrays, const size_t *lens, size_t n_arrays,
 				const struct prune_selection *sel, uint64_t k, struct prog *pg,
-				struct nn_err *e)
+				const uint64_t *nz_before, uint64_t *nz_after, struct nn_err *e)
 {
 	enum nn_status st;
 	if (k < sel->below || k - sel->below > sel->ties)
@@ -213,16 +338,22 @@ static enum nn_status zero_impl(float *const *arrays, const size_t *lens, size_t
 	memcpy(&tb, &sel->threshold, sizeof tb);
 	tb &= ABS_MASK;
 	uint64_t need = k - sel->below; /* ties to zero, in order */
-	if (tb == 0) /* only zeros qualify: nothing changes */
+	if (tb == 0) { /* only zeros qualify: nothing changes */
+		for (size_t a = 0; nz_before && nz_after && a < n_arrays; a++)
+			nz_after[a] = nz_before[a];
 		return prog_tick(pg, 0, e);
+	}
 	uint32_t cut = need == sel->ties ? tb + 1 : tb;
 	for (size_t a = 0; a < n_arrays; a++) {
+		uint64_t nz = 0;
 		for (size_t off = 0; off < lens[a]; off += STEP_POLL_ELEMS) {
 			size_t len = lens[a] - off < STEP_POLL_ELEMS ? lens[a] - off : STEP_POLL_ELEMS;
-			zero_below_chunk(arrays[a] + off, len, cut);
+			nz += zero_below_chunk(arrays[a] + off, len, cut);
 			if ((st = prog_tick(pg, len, e)) != NN_OK)
 				return st;
 		}
+		if (nz_after)
+			nz_after[a] = nz;
 	}
 	if (need == sel->ties || need == 0)
 		return NN_OK;
@@ -234,6 +365,8 @@ static enum nn_status zero_impl(float *const *arrays, const size_t *lens, size_t
 			if ((u[i] & ABS_MASK) == tb) {
 				u[i] = 0;
 				need--;
+				if (nz_after)
+					nz_after[a]--; /* tb != 0: the tie was a non-zero */
 			}
 		}
 	}
@@ -248,23 +381,50 @@ enum nn_status prune_zero(float *const *arrays, const size_t *lens, size_t n_arr
 	for (size_t a = 0; a < n_arrays; a++)
 		total += (double)lens[a];
 	struct prog pg = {ctx, 0, total};
-	return zero_impl(arrays, lens, n_arrays, sel, k, &pg, e);
+	return zero_impl(arrays, lens, n_arrays, sel, k, &pg, NULL, NULL, e);
 }
 
+static uint64_t count_nonzero(const float *w, size_t n)
+{
+	const u32a *u = (const u32a *)w;
+	uint64_t nz = 0;
+	size_t i = 0;
+	for (; i + VEC_CHUNK <= n; i += VEC_CHUNK) {
+		uint32_t c = 0;
+		for (size_t j = 0; j < VEC_CHUNK; j++)
+			c += (u[i + j] & ABS_MASK) != 0;
+		nz += c;
+	}
+	for (; i < n; i++)
+		nz += (u[i] & ABS_MASK) != 0;
+	return nz;
+}
+
+/* nz_before, nz_after: NULL, or per-array non-zero counts to fill (from the
+ * passes themselves; one counting pass only when k is 0). */
 static enum nn_status prune_arrays_impl(float *const *arrays, const size_t *lens,
 					size_t n_arrays, uint64_t k, struct prog *pg,
-					float *threshold, struct nn_err *e)
+					float *threshold, uint64_t *nz_before, uint64_t *nz_after,
+					struct nn_err *e)
 {
 	*threshold = 0;
-	if (k == 0)
+	if (k == 0) {
+		for (size_t a = 0; nz_before && nz_after && a < n_arrays; a++)
+			nz_before[a] = nz_after[a] = count_nonzero(arrays[a], lens[a]);
 		return NN_OK;
+	}
 	struct prune_selection sel;
-	enum nn_status st =
-		select_impl((const float *const *)arrays, lens, n_arrays, k, pg, &sel, e);
+	struct fuse fz = {arrays, nz_after, false};
+	enum nn_status st = select_impl((const float *const *)arrays, lens, n_arrays, k, pg, &sel,
+					nz_before, &fz, e);
 	if (st != NN_OK)
 		return st;
+	for (size_t a = 0; nz_before && a < n_arrays; a++)
+		nz_before[a] = lens[a] - nz_before[a]; /* zeros -> non-zeros */
 	*threshold = sel.threshold;
-	return zero_impl(arrays, lens, n_arrays, &sel, k, pg, e);
+	if (fz.done)
+		return NN_OK;
+	return zero_impl(arrays, lens, n_arrays, &sel, k, pg, nz_before, nz_after, e);
 }
 
 enum nn_status prune_arrays(float *const *arrays, const size_t *lens, size_t n_arrays, uint64_t k,
@@ -274,7 +434,7 @@ enum nn_status prune_arrays(float *const *arrays, const size_t *lens, size_t n_a
 	for (size_t a = 0; a < n_arrays; a++)
 		total += (double)lens[a];
 	struct prog pg = {ctx, 0, 3 * total};
-	return prune_arrays_impl(arrays, lens, n_arrays, k, &pg, threshold, e);
+	return prune_arrays_impl(arrays, lens, n_arrays, k, &pg, threshold, NULL, NULL, e);
 }
 
 /* ---- spec parameters ---- */
@@ -337,22 +497,6 @@ enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune
 }
 
 /* ---- the step ---- */
-
-static uint64_t count_nonzero(const float *w, size_t n)
-{
-	const u32a *u = (const u32a *)w;
-	uint64_t nz = 0;
-	size_t i = 0;
-	for (; i + VEC_CHUNK <= n; i += VEC_CHUNK) {
-		uint32_t c = 0;
-		for (size_t j = 0; j < VEC_CHUNK; j++)
-			c += (u[i + j] & ABS_MASK) != 0;
-		nz += c;
-	}
-	for (; i < n; i++)
-		nz += (u[i] & ABS_MASK) != 0;
-	return nz;
-}
 
 /* Element count from an initializer's dims; -1 on negative dims or overflow. */
 static int64_t init_numel(const Onnx__TensorProto *t)
@@ -445,7 +589,7 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 	struct tensor *views = NULL;
 	float **arrays = NULL;
 	size_t *lens = NULL;
-	uint64_t *nz_before = NULL;
+	uint64_t *nz_before = NULL, *nz_after = NULL;
 	float *thresholds = NULL;
 	json_t *out = NULL;
 	*metrics = NULL;
@@ -466,12 +610,13 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 	arrays = calloc(nref, sizeof *arrays);
 	lens = calloc(nref, sizeof *lens);
 	nz_before = calloc(nref, sizeof *nz_before);
+	nz_after = calloc(nref, sizeof *nz_after);
 	thresholds = calloc(nref, sizeof *thresholds);
-	if (!views || !arrays || !lens || !nz_before || !thresholds) {
+	if (!views || !arrays || !lens || !nz_before || !nz_after || !thresholds) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", nref);
 		goto fail;
 	}
-	uint64_t total = 0, total_nz_before = 0;
+	uint64_t total = 0;
 	for (size_t i = 0; i < nref; i++) {
 		if ((st = onnx_initializer_view(refs[i].init, &views[i], e)) != NN_OK) {
 			err_prefix(e, "weight '%s'", refs[i].init->name);
@@ -486,22 +631,20 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 		arrays[i] = views[i].data;
 		lens[i] = (size_t)n;
 		total += (uint64_t)n;
-		nz_before[i] = count_nonzero(arrays[i], lens[i]);
-		total_nz_before += nz_before[i];
 	}
 
 	struct prog pg = {ctx, 0, 3.0 * (double)total};
 	float global_t = 0;
 	if (p->scope == PRUNE_SCOPE_GLOBAL) {
 		st = prune_arrays_impl(arrays, lens, nref, rank_for(p->sparsity, total), &pg,
-				       &global_t, e);
+				       &global_t, nz_before, nz_after, e);
 		for (size_t i = 0; i < nref; i++)
 			thresholds[i] = global_t;
 	} else {
 		for (size_t i = 0; i < nref && st == NN_OK; i++) {
 			st = prune_arrays_impl(&arrays[i], &lens[i], 1,
 					       rank_for(p->sparsity, lens[i]), &pg, &thresholds[i],
-					       e);
+					       &nz_before[i], &nz_after[i], e);
 			if (st == NN_OK && step_canceled(ctx))
 				st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while pruning");
 		}
@@ -517,10 +660,13 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 	out = json_object();
 	json_t *layers = json_array();
 	int bad = !out || !layers;
-	uint64_t total_nz = 0;
+	uint64_t total_nz = 0, total_nz_before = 0;
+	for (size_t i = 0; i < nref; i++) {
+		total_nz += nz_after[i];
+		total_nz_before += nz_before[i];
+	}
 	for (size_t i = 0; !bad && i < nref; i++) {
-		uint64_t nz = count_nonzero(arrays[i], lens[i]);
-		total_nz += nz;
+		uint64_t nz = nz_after[i];
 		json_t *l = json_object();
 		bad |= !l || json_array_append_new(layers, l);
 		if (bad)
@@ -543,7 +689,11 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 		if (n < 0)
 			continue;
 		model_params += (uint64_t)n;
-		model_nz += init_nonzeros(g->initializer[i], (uint64_t)n);
+		/* pruned weights' counts are known already: do not read them again */
+		size_t r = 0;
+		while (r < nref && refs[r].init != g->initializer[i])
+			r++;
+		model_nz += r < nref ? nz_after[r] : init_nonzeros(g->initializer[i], (uint64_t)n);
 	}
 	bad |= step_json_set(out, "method", json_string("magnitude"));
 	bad |= step_json_set(out, "scope",
@@ -581,6 +731,7 @@ fail:
 	free(arrays);
 	free(lens);
 	free(nz_before);
+	free(nz_after);
 	free(thresholds);
 	free(refs);
 	return st;

@@ -188,20 +188,20 @@ static void minmax_rows(const float *restrict w, size_t n, int32_t *restrict kmi
 /* Round to nearest even, then clamp as integers (the same as clamping first,
  * the bounds being integers). |y| stays far below 2^22 for every input the
  * parameters above produce. */
-static inline int8_t q8(float x, float inv)
+static inline int32_t q8(float x, float inv)
 {
 	int32_t v = (int32_t)((x * inv + ROUND_MAGIC) - ROUND_MAGIC);
 	v = v > 127 ? 127 : v;
 	v = v < -127 ? -127 : v;
-	return (int8_t)v;
+	return v;
 }
 
-static inline uint8_t qu8(float x, float inv, float zpf)
+static inline int32_t qu8(float x, float inv, float zpf)
 {
 	int32_t v = (int32_t)(((x * inv + zpf) + ROUND_MAGIC) - ROUND_MAGIC);
 	v = v > 255 ? 255 : v;
 	v = v < 0 ? 0 : v;
-	return (uint8_t)v;
+	return v;
 }
 
 static void q8_block(const float *restrict w, size_t n, float inv, int8_t *restrict q)
@@ -209,9 +209,9 @@ static void q8_block(const float *restrict w, size_t n, float inv, int8_t *restr
 	size_t i = 0;
 	for (; i + CHUNK <= n; i += CHUNK)
 		for (size_t j = 0; j < CHUNK; j++)
-			q[i + j] = q8(w[i + j], inv);
+			q[i + j] = (int8_t)q8(w[i + j], inv);
 	for (; i < n; i++)
-		q[i] = q8(w[i], inv);
+		q[i] = (int8_t)q8(w[i], inv);
 }
 
 static void q8_rows(const float *restrict w, size_t n, const float *restrict inv,
@@ -220,9 +220,9 @@ static void q8_rows(const float *restrict w, size_t n, const float *restrict inv
 	size_t i = 0;
 	for (; i + CHUNK <= n; i += CHUNK)
 		for (size_t j = 0; j < CHUNK; j++)
-			q[i + j] = q8(w[i + j], inv[i + j]);
+			q[i + j] = (int8_t)q8(w[i + j], inv[i + j]);
 	for (; i < n; i++)
-		q[i] = q8(w[i], inv[i]);
+		q[i] = (int8_t)q8(w[i], inv[i]);
 }
 
 static void qu8_block(const float *restrict w, size_t n, float inv, float zpf,
@@ -231,9 +231,9 @@ static void qu8_block(const float *restrict w, size_t n, float inv, float zpf,
 	size_t i = 0;
 	for (; i + CHUNK <= n; i += CHUNK)
 		for (size_t j = 0; j < CHUNK; j++)
-			q[i + j] = qu8(w[i + j], inv, zpf);
+			q[i + j] = (uint8_t)qu8(w[i + j], inv, zpf);
 	for (; i < n; i++)
-		q[i] = qu8(w[i], inv, zpf);
+		q[i] = (uint8_t)qu8(w[i], inv, zpf);
 }
 
 static void qu8_rows(const float *restrict w, size_t n, const float *restrict inv,
@@ -242,9 +242,183 @@ static void qu8_rows(const float *restrict w, size_t n, const float *restrict in
 	size_t i = 0;
 	for (; i + CHUNK <= n; i += CHUNK)
 		for (size_t j = 0; j < CHUNK; j++)
-			q[i + j] = qu8(w[i + j], inv[i + j], zpf[i + j]);
+			q[i + j] = (uint8_t)qu8(w[i + j], inv[i + j], zpf[i + j]);
 	for (; i < n; i++)
-		q[i] = qu8(w[i], inv[i], zpf[i]);
+		q[i] = (uint8_t)qu8(w[i], inv[i], zpf[i]);
+}
+
+/* ---- quantize and measure the error in one pass (used by the step) ----
+ * The step reports the dequantization error, (float)(q - zero_point) * scale
+ * against w as ONNX Runtime computes it; doing that inside the quantize pass,
+ * while w is in registers, saves a third pass over the weights. Float partial
+ * sums live in ERR_LANES lanes (gcc does not vectorize an in-order float
+ * reduction) and are flushed to double every ERR_FLUSH_EVERY lane steps; |d|
+ * maxima use the integer image of the float bits. */
+
+#define ERR_LANES 16
+#define ERR_FLUSH_EVERY 256
+
+struct err_stats {
+	double sq;       /* sum of squared errors */
+	int32_t maxbits; /* bits of the largest |error| */
+	int32_t *used;   /* per channel: non-zero once some q differs from the zero point */
+};
+
+static inline int32_t abs_bits(float d)
+{
+	uint32_t b;
+	memcpy(&b, &d, sizeof b);
+	return (int32_t)(b & ABS_MASK);
+}
+
+static void lanes_fold(float *sq, int32_t *mx, struct err_stats *st)
+{
+	for (size_t j = 0; j < ERR_LANES; j++) {
+		st->sq += sq[j];
+		sq[j] = 0;
+		st->maxbits = mx[j] > st->maxbits ? mx[j] : st->maxbits;
+	}
+}
+
+static void q8_block_err(const float *restrict w, size_t n, float inv, float s,
+			 int8_t *restrict q, struct err_stats *st, int32_t *used)
+{
+	float sq[ERR_LANES] = {0};
+	int32_t mx[ERR_LANES] = {0}, any[ERR_LANES] = {0};
+	unsigned steps = 0;
+	size_t i = 0;
+	for (; i + ERR_LANES <= n; i += ERR_LANES) {
+		for (size_t j = 0; j < ERR_LANES; j++) {
+			float x = w[i + j];
+			int32_t v = q8(x, inv);
+			q[i + j] = (int8_t)v;
+			float d = (float)v * s - x;
+			int32_t ab = abs_bits(d);
+			sq[j] += d * d;
+			mx[j] = ab > mx[j] ? ab : mx[j];
+			any[j] |= v;
+		}
+		if (++steps == ERR_FLUSH_EVERY) {
+			steps = 0;
+			lanes_fold(sq, mx, st);
+		}
+	}
+	for (; i < n; i++) {
+		float x = w[i];
+		int32_t v = q8(x, inv);
+		q[i] = (int8_t)v;
+		float d = (float)v * s - x;
+		int32_t ab = abs_bits(d);
+		st->sq += (double)d * d;
+		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
+		*used |= v;
+	}
+	lanes_fold(sq, mx, st);
+	for (size_t j = 0; j < ERR_LANES; j++)
+		*used |= any[j];
+}
+
+static void q8_rows_err(const float *restrict w, size_t n, const float *restrict inv,
+			const float *restrict s, int8_t *restrict q, struct err_stats *st,
+			int32_t *restrict used)
+{
+	float sq[ERR_LANES] = {0};
+	int32_t mx[ERR_LANES] = {0};
+	size_t i = 0;
+	for (; i + ERR_LANES <= n; i += ERR_LANES) {
+		for (size_t j = 0; j < ERR_LANES; j++) {
+			float x = w[i + j];
+			int32_t v = q8(x, inv[i + j]);
+			q[i + j] = (int8_t)v;
+			float d = (float)v * s[i + j] - x;
+			int32_t ab = abs_bits(d);
+			sq[j] += d * d;
+			mx[j] = ab > mx[j] ? ab : mx[j];
+			used[i + j] |= v;
+		}
+	}
+	for (; i < n; i++) {
+		float x = w[i];
+		int32_t v = q8(x, inv[i]);
+		q[i] = (int8_t)v;
+		float d = (float)v * s[i] - x;
+		int32_t ab = abs_bits(d);
+		st->sq += (double)d * d;
+		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
+		used[i] |= v;
+	}
+	lanes_fold(sq, mx, st); /* a row is at most `channels` elements: no overflow risk */
+}
+
+static void qu8_block_err(const float *restrict w, size_t n, float inv, float zpf, float s,
+			  uint8_t *restrict q, struct err_stats *st, int32_t *used)
+{
+	float sq[ERR_LANES] = {0};
+	int32_t mx[ERR_LANES] = {0}, any[ERR_LANES] = {0};
+	int32_t zi = (int32_t)zpf;
+	unsigned steps = 0;
+	size_t i = 0;
+	for (; i + ERR_LANES <= n; i += ERR_LANES) {
+		for (size_t j = 0; j < ERR_LANES; j++) {
+			float x = w[i + j];
+			int32_t v = qu8(x, inv, zpf);
+			q[i + j] = (uint8_t)v;
+			float d = (float)(v - zi) * s - x;
+			int32_t ab = abs_bits(d);
+			sq[j] += d * d;
+			mx[j] = ab > mx[j] ? ab : mx[j];
+			any[j] |= v ^ zi;
+		}
+		if (++steps == ERR_FLUSH_EVERY) {
+			steps = 0;
+			lanes_fold(sq, mx, st);
+		}
+	}
+	for (; i < n; i++) {
+		float x = w[i];
+		int32_t v = qu8(x, inv, zpf);
+		q[i] = (uint8_t)v;
+		float d = (float)(v - zi) * s - x;
+		int32_t ab = abs_bits(d);
+		st->sq += (double)d * d;
+		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
+		*used |= v ^ zi;
+	}
+	lanes_fold(sq, mx, st);
+	for (size_t j = 0; j < ERR_LANES; j++)
+		*used |= any[j];
+}
+
+static void qu8_rows_err(const float *restrict w, size_t n, const float *restrict inv,
+			 const float *restrict zpf, const float *restrict s, uint8_t *restrict q,
+			 struct err_stats *st, int32_t *restrict used)
+{
+	float sq[ERR_LANES] = {0};
+	int32_t mx[ERR_LANES] = {0};
+	size_t i = 0;
+	for (; i + ERR_LANES <= n; i += ERR_LANES) {
+		for (size_t j = 0; j < ERR_LANES; j++) {
+			float x = w[i + j];
+			int32_t v = qu8(x, inv[i + j], zpf[i + j]);
+			q[i + j] = (uint8_t)v;
+			float d = ((float)v - zpf[i + j]) * s[i + j] - x;
+			int32_t ab = abs_bits(d);
+			sq[j] += d * d;
+			mx[j] = ab > mx[j] ? ab : mx[j];
+			used[i + j] |= v ^ (int32_t)zpf[i + j];
+		}
+	}
+	for (; i < n; i++) {
+		float x = w[i];
+		int32_t v = qu8(x, inv[i], zpf[i]);
+		q[i] = (uint8_t)v;
+		float d = ((float)v - zpf[i]) * s[i] - x;
+		int32_t ab = abs_bits(d);
+		st->sq += (double)d * d;
+		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
+		used[i] |= v ^ (int32_t)zpf[i];
+	}
+	lanes_fold(sq, mx, st);
 }
 
 /* ---- kernels ---- */
@@ -293,9 +467,12 @@ static enum nn_status scratch_new(struct chan_scratch *s, size_t outer, size_t c
 	return NN_OK;
 }
 
+/* stats: NULL for the bare kernel; the step passes one to get its error
+ * metrics from the quantize pass itself. */
 static enum nn_status sym_impl(const float *w, size_t outer, size_t channels, size_t inner,
 			       int8_t *q, float *scales, const struct chan_scratch *s,
-			       const struct step_ctx *ctx, struct nn_err *e)
+			       struct err_stats *stats, const struct step_ctx *ctx,
+			       struct nn_err *e)
 {
 	enum nn_status st;
 	size_t since = 0;
@@ -328,11 +505,18 @@ static enum nn_status sym_impl(const float *w, size_t outer, size_t channels, si
 	for (size_t o = 0; o < outer; o++) {
 		const float *row = w + o * channels * inner;
 		int8_t *qrow = q + o * channels * inner;
-		if (inner == 1) {
+		if (inner == 1 && stats) {
+			q8_rows_err(row, channels, inv, scales, qrow, stats, stats->used);
+		} else if (inner == 1) {
 			q8_rows(row, channels, inv, qrow);
 		} else {
-			for (size_t c = 0; c < channels; c++)
-				q8_block(row + c * inner, inner, inv[c], qrow + c * inner);
+			for (size_t c = 0; c < channels; c++) {
+				if (stats)
+					q8_block_err(row + c * inner, inner, inv[c], scales[c],
+						     qrow + c * inner, stats, &stats->used[c]);
+				else
+					q8_block(row + c * inner, inner, inv[c], qrow + c * inner);
+			}
 		}
 		if ((st = poll(ctx, &since, channels * inner, e)) != NN_OK)
 			return st;
@@ -348,7 +532,7 @@ enum nn_status quant_int8_symmetric_per_channel(const float *w, size_t outer, si
 	enum nn_status st = scratch_new(&s, outer, channels, inner, e);
 	if (st != NN_OK)
 		return st;
-	st = sym_impl(w, outer, channels, inner, q, scales, &s, ctx, e);
+	st = sym_impl(w, outer, channels, inner, q, scales, &s, NULL, ctx, e);
 	free(s.mem);
 	return st;
 }
@@ -359,13 +543,13 @@ enum nn_status quant_int8_symmetric_per_tensor(const float *w, size_t n, int8_t 
 	int32_t ka, kb;
 	float inv, zpf;
 	struct chan_scratch s = {&ka, &kb, &inv, &zpf, NULL};
-	return sym_impl(w, 1, 1, n, q, scale, &s, ctx, e);
+	return sym_impl(w, 1, 1, n, q, scale, &s, NULL, ctx, e);
 }
 
 static enum nn_status asym_impl(const float *w, size_t outer, size_t channels, size_t inner,
 				uint8_t *q, float *scales, uint8_t *zps,
-				const struct chan_scratch *s, const struct step_ctx *ctx,
-				struct nn_err *e)
+				const struct chan_scratch *s, struct err_stats *stats,
+				const struct step_ctx *ctx, struct nn_err *e)
 {
 	enum nn_status st;
 	size_t since = 0;
@@ -395,12 +579,21 @@ static enum nn_status asym_impl(const float *w, size_t outer, size_t channels, s
 	for (size_t o = 0; o < outer; o++) {
 		const float *row = w + o * channels * inner;
 		uint8_t *qrow = q + o * channels * inner;
-		if (inner == 1) {
+		if (inner == 1 && stats) {
+			qu8_rows_err(row, channels, s->inv, s->zpf, scales, qrow, stats,
+				     stats->used);
+		} else if (inner == 1) {
 			qu8_rows(row, channels, s->inv, s->zpf, qrow);
 		} else {
-			for (size_t c = 0; c < channels; c++)
-				qu8_block(row + c * inner, inner, s->inv[c], s->zpf[c],
-					  qrow + c * inner);
+			for (size_t c = 0; c < channels; c++) {
+				if (stats)
+					qu8_block_err(row + c * inner, inner, s->inv[c], s->zpf[c],
+						      scales[c], qrow + c * inner, stats,
+						      &stats->used[c]);
+				else
+					qu8_block(row + c * inner, inner, s->inv[c], s->zpf[c],
+						  qrow + c * inner);
+			}
 		}
 		if ((st = poll(ctx, &since, channels * inner, e)) != NN_OK)
 			return st;
@@ -417,7 +610,7 @@ enum nn_status quant_uint8_asymmetric_per_channel(const float *w, size_t outer, 
 	enum nn_status st = scratch_new(&s, outer, channels, inner, e);
 	if (st != NN_OK)
 		return st;
-	st = asym_impl(w, outer, channels, inner, q, scales, zero_points, &s, ctx, e);
+	st = asym_impl(w, outer, channels, inner, q, scales, zero_points, &s, NULL, ctx, e);
 	free(s.mem);
 	return st;
 }
@@ -560,14 +753,17 @@ static json_t *shape_json(const struct tensor *t)
 
 /* Quantizes one weight (looked up by name: earlier weights' removal may have
  * moved the initializer array) and rewires the graph. Appends its metrics. */
+/* qbuf: qcap bytes of scratch for the quantized values, shared by all weights
+ * of the step so its pages are faulted in once, not once per weight. */
 static enum nn_status quantize_one(struct onnx_model *m, const struct wref *r,
 				   const struct quant_params *p, const struct step_ctx *ctx,
-				   json_t *layers, uint64_t *params, struct nn_err *e)
+				   void *qbuf, size_t qcap, json_t *layers, uint64_t *params,
+				   struct nn_err *e)
 {
 	enum nn_status st = NN_OK;
 	struct tensor w = {0}, q = {0}, sc = {0}, zp = {0};
 	char *qname = NULL, *sname = NULL, *zname = NULL, *nname = NULL, *buf = NULL;
-	bool *used = NULL;
+	int32_t *used = NULL;
 	Onnx__TensorProto *init = onnx_find_initializer(m, r->name);
 	if (!init)
 		return err_set(e, NN_EINTERNAL, "internal", "", "weight '%s' vanished", r->name);
@@ -595,53 +791,49 @@ static enum nn_status quantize_one(struct onnx_model *m, const struct wref *r,
 	}
 	enum dtype qt = p->symmetric ? DT_INT8 : DT_UINT8;
 	int64_t cshape[1] = {(int64_t)channels};
-	if ((st = tensor_alloc(&q, qt, w.ndim, w.shape, e)) != NN_OK ||
-	    (st = tensor_alloc(&sc, DT_FLOAT, per_channel ? 1 : 0, cshape, e)) != NN_OK ||
+	if ((size_t)n > qcap) {
+		st = err_set(e, NN_EINTERNAL, "internal", "", "weight '%s' larger than planned",
+			     r->name);
+		goto fail;
+	}
+	tensor_view(&q, qt, w.ndim, w.shape, qbuf);
+	if ((st = tensor_alloc(&sc, DT_FLOAT, per_channel ? 1 : 0, cshape, e)) != NN_OK ||
 	    (st = tensor_alloc(&zp, qt, per_channel ? 1 : 0, cshape, e)) != NN_OK)
 		goto fail;
+	/* The error metrics come out of the quantize pass (struct err_stats):
+	 * (float)(q - zero_point) * scale, as ONNX Runtime computes it, against w.
+	 * scale_min/max cover channels holding a non-zero weight; all-zero
+	 * channels (scale 1 by convention, every q equal to the zero point) are
+	 * counted separately so they do not masquerade as a coarse scale. */
+	struct chan_scratch scratch = {0};
+	struct err_stats stats = {0, 0, NULL};
+	used = calloc(channels, sizeof *used);
+	if (!used) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+		goto fail;
+	}
+	stats.used = used;
 	if (n == 0) {
 		for (size_t c = 0; c < channels; c++) /* empty weight: nothing to scale */
 			((float *)sc.data)[c] = 1.0f;
-	} else if (p->symmetric) {
-		st = quant_int8_symmetric_per_channel(w.data, outer, channels, inner, q.data,
-						      sc.data, ctx, e);
-	} else {
-		st = quant_uint8_asymmetric_per_channel(w.data, outer, channels, inner, q.data,
-							sc.data, zp.data, ctx, e);
+	} else if ((st = scratch_new(&scratch, outer, channels, inner, e)) == NN_OK) {
+		if (p->symmetric)
+			st = sym_impl(w.data, outer, channels, inner, q.data, sc.data, &scratch,
+				      &stats, ctx, e);
+		else
+			st = asym_impl(w.data, outer, channels, inner, q.data, sc.data, zp.data,
+				       &scratch, &stats, ctx, e);
+		free(scratch.mem);
 	}
 	if (st != NN_OK) {
 		err_prefix(e, "weight '%s'", r->name);
 		goto fail;
 	}
-
-	/* Error of the dequantized weight, computed as ONNX Runtime does it:
-	 * (float)(q - zero_point) * scale. */
-	const float *wf = w.data, *scales = sc.data;
-	double sq = 0, maxerr = 0;
-	/* scale_min/max cover channels holding a non-zero weight; all-zero
-	 * channels (scale 1 by convention, every q equal to the zero point) are
-	 * counted separately so they do not masquerade as a coarse scale. */
+	const float *scales = sc.data;
 	float smin = INFINITY, smax = 0;
 	size_t zero_channels = 0;
-	used = calloc(channels, 1);
-	if (!used) {
-		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
-		goto fail;
-	}
-	for (size_t o = 0; o < outer; o++) {
-		for (size_t c = 0; c < channels; c++) {
-			size_t base = (o * channels + c) * inner;
-			int32_t z = p->symmetric ? 0 : ((uint8_t *)zp.data)[c];
-			for (size_t i = 0; i < inner; i++) {
-				int32_t qv = p->symmetric ? ((int8_t *)q.data)[base + i]
-							  : ((uint8_t *)q.data)[base + i];
-				used[c] |= qv != z;
-				double d = (double)((float)(qv - z) * scales[c]) - wf[base + i];
-				sq += d * d;
-				maxerr = fabs(d) > maxerr ? fabs(d) : maxerr;
-			}
-		}
-	}
+	double sq = stats.sq;
+	double maxerr = bits_float((uint32_t)stats.maxbits);
 	for (size_t c = 0; c < channels; c++) {
 		if (used[c]) {
 			smin = scales[c] < smin ? scales[c] : smin;
@@ -731,6 +923,8 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	struct onnx_weight_ref *refs = NULL;
 	size_t nref = 0;
 	struct wref *ws = NULL;
+	void *qbuf = NULL;
+	size_t qcap = 0;
 	json_t *out = NULL, *layers = NULL;
 	*metrics = NULL;
 
@@ -760,6 +954,17 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 		ws[i].op = strdup(nd && nd->op_type ? nd->op_type : "");
 		ws[i].node = strdup(nd && nd->name ? nd->name : "");
 		ws[i].channel_axis = refs[i].channel_axis;
+		/* element count from dims (checked again against the data by the view) */
+		int64_t numel = 1;
+		const Onnx__TensorProto *t = refs[i].init;
+		for (size_t d = 0; d < t->n_dims; d++) {
+			if (t->dims[d] < 0 || __builtin_mul_overflow(numel, t->dims[d], &numel)) {
+				st = err_set(e, NN_EINVAL, "invalid_model", "",
+					     "weight '%s' has an invalid shape", t->name);
+				goto fail;
+			}
+		}
+		qcap = (size_t)numel > qcap ? (size_t)numel : qcap;
 		if (!ws[i].name || !ws[i].op || !ws[i].node) {
 			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for names");
 			goto fail;
@@ -767,6 +972,12 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	}
 	free(refs);
 	refs = NULL;
+	qbuf = malloc(qcap ? qcap : 1);
+	if (!qbuf) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu quantized values",
+			     qcap);
+		goto fail;
+	}
 
 	layers = json_array();
 	if (!layers) {
@@ -779,7 +990,7 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 			st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
 			goto fail;
 		}
-		if ((st = quantize_one(m, &ws[i], p, ctx, layers, &params, e)) != NN_OK)
+		if ((st = quantize_one(m, &ws[i], p, ctx, qbuf, qcap, layers, &params, e)) != NN_OK)
 			goto fail;
 		step_progress(ctx, (double)(i + 1) / (double)nref);
 	}
@@ -816,5 +1027,6 @@ fail:
 	}
 	free(ws);
 	free(refs);
+	free(qbuf);
 	return st;
 }

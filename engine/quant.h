@@ -17,7 +17,7 @@
  * weight that is zero stays exactly zero after dequantization.
  *
  * Kernels use caller-owned buffers (per-channel ones allocate one scratch
- * array of `channels` floats per call). Weights containing NaN or Inf are
+ * array of 16 bytes per channel per call). Weights containing NaN or Inf are
  * refused (NN_EINVAL). Thread rules as for prune: one model, one thread. */
 #ifndef NNCD_QUANT_H
 #define NNCD_QUANT_H

@@ -16,7 +16,9 @@
 
 /* model_summary is onnx_summarize_fd's JSON; the spec must fit it (e.g. a
  * prune step needs prunable weights; a per-channel quantize needs an opset
- * that can be raised to 13). NN_EINVAL/NN_EUNSUPPORTED with e->field set. */
+ * that can be raised to 13). NN_EINVAL/NN_EUNSUPPORTED with e->field set.
+ * model_summary may be NULL: only the checks that need no model run (what
+ * pipeline_run does before running the steps). */
 enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, struct nn_err *e);
 
 #endif

@@ -172,6 +172,66 @@ static int test_ties_deterministic(void)
 	return 0;
 }
 
+/* The reference pruning: order elements by (|w|, array, index) and zero the
+ * first k. */
+struct ref_el {
+	float mag;
+	size_t at;
+};
+static int cmp_ref(const void *a, const void *b)
+{
+	const struct ref_el *x = a, *y = b;
+	if (x->mag != y->mag)
+		return x->mag < y->mag ? -1 : 1;
+	return x->at < y->at ? -1 : x->at > y->at;
+}
+
+/* prune_arrays zeroes while selecting when the threshold's bucket is small,
+ * and falls back to a separate zeroing pass when it is huge (many equal
+ * magnitudes): both must give exactly the reference result. */
+static int test_fused_and_fallback_match_reference(void)
+{
+	for (int variant = 0; variant < 4; variant++) {
+		size_t lens[2] = {6000, 7001};
+		size_t total = lens[0] + lens[1];
+		float *arrays[2], *ref = malloc(total * sizeof *ref);
+		struct ref_el *els = malloc(total * sizeof *els);
+		for (int a = 0; a < 2; a++) {
+			arrays[a] = malloc(lens[a] * sizeof(float));
+			for (size_t i = 0; i < lens[a]; i++) {
+				float v = rnd_normalish();
+				if (variant >= 2 && rnd() % 2) /* half the weights share |w| = 0.5 */
+					v = (rnd() & 1) ? 0.5f : -0.5f;
+				if (rnd() % 20 == 0)
+					v = 0.0f;
+				arrays[a][i] = v;
+			}
+		}
+		memcpy(ref, arrays[0], lens[0] * sizeof *ref);
+		memcpy(ref + lens[0], arrays[1], lens[1] * sizeof *ref);
+		for (size_t i = 0; i < total; i++)
+			els[i] = (struct ref_el){fabsf(ref[i]), i};
+		qsort(els, total, sizeof *els, cmp_ref);
+		uint64_t k = variant % 2 ? total / 2 : total - total / 10;
+		for (uint64_t i = 0; i < k; i++)
+			ref[els[i].at] = 0.0f;
+		float t;
+		CHECK(prune_arrays(arrays, lens, 2, k, NULL, &t, NULL) == NN_OK, "prune");
+		CHECK(t == els[k - 1].mag, "variant %d: threshold %g want %g", variant, t,
+		      els[k - 1].mag);
+		for (size_t i = 0; i < total; i++) {
+			float got = i < lens[0] ? arrays[0][i] : arrays[1][i - lens[0]];
+			CHECK(got == ref[i] || (got == 0 && ref[i] == 0),
+			      "variant %d: element %zu is %g, reference %g", variant, i, got, ref[i]);
+		}
+		free(arrays[0]);
+		free(arrays[1]);
+		free(ref);
+		free(els);
+	}
+	return 0;
+}
+
 static int test_sparsity_edges(void)
 {
 	size_t n = 1000;
@@ -440,6 +500,7 @@ int main(int argc, char **argv)
 		{"kth_matches_sort", test_kth_matches_sort},
 		{"kth_large_chunked", test_kth_large_chunked},
 		{"ties_deterministic", test_ties_deterministic},
+		{"fused_and_fallback_match_reference", test_fused_and_fallback_match_reference},
 		{"sparsity_edges", test_sparsity_edges},
 		{"cancel", test_cancel},
 		{"prunable_from_graph", test_prunable_from_graph},
