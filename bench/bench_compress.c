@@ -535,7 +535,8 @@ int main(int argc, char **argv)
 	printf("reference: plain two-pass per-tensor int8 quantizer (streaming limit): %.2f GB/s "
 	       "of fp32\n",
 	       limit);
-	printf("%-44s %8s %8s %11s %s\n", "name", "GB/s", "ratio", "target", "result");
+	printf("%-44s %8s %8s %13s %11s %s\n", "name", "GB/s", "ratio", "pairs min-max", "target",
+	       "result");
 	int below = 0, measured = 0;
 	double worst = 1e9;
 	const char *worst_name = "";
@@ -545,7 +546,14 @@ int main(int argc, char **argv)
 		double ratio = g / median(sj->ref_gbs, sj->n);
 		int has_target = sj->has_target;
 		const char *res = !has_target ? "(info)" : ratio >= TARGET ? "PASS" : "BELOW";
-		printf("%-44s %8.2f %8.3f %11s %s\n", sj->name, g, ratio,
+		/* Spread of the per-repetition ratios: how much to trust the median. */
+		double lo = 1e9, hi = 0;
+		for (int i = 0; i < sj->n; i++) {
+			double pr = sj->gbs[i] / sj->ref_gbs[i];
+			lo = pr < lo ? pr : lo;
+			hi = pr > hi ? pr : hi;
+		}
+		printf("%-44s %8.2f %8.3f %6.2f-%-6.2f %11s %s\n", sj->name, g, ratio, lo, hi,
 		       has_target ? "target>=0.5" : "-", res);
 		if (has_target) {
 			measured++;

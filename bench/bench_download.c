@@ -641,9 +641,12 @@ int main(int argc, char **argv)
 	       c_ratio, "target>=0.8", c_ratio >= TARGET ? "PASS" : "BELOW");
 	printf("%-46s %10.2f %10.2f %8.3f %11s %s\n", "raw socket, recv 1 MiB (GB/s)", r_ref, r_d,
 	       r_ratio, "target>=0.8", r_ratio >= TARGET ? "PASS" : "BELOW");
-	printf("summary: artifact download at %.3f x a plain sendfile server with libcurl "
-	       "(%.3f x with a raw client); target >= %.1f: %s\n",
-	       c_ratio, r_ratio, TARGET, c_ratio >= TARGET && r_ratio >= TARGET ? "PASS" : "BELOW");
+	/* The libcurl pair is the issue's measurement; the raw pair is a
+	 * diagnostic of the servers alone, without curl's own ceiling. */
+	printf("summary: artifact download at %.3f x a plain sendfile server with libcurl, "
+	       "target >= %.1f: %s (raw client: %.3f x, %s)\n",
+	       c_ratio, TARGET, c_ratio >= TARGET ? "PASS" : "BELOW", r_ratio,
+	       r_ratio >= TARGET ? "PASS" : "BELOW");
 
 	json_decref(view);
 	json_decref(job);
