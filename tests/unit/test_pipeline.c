@@ -298,13 +298,14 @@ static int test_onnxruntime_outputs_close(const char *node, const char *modules,
 	const char *quant = "{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":\"per_channel\"}";
 	const char *quant_t = "{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":"
 			      "\"per_tensor\",\"symmetric\":false}";
+	const char *quant_a = "{\"op\":\"quantize\",\"scheme\":\"int8\",\"symmetric\":false}";
 	struct {
 		const char *model, *name, *s1, *s2;
 	} runs[] = {
 		{"steps_mlp.onnx", "mlp_p", prune, NULL},  {"steps_mlp.onnx", "mlp_pq", prune, quant},
 		{"steps_mlp.onnx", "mlp_q", quant, NULL},  {"steps_mlp.onnx", "mlp_qt", quant_t, NULL},
 		{"steps_cnn11.onnx", "cnn_p", prune, NULL}, {"steps_cnn11.onnx", "cnn_pq", prune, quant},
-		{"steps_cnn11.onnx", "cnn_q", quant, NULL},
+		{"steps_cnn11.onnx", "cnn_q", quant, NULL}, {"steps_cnn11.onnx", "cnn_qa", quant_a, NULL},
 	};
 	char path[1024], spec[512];
 	for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
@@ -318,13 +319,15 @@ static int test_onnxruntime_outputs_close(const char *node, const char *modules,
 	}
 	/* reference:candidate:input shape. Quantized models are compared with the
 	 * float model they were made from (pruned or original). */
-	char pairs[5][1200];
+	char pairs[6][1200];
 	snprintf(pairs[0], sizeof pairs[0], "%s/steps_mlp.onnx:%s/mlp_q.onnx:4x16", data_dir, dir);
 	snprintf(pairs[1], sizeof pairs[1], "%s/steps_mlp.onnx:%s/mlp_qt.onnx:4x16", data_dir, dir);
 	snprintf(pairs[2], sizeof pairs[2], "%s/mlp_p.onnx:%s/mlp_pq.onnx:4x16", dir, dir);
 	snprintf(pairs[3], sizeof pairs[3], "%s/steps_cnn11.onnx:%s/cnn_q.onnx:1x1x8x8", data_dir,
 		 dir);
 	snprintf(pairs[4], sizeof pairs[4], "%s/cnn_p.onnx:%s/cnn_pq.onnx:1x1x8x8", dir, dir);
+	snprintf(pairs[5], sizeof pairs[5], "%s/steps_cnn11.onnx:%s/cnn_qa.onnx:1x1x8x8", data_dir,
+		 dir);
 	/* python3-onnx's checker accepts every artifact (77 from the script: no onnx module) */
 	char *paths[8];
 	for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
@@ -333,8 +336,8 @@ static int test_onnxruntime_outputs_close(const char *node, const char *modules,
 	}
 	int checker_rc = 77;
 	if (have_py) {
-		char *pargv[] = {PYTHON, "-c", CHECKER_PY, paths[0], paths[1], paths[2], paths[3],
-				 paths[4], paths[5], paths[6], NULL};
+		char *pargv[] = {PYTHON,   "-c",     CHECKER_PY, paths[0], paths[1], paths[2],
+				 paths[3], paths[4], paths[5],   paths[6], paths[7], NULL};
 		checker_rc = spawn_wait(pargv);
 	}
 	for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++)
@@ -342,7 +345,7 @@ static int test_onnxruntime_outputs_close(const char *node, const char *modules,
 	int rc = 77;
 	if (have_ort) {
 		char *argv[] = {(char *)node, (char *)script, (char *)modules, pairs[0], pairs[1],
-				pairs[2],     pairs[3],       pairs[4],        NULL};
+				pairs[2],     pairs[3],       pairs[4],        pairs[5], NULL};
 		rc = spawn_wait(argv);
 	} else {
 		fprintf(stderr, "ONNX Runtime not installed under %s: outputs not compared\n",
