@@ -519,6 +519,41 @@ static void check_sanitizer_log(const struct ht_daemon *d)
 	free(buf);
 }
 
+/* The contract: logs are one JSON object per line, each with ts, level and
+ * msg. Checked after a clean stop (a killed run may end mid-line). */
+static void check_json_log(const struct ht_daemon *d)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int lineno = 0;
+
+	if (!d->log_path[0] || ht_read_file(d->log_path, &buf, &len) != 0)
+		return;
+	for (char *line = (char *)buf; line && *line;) {
+		char *nl = strchr(line, '\n');
+		json_t *j;
+
+		if (nl)
+			*nl = 0;
+		lineno++;
+		j = json_loads(line, 0, NULL);
+		if (!json_is_object(j) || !ht_jstr(j, "ts") || !ht_jstr(j, "level") ||
+		    !ht_jstr(j, "msg")) {
+			char copy[600];
+
+			snprintf(copy, sizeof(copy), "%s", line);
+			json_decref(j);
+			free(buf);
+			ht_fail_at(__FILE__, __LINE__, NULL,
+				   "%s:%d is not a JSON log line with ts, level and msg: %s",
+				   d->log_path, lineno, copy);
+		}
+		json_decref(j);
+		line = nl ? nl + 1 : NULL;
+	}
+	free(buf);
+}
+
 static int reap(struct ht_daemon *d, int sig)
 {
 	int status = 0;
@@ -567,6 +602,7 @@ int ht_daemon_stop(struct ht_daemon *d, int timeout_s)
 	}
 	d->pid = 0;
 	check_sanitizer_log(d);
+	check_json_log(d);
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
 	return 128 + WTERMSIG(status);

@@ -88,7 +88,9 @@ int ht_daemon_start(struct ht_daemon *d);
 /* Sends sig and reaps the process; returns its wait status. */
 int ht_daemon_kill(struct ht_daemon *d, int sig);
 /* SIGTERM, then waits up to timeout_s (SIGKILL after). Returns the exit code,
- * or 128 + signal if it died of a signal. */
+ * or 128 + signal if it died of a signal. Fails the test if the run's log
+ * holds a sanitizer report or a line that is not a JSON object with ts,
+ * level and msg (ht_daemon_kill checks sanitizer reports only). */
 int ht_daemon_stop(struct ht_daemon *d, int timeout_s);
 /* Kills the daemon if running, removes the root, forgets the daemon. */
 void ht_daemon_cleanup(struct ht_daemon *d);
