@@ -210,10 +210,13 @@ static enum MHD_Result jobs_post(struct request *rq)
 		rc = api_respond_err(rq, &e);
 		goto done;
 	}
+	/* Read the view before waking a worker, so the 202 shows the job as
+	 * queued, as the contract says, rather than whatever a fast worker made it. */
+	json_t *job = NULL;
+	enum nn_status view_st = store_job_get(srv->store, tenant_of(rq), id, &job, &e);
 	if (srv->hooks.job_queued)
 		srv->hooks.job_queued(srv->hooks.ud);
-	json_t *job = NULL;
-	if (store_job_get(srv->store, tenant_of(rq), id, &job, &e) != NN_OK) {
+	if (view_st != NN_OK) {
 		rc = api_respond_err(rq, &e);
 		goto done;
 	}
