@@ -21,6 +21,7 @@ for fx in lenet300 cnn; do
 	out="$WORK/$fx.cli.onnx"
 	"$NNCD" compress "$model" --spec "$WORK/spec.json" -o "$out" >"$WORK/$fx.cli.json" 2>"$WORK/cli.err" ||
 		fail "nncd compress $fx exited $?: $(cat "$WORK/cli.err")"
+	no_sanitizer_reports "$WORK/cli.err" "nncd compress $fx"
 	[[ -s "$out" ]] || fail "nncd compress wrote no $out"
 	# It reports the step records on stdout, as JSON.
 	[[ "$(jget "$WORK/$fx.cli.json" '[s["state"] for s in d["steps"]]')" == '["succeeded", "succeeded"]' ]] ||
@@ -47,6 +48,7 @@ set +e
 "$NNCD" compress "$SRC/tests/fixtures/cnn.onnx" --spec "$WORK/spec.json" >/dev/null 2>"$WORK/cli.err"
 rc=$?
 set -e
+no_sanitizer_reports "$WORK/cli.err" "nncd compress (usage error)"
 [[ $rc == 2 ]] || fail "nncd compress without -o exited $rc, expected 2 (usage)"
 
 head -c 1000 "$SRC/tests/fixtures/cnn.onnx" >"$WORK/truncated.onnx"
@@ -54,6 +56,7 @@ set +e
 "$NNCD" compress "$WORK/truncated.onnx" --spec "$WORK/spec.json" -o "$WORK/bad.onnx" >/dev/null 2>"$WORK/cli.err"
 rc=$?
 set -e
+no_sanitizer_reports "$WORK/cli.err" "nncd compress (truncated model)"
 [[ $rc == 1 ]] || fail "nncd compress of a truncated model exited $rc, expected 1"
 [[ -s "$WORK/cli.err" ]] || fail "nncd compress of a truncated model printed no message"
 [[ ! -e "$WORK/bad.onnx" ]] || fail "nncd compress of a truncated model left $WORK/bad.onnx"
@@ -64,8 +67,10 @@ set +e
 "$NNCD" compress "$SRC/tests/fixtures/cnn.onnx" --spec "$WORK/bad-spec.json" -o "$WORK/bad.onnx" >/dev/null 2>"$WORK/cli.err"
 rc=$?
 set -e
+no_sanitizer_reports "$WORK/cli.err" "nncd compress (bad spec)"
 [[ $rc == 1 ]] || fail "nncd compress with sparsity 1.5 exited $rc, expected 1"
 grep -q 'sparsity' "$WORK/cli.err" || fail "the sparsity 1.5 message does not name the field: $(cat "$WORK/cli.err")"
 [[ ! -e "$WORK/bad.onnx" ]] || fail "nncd compress with a bad spec left $WORK/bad.onnx"
 log "sparsity 1.5: exit 1, stderr: $(head -c 300 "$WORK/cli.err")"
+stop_daemon
 log "PASS e2e_compress_cli"

@@ -27,4 +27,5 @@ for fx in lenet300 cnn; do
 	download_artifact "$WORK/$fx.job.json" "$WORK/$fx.art.onnx"
 	check_compressed "$model" "$WORK/$fx.art.onnx" "$fx"
 done
+stop_daemon
 log "PASS e2e_compress_lenet_and_cnn"

@@ -75,6 +75,24 @@ start_daemon() {
 	log "nncd serve pid $DAEMON_PID listening on $BASE"
 }
 
+# no_sanitizer_reports FILE WHAT: fail if a sanitizer (ASan, UBSan, LSan) wrote to FILE.
+no_sanitizer_reports() {
+	if grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:|SUMMARY: [A-Za-z]+Sanitizer' "$1"; then
+		fail "$2 reported a sanitizer error: $(grep -E -m5 'Sanitizer|runtime error:' "$1")"
+	fi
+}
+
+# stop_daemon: SIGTERM, which must drain and exit 0 without sanitizer reports.
+stop_daemon() {
+	local rc=0
+	kill -TERM "$DAEMON_PID"
+	wait "$DAEMON_PID" || rc=$?
+	DAEMON_PID=
+	no_sanitizer_reports "$WORK/daemon.log" "nncd serve"
+	[[ $rc == 0 ]] || fail "nncd serve exited $rc after SIGTERM, expected 0"
+	log "nncd serve stopped cleanly"
+}
+
 # http METHOD PATH [curl args...]: body in $WORK/body, headers in $WORK/headers, status in STATUS.
 http() {
 	local method=$1 path=$2

@@ -35,4 +35,5 @@ for fx in lenet300 cnn; do
 		log "$fx: artifact bytes differ from the upload (same ModelProto, different encoding)"
 	fi
 done
+stop_daemon
 log "PASS e2e_roundtrip_bit_identical"
