@@ -92,6 +92,15 @@ static void *big_alloc(size_t bytes)
  * -ftrapping-math and -fmath-errno, which fmaxf/lrintf/float compares would
  * prevent: the reference must be a fast plain loop, or every ratio flatters. */
 #define ROUND_MAGIC 12582912.0f
+/* Compiled like the engine's hot loops (engine/quant.c, prune.c): an AVX2
+ * clone and a baseline one, picked per CPU. Otherwise the reference would
+ * measure the SSE2 baseline's missing integer max, not the memory. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define REF_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define REF_CLONES
+#endif
+REF_CLONES
 static float ref_quant_per_tensor(const float *restrict w, size_t n, int8_t *restrict q)
 {
 	int32_t m = 0;
