@@ -279,7 +279,7 @@ static int cmd_compress(int argc, char **argv)
 		goto done;
 	}
 	json_t *report = json_pack("{s:s, s:s, s:O}", "input", in, "output", out, "steps", steps);
-	json_dumpf(report, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_dumpf(report, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 	fputc('\n', stdout);
 	json_decref(report);
 	rc = 0;
