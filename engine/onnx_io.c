@@ -1104,7 +1104,19 @@ struct summary {
 	int64_t params;
 	bool has_deferred;
 	struct nn_err deferred; /* first tensor problem, reported after model checks */
+	/* Weightless skeleton for the opset_upgrade dry run: every node of the
+	 * graph (with subgraphs), and the graph's inputs, outputs and
+	 * value_info as decoded ValueInfoProtos (all owned, malloc'd). */
+	bool has_def_opset;
+	int64_t def_opset; /* default-domain opset as onnx_raise_opset reads it */
+	Onnx__NodeProto **skel_nodes;
+	size_t n_skel_nodes, cap_skel_nodes;
+	Onnx__ValueInfoProto **skel_vi[3]; /* SKEL_IN, SKEL_OUT, SKEL_VI */
+	size_t n_skel_vi[3], cap_skel_vi[3];
 };
+
+enum { SKEL_IN, SKEL_OUT, SKEL_VI };
+#define SKEL_MAX_S 4096 /* attribute string bytes kept in the skeleton */
 
 static bool grow(void *arrp, size_t *cap, size_t n, size_t elem)
 {
@@ -1476,6 +1488,244 @@ out:
 	return st;
 }
 
+/* ---- weightless skeleton for the opset_upgrade dry run ----
+ * These walks run over bytes scan_node / wire_check have already validated;
+ * they only extract what raise_dry_run reads: node names, op types, domains,
+ * inputs, outputs, and attributes' name/type/f/i/s and subgraphs. Tensor
+ * and list payloads of attributes are not kept (the dry rules only ask
+ * whether such an attribute exists). */
+
+static enum nn_status skel_graph(struct summary *s, const struct fld *gf, int depth,
+				 Onnx__GraphProto **out, struct nn_err *e);
+
+static enum nn_status skel_too_deep(const struct fld *f, struct nn_err *e)
+{
+	return err_set(e, NN_EINVAL, "invalid_model", NULL,
+		       "not a valid ONNX protobuf: messages nested more than %d levels deep at "
+		       "byte %llu", WIRE_MAX_DEPTH, (unsigned long long)f->start);
+}
+
+/* Reads a string field into *dst, replacing a previous value (the last
+ * occurrence wins, as in protobuf). */
+static enum nn_status skel_str(struct summary *s, const struct fld *f, char **dst,
+			       struct nn_err *e)
+{
+	char *str = NULL;
+	enum nn_status st = sum_string(s, f, &str, e);
+	if (st != NN_OK)
+		return st;
+	free(*dst);
+	*dst = str;
+	return NN_OK;
+}
+
+static enum nn_status skel_push_str(struct summary *s, const struct fld *f, char ***arr,
+				   size_t *n, struct nn_err *e)
+{
+	char *str = NULL;
+	enum nn_status st = sum_string(s, f, &str, e);
+	if (st != NN_OK)
+		return st;
+	if (!push_ptr((void ***)arr, n, str)) {
+		free(str);
+		return oom(e);
+	}
+	return NN_OK;
+}
+
+static enum nn_status skel_attr(struct summary *s, const struct fld *af, int depth,
+				Onnx__AttributeProto **out, struct nn_err *e)
+{
+	*out = NULL;
+	if (depth >= WIRE_MAX_DEPTH)
+		return skel_too_deep(af, e);
+	Onnx__AttributeProto *a = malloc(sizeof *a);
+	if (!a)
+		return oom(e);
+	onnx__attribute_proto__init(a);
+	a->name = a->doc_string = a->ref_attr_name = NULL; /* owned strings only */
+	uint64_t pos = af->off, end = af->off + af->len;
+	enum nn_status st = NN_OK;
+	while (pos < end && st == NN_OK) {
+		struct fld f;
+		if ((st = rd_field(&s->r, &pos, end, "AttributeProto", &f, e)) != NN_OK)
+			break;
+		if (f.num == 1 && f.wt == WT_LEN) {
+			st = skel_str(s, &f, &a->name, e);
+		} else if (f.num == 2 && f.wt == WT_I32) {
+			uint32_t bits = (uint32_t)f.v;
+			memcpy(&a->f, &bits, sizeof bits);
+			a->has_f = 1;
+		} else if (f.num == 3 && f.wt == WT_VARINT) {
+			a->i = (int64_t)f.v;
+			a->has_i = 1;
+		} else if (f.num == 4 && f.wt == WT_LEN) {
+			/* The rules compare strings with mode and type names of a
+			 * few bytes: a longer string, cut, still matches none. */
+			size_t k = f.len < SKEL_MAX_S ? (size_t)f.len : SKEL_MAX_S;
+			free(a->s.data);
+			a->s.len = 0;
+			if (!(a->s.data = malloc(k ? k : 1))) {
+				st = oom(e);
+				break;
+			}
+			a->s.len = k;
+			a->has_s = 1;
+			st = rd_copy(&s->r, f.off, k, a->s.data, e);
+		} else if (f.num == 20 && f.wt == WT_VARINT) {
+			a->type = (Onnx__AttributeProto__AttributeType)f.v;
+			a->has_type = 1;
+		} else if ((f.num == 6 || f.num == 11) && f.wt == WT_LEN) {
+			Onnx__GraphProto *g;
+			if ((st = skel_graph(s, &f, depth + 1, &g, e)) != NN_OK)
+				break;
+			if (f.num == 6) {
+				if (a->g)
+					onnx__graph_proto__free_unpacked(a->g, NULL);
+				a->g = g;
+			} else if (!push_ptr((void ***)&a->graphs, &a->n_graphs, g)) {
+				onnx__graph_proto__free_unpacked(g, NULL);
+				st = oom(e);
+			}
+		}
+	}
+	if (st != NN_OK) {
+		onnx__attribute_proto__free_unpacked(a, NULL);
+		return st;
+	}
+	*out = a;
+	return NN_OK;
+}
+
+static enum nn_status skel_node(struct summary *s, const struct fld *nf, int depth,
+				Onnx__NodeProto **out, struct nn_err *e)
+{
+	*out = NULL;
+	if (depth >= WIRE_MAX_DEPTH)
+		return skel_too_deep(nf, e);
+	Onnx__NodeProto *n = malloc(sizeof *n);
+	if (!n)
+		return oom(e);
+	onnx__node_proto__init(n);
+	n->name = n->op_type = n->domain = n->doc_string = NULL; /* owned strings only */
+	uint64_t pos = nf->off, end = nf->off + nf->len;
+	enum nn_status st = NN_OK;
+	while (pos < end && st == NN_OK) {
+		struct fld f;
+		if ((st = rd_field(&s->r, &pos, end, "NodeProto", &f, e)) != NN_OK)
+			break;
+		if (f.wt != WT_LEN)
+			continue;
+		switch (f.num) {
+		case 1: st = skel_push_str(s, &f, &n->input, &n->n_input, e); break;
+		case 2: st = skel_push_str(s, &f, &n->output, &n->n_output, e); break;
+		case 3: st = skel_str(s, &f, &n->name, e); break;
+		case 4: st = skel_str(s, &f, &n->op_type, e); break;
+		case 7: st = skel_str(s, &f, &n->domain, e); break;
+		case 5: {
+			Onnx__AttributeProto *a;
+			if ((st = skel_attr(s, &f, depth + 1, &a, e)) != NN_OK)
+				break;
+			if (!push_ptr((void ***)&n->attribute, &n->n_attribute, a)) {
+				onnx__attribute_proto__free_unpacked(a, NULL);
+				st = oom(e);
+			}
+			break;
+		}
+		default: break;
+		}
+	}
+	if (st != NN_OK) {
+		onnx__node_proto__free_unpacked(n, NULL);
+		return st;
+	}
+	*out = n;
+	return NN_OK;
+}
+
+/* A subgraph's skeleton: its nodes only (the dry rules never read a
+ * subgraph's own inputs or initializers; ranks come from the top graph). */
+static enum nn_status skel_graph(struct summary *s, const struct fld *gf, int depth,
+				 Onnx__GraphProto **out, struct nn_err *e)
+{
+	*out = NULL;
+	if (depth >= WIRE_MAX_DEPTH)
+		return skel_too_deep(gf, e);
+	Onnx__GraphProto *g = malloc(sizeof *g);
+	if (!g)
+		return oom(e);
+	onnx__graph_proto__init(g);
+	g->name = g->doc_string = NULL;
+	uint64_t pos = gf->off, end = gf->off + gf->len;
+	enum nn_status st = NN_OK;
+	while (pos < end && st == NN_OK) {
+		struct fld f;
+		if ((st = rd_field(&s->r, &pos, end, "GraphProto", &f, e)) != NN_OK)
+			break;
+		if (f.num != 1 || f.wt != WT_LEN)
+			continue;
+		Onnx__NodeProto *n;
+		if ((st = skel_node(s, &f, depth + 1, &n, e)) != NN_OK)
+			break;
+		if (!push_ptr((void ***)&g->node, &g->n_node, n)) {
+			onnx__node_proto__free_unpacked(n, NULL);
+			st = oom(e);
+		}
+	}
+	if (st != NN_OK) {
+		onnx__graph_proto__free_unpacked(g, NULL);
+		return st;
+	}
+	*out = g;
+	return NN_OK;
+}
+
+/* Adds a top-level node's skeleton (after scan_node validated it). */
+static enum nn_status skel_add_node(struct summary *s, const struct fld *nf, int depth,
+				    struct nn_err *e)
+{
+	Onnx__NodeProto *n;
+	enum nn_status st = skel_node(s, nf, depth, &n, e);
+	if (st != NN_OK)
+		return st;
+	if (!grow(&s->skel_nodes, &s->cap_skel_nodes, s->n_skel_nodes, sizeof *s->skel_nodes)) {
+		onnx__node_proto__free_unpacked(n, NULL);
+		return oom(e);
+	}
+	s->skel_nodes[s->n_skel_nodes++] = n;
+	return NN_OK;
+}
+
+static bool skel_add_vi(struct summary *s, int which, Onnx__ValueInfoProto *vi)
+{
+	if (!grow(&s->skel_vi[which], &s->cap_skel_vi[which], s->n_skel_vi[which],
+		  sizeof *s->skel_vi[which]))
+		return false;
+	s->skel_vi[which][s->n_skel_vi[which]++] = vi;
+	return true;
+}
+
+/* graph.value_info (already validated by check_other_field): decoded whole
+ * for the ranks the dry run reads. One over the submessage cap is left out
+ * (its values then count as of unknown rank, which can only make the
+ * verdict stricter). */
+static enum nn_status skel_value_info(struct summary *s, const struct fld *f, int depth,
+				      struct nn_err *e)
+{
+	if (f->wt != WT_LEN || f->len > SUM_MAX_SUBMSG)
+		return NN_OK;
+	ProtobufCMessage *msg;
+	enum nn_status st = sum_submsg(s, f, &onnx__value_info_proto__descriptor, depth + 1, &msg,
+				       e);
+	if (st != NN_OK)
+		return st;
+	if (!skel_add_vi(s, SKEL_VI, (Onnx__ValueInfoProto *)msg)) {
+		protobuf_c_message_free_unpacked(msg, NULL);
+		return oom(e);
+	}
+	return NN_OK;
+}
+
 static enum nn_status sum_value_info(struct summary *s, const struct fld *f, int depth,
 				     bool is_input, struct nn_err *e)
 {
@@ -1513,7 +1763,10 @@ static enum nn_status sum_value_info(struct summary *s, const struct fld *f, int
 	if (!grow(arr, cap, *n, sizeof **arr))
 		goto nomem;
 	(*arr)[(*n)++] = v;
-	protobuf_c_message_free_unpacked(msg, NULL);
+	memset(&v, 0, sizeof v);
+	/* The decoded message is kept for the opset_upgrade skeleton. */
+	if (!skel_add_vi(s, is_input ? SKEL_IN : SKEL_OUT, vi))
+		goto nomem;
 	return NN_OK;
 nomem:
 	free(v.name);
@@ -1631,11 +1884,18 @@ static enum nn_status scan_graph(struct summary *s, const struct fld *gf, int de
 			   f.num == 15) && (st = check_wire_type(D, fd, &f, e)) != NN_OK)
 			break;
 		switch (f.num) {
-		case 1: st = scan_node(s, &f, depth + 1, e); break;
+		case 1:
+			if ((st = scan_node(s, &f, depth + 1, e)) == NN_OK)
+				st = skel_add_node(s, &f, depth + 1, e);
+			break;
 		case 2: st = sum_string(s, &f, &s->graph_name, e); break;
 		case 5: st = scan_initializer(s, &f, depth, e); break;
 		case 11: st = sum_value_info(s, &f, depth, true, e); break;
 		case 12: st = sum_value_info(s, &f, depth, false, e); break;
+		case 13:
+			if ((st = check_other_field(&s->r, D, &f, depth, e)) == NN_OK)
+				st = skel_value_info(s, &f, depth, e);
+			break;
 		case 15: st = scan_sparse(s, &f, depth + 1, e); break;
 		default: st = check_other_field(&s->r, D, &f, depth, e);
 		}
@@ -1673,6 +1933,12 @@ static enum nn_status scan_model(struct summary *s, struct nn_err *e)
 			if (st != NN_OK)
 				break;
 			Onnx__OperatorSetIdProto *op = (Onnx__OperatorSetIdProto *)msg;
+			/* The last default-domain import counts, version 1 when
+			 * unset: what onnx_raise_opset reads. */
+			if (is_default_domain(op->domain)) {
+				s->has_def_opset = true;
+				s->def_opset = op->has_version ? op->version : 1;
+			}
 			/* Both spellings of the default domain map to "" (the
 			 * header's contract: {domain: version}). */
 			json_t *key = jstr(is_default_domain(op->domain) ? "" : op->domain);
@@ -1715,6 +1981,8 @@ static json_t *vi_array(const struct sum_vi *v, size_t n, const struct nameset *
 	}
 	return a;
 }
+
+static enum nn_status sum_opset_upgrade(struct summary *s, json_t **out, struct nn_err *e);
 
 static enum nn_status sum_json(struct summary *s, json_t **out, struct nn_err *e)
 {
@@ -1775,7 +2043,11 @@ static enum nn_status sum_json(struct summary *s, json_t **out, struct nn_err *e
 	json_object_set_new(o, "prunable", prun);
 	prun = NULL;
 	json_object_set_new(o, "external_data", json_false());
-	if (json_object_size(o) != 12)
+	json_t *up = NULL;
+	if ((st = sum_opset_upgrade(s, &up, e)) != NN_OK)
+		goto out;
+	json_object_set_new(o, "opset_upgrade", up);
+	if (json_object_size(o) != 13)
 		goto nomem;
 	*out = o;
 	o = NULL;
@@ -1823,6 +2095,14 @@ static void sum_free(struct summary *s)
 		free(s->outs[i].dims);
 	}
 	free(s->outs);
+	for (size_t i = 0; i < s->n_skel_nodes; i++)
+		onnx__node_proto__free_unpacked(s->skel_nodes[i], NULL);
+	free(s->skel_nodes);
+	for (int k = 0; k < 3; k++) {
+		for (size_t i = 0; i < s->n_skel_vi[k]; i++)
+			onnx__value_info_proto__free_unpacked(s->skel_vi[k][i], NULL);
+		free(s->skel_vi[k]);
+	}
 }
 
 enum nn_status onnx_summarize_fd(int fd, json_t **out, struct nn_err *e)
@@ -2368,6 +2648,10 @@ struct cvt {
 	bool all_built;
 	struct vinfo *vi;
 	size_t n_vi, cap_vi;
+	/* Set by reject(): the node refused and why (for the summary's
+	 * opset_upgrade entry); both borrow from the model / string literals. */
+	const Onnx__NodeProto *rejected;
+	const char *why;
 };
 
 #define CHANGED(c, v) ((c)->from < (v) && (v) <= (c)->to)
@@ -2495,10 +2779,12 @@ static void node_label(const Onnx__NodeProto *n, char *buf, size_t cap)
 			 n->n_output ? n->output[0] : "");
 }
 
-static enum nn_status reject(const struct cvt *c, const Onnx__NodeProto *n, struct nn_err *e,
+static enum nn_status reject(struct cvt *c, const Onnx__NodeProto *n, struct nn_err *e,
 			     const char *why)
 {
 	char lab[200];
+	c->rejected = n;
+	c->why = why;
 	node_label(n, lab, sizeof lab);
 	return err_set(e, NN_EUNSUPPORTED, "unsupported_opset_conversion", NULL,
 		       "cannot raise the opset from %lld to %lld: %s %s", (long long)c->from,
@@ -2954,6 +3240,32 @@ static enum nn_status convert_graph(struct cvt *c, Onnx__GraphProto *g, int dept
 	return NN_OK;
 }
 
+/* The dry pass of a conversion from c->from to c->to: ranks and element
+ * types from the graph, then every node checked against the rules of
+ * convert_node without changing anything. onnx_raise_opset runs it before
+ * converting; the summary runs it on a weightless skeleton of the model
+ * (names, attributes, value infos, initializer dims and types: all that
+ * infer_info and the dry rules read), so both give the same verdict. */
+static enum nn_status raise_dry_run(struct cvt *c, struct nn_err *e)
+{
+	Onnx__GraphProto *g = c->m->proto->graph;
+	if (c->from >= c->to || !g)
+		return NN_OK;
+	if (!infer_info(c, g))
+		return oom(e);
+	c->dry = true;
+	enum nn_status st = convert_graph(c, g, 0, e);
+	c->dry = false;
+	return st;
+}
+
+static void cvt_free(struct cvt *c)
+{
+	nameset_free(&c->names);
+	nameset_free(&c->all);
+	free(c->vi);
+}
+
 enum nn_status onnx_raise_opset(struct onnx_model *m, int64_t version, struct nn_err *e)
 {
 	Onnx__ModelProto *p = m->proto;
@@ -2971,20 +3283,12 @@ enum nn_status onnx_raise_opset(struct onnx_model *m, int64_t version, struct nn
 	enum nn_status st = NN_OK;
 	struct cvt c = { .m = m, .from = from, .to = version, .names = { .owns = true },
 			 .all = { .owns = true } };
-	if (from < version && p->graph) {
-		if (!infer_info(&c, p->graph)) {
-			st = oom(e);
-			goto out;
-		}
-		/* Reject before changing anything, so a refusal leaves the model
-		 * as it was. */
-		c.dry = true;
-		if ((st = convert_graph(&c, p->graph, 0, e)) != NN_OK)
-			goto out;
-		c.dry = false;
-		if ((st = convert_graph(&c, p->graph, 0, e)) != NN_OK)
-			goto out;
-	}
+	/* Reject before changing anything, so a refusal leaves the model as
+	 * it was. */
+	if ((st = raise_dry_run(&c, e)) != NN_OK)
+		goto out;
+	if (from < version && p->graph && (st = convert_graph(&c, p->graph, 0, e)) != NN_OK)
+		goto out;
 	if (!imp) {
 		imp = malloc(sizeof *imp);
 		if (!imp) {
@@ -3009,8 +3313,118 @@ enum nn_status onnx_raise_opset(struct onnx_model *m, int64_t version, struct nn
 		p->ir_version = need;
 	}
 out:
-	nameset_free(&c.names);
-	nameset_free(&c.all);
-	free(c.vi);
+	cvt_free(&c);
+	return st;
+}
+
+/* ------------------------------------------------------------------ */
+/* summary: can the model be raised to the opsets engine steps need?   */
+
+/* Opsets engine steps raise models to (quantize: 13, for DequantizeLinear's
+ * axis). Each becomes a key of the summary's "opset_upgrade". */
+static const int64_t upgrade_targets[] = { 13 };
+
+/* The verdict of raise_dry_run for one target on the skeleton graph `g`:
+ * null when onnx_raise_opset would succeed, else {node, op, message}. */
+static enum nn_status upgrade_verdict(const struct summary *s, Onnx__ModelProto *p,
+				      int64_t to, json_t **out, struct nn_err *e)
+{
+	*out = NULL;
+	/* Without a default-domain import onnx_raise_opset only adds one. */
+	if (!s->has_def_opset || s->def_opset >= to) {
+		*out = json_null();
+		return *out ? NN_OK : oom(e);
+	}
+	struct onnx_model m = { .proto = p };
+	struct cvt c = { .m = &m, .from = s->def_opset, .to = to, .names = { .owns = true },
+			 .all = { .owns = true } };
+	struct nn_err re = { 0 };
+	enum nn_status st = raise_dry_run(&c, &re);
+	if (st == NN_OK) {
+		*out = json_null();
+	} else if (st == NN_EUNSUPPORTED || st == NN_EINVAL) {
+		const Onnx__NodeProto *n = c.rejected;
+		json_t *o = json_object();
+		if (o) {
+			json_object_set_new(o, "node", n && n->name && *n->name ? jstr(n->name)
+										: json_null());
+			json_object_set_new(o, "op", n ? jstr(n->op_type) : json_null());
+			json_object_set_new(o, "message", jstr(c.why ? c.why : re.message));
+			if (json_object_size(o) != 3) {
+				json_decref(o);
+				o = NULL;
+			}
+		}
+		*out = o;
+	} else {
+		if (e)
+			*e = re;
+		cvt_free(&c);
+		return st;
+	}
+	cvt_free(&c);
+	return *out ? NN_OK : oom(e);
+}
+
+static enum nn_status sum_opset_upgrade(struct summary *s, json_t **out, struct nn_err *e)
+{
+	*out = NULL;
+	/* A skeleton ModelProto borrowing everything from the summary: graph
+	 * nodes, value infos, and initializers as name + dims + data_type with
+	 * no payload (infer_info reads no more). Only the pointer arrays
+	 * built here are owned. */
+	Onnx__ModelProto p;
+	Onnx__GraphProto g;
+	onnx__model_proto__init(&p);
+	onnx__graph_proto__init(&g);
+	p.graph = &g;
+	g.node = s->skel_nodes;
+	g.n_node = s->n_skel_nodes;
+	g.input = s->skel_vi[SKEL_IN];
+	g.n_input = s->n_skel_vi[SKEL_IN];
+	g.output = s->skel_vi[SKEL_OUT];
+	g.n_output = s->n_skel_vi[SKEL_OUT];
+	g.value_info = s->skel_vi[SKEL_VI];
+	g.n_value_info = s->n_skel_vi[SKEL_VI];
+	Onnx__TensorProto *inits = NULL, **init_ptrs = NULL;
+	json_t *o = json_object();
+	enum nn_status st = NN_OK;
+	if (!o)
+		goto nomem;
+	if (s->n_inits) {
+		inits = calloc(s->n_inits, sizeof *inits);
+		init_ptrs = calloc(s->n_inits, sizeof *init_ptrs);
+		if (!inits || !init_ptrs)
+			goto nomem;
+	}
+	for (size_t i = 0; i < s->n_inits; i++) {
+		onnx__tensor_proto__init(&inits[i]);
+		inits[i].name = s->inits[i].name;
+		inits[i].has_data_type = 1;
+		inits[i].data_type = s->inits[i].dt;
+		inits[i].n_dims = s->inits[i].ndim;
+		inits[i].dims = s->inits[i].dims;
+		init_ptrs[i] = &inits[i];
+	}
+	g.initializer = init_ptrs;
+	g.n_initializer = s->n_inits;
+	for (size_t i = 0; i < sizeof upgrade_targets / sizeof *upgrade_targets; i++) {
+		char key[24];
+		json_t *v;
+		snprintf(key, sizeof key, "%lld", (long long)upgrade_targets[i]);
+		if ((st = upgrade_verdict(s, &p, upgrade_targets[i], &v, e)) != NN_OK)
+			goto out;
+		if (json_object_set_new(o, key, v) != 0)
+			goto nomem;
+	}
+	*out = o;
+	o = NULL;
+	goto out;
+nomem:
+	st = oom(e);
+out:
+	json_decref(o);
+	free(inits);
+	free(init_ptrs);
 	return st;
 }

@@ -49,11 +49,18 @@ enum nn_status onnx_save_file(const struct onnx_model *m, const char *path, stru
  * {"ir_version", "opset": {domain: version}, "producer": {"name","version"},
  *  "graph_name", "inputs": [{"name","dtype","shape"}], "outputs": [...],
  *  "nodes", "ops": {"Gemm": 3, ...}, "parameters", "initializers",
- *  "prunable": [{"name","op","node","shape","parameters"}], "external_data": bool}
+ *  "prunable": [{"name","op","node","shape","parameters"}], "external_data": bool,
+ *  "opset_upgrade": {"13": null | {"node","op","message"}}}
  * Shapes use null for symbolic dims. NN_EINVAL for malformed models,
  * NN_EUNSUPPORTED for external data. (The default domain's opset key is "";
  * prunable entries also carry "channel_axis" and "input_index", as in
- * onnx_prunable_weights; see docs/internals/onnx_io.md.) */
+ * onnx_prunable_weights; see docs/internals/onnx_io.md.)
+ * opset_upgrade maps each opset an engine step raises models to (quantize:
+ * 13) to null when onnx_raise_opset(m, version) would succeed (the model is
+ * already there, or can be converted), else to the node it would refuse:
+ * "node" (its name, null if unnamed), "op", and "message" (why). It runs
+ * onnx_raise_opset's own dry pass on a skeleton of the graph built during
+ * the scan (no weights), so both always agree. */
 enum nn_status onnx_summarize_fd(int fd, json_t **out, struct nn_err *e);
 
 /* ---- graph helpers for engine passes ---- */

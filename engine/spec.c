@@ -44,6 +44,36 @@ static bool has_prunable(const json_t *summary)
 	return json_is_array(p) && json_array_size(p) > 0;
 }
 
+/* A quantize step raises the default opset to 13 (quant.c); the summary's
+ * opset_upgrade["13"] says whether onnx_raise_opset would refuse that, so a
+ * model it cannot convert is a 400 naming the step, not a failed job.
+ * Summaries stored before the key existed skip the check (the worker then
+ * fails the job with the same reason). */
+static enum nn_status check_opset_upgrade(const json_t *summary, const char *field,
+					  const struct quant_params *qp, struct nn_err *e)
+{
+	const json_t *up = json_object_get(json_object_get(summary, "opset_upgrade"), "13");
+	if (!json_is_object(up))
+		return NN_OK;
+	const json_t *from = json_object_get(json_object_get(summary, "opset"), "");
+	const char *node = json_string_value(json_object_get(up, "node"));
+	const char *op = json_string_value(json_object_get(up, "op"));
+	const char *why = json_string_value(json_object_get(up, "message"));
+	char from_s[32] = "its opset", what[200];
+	if (json_is_integer(from))
+		snprintf(from_s, sizeof from_s, "opset %lld", (long long)json_integer_value(from));
+	if (node && *node)
+		snprintf(what, sizeof what, "node '%.100s' (%.60s)", node, op ? op : "?");
+	else
+		snprintf(what, sizeof what, "an unnamed %.60s node", op ? op : "?");
+	return err_set(e, NN_EINVAL, "invalid_spec", field,
+		       "cannot quantize: raising the model from %s to 13 (needed by "
+		       "DequantizeLinear%s) would change %s: %.200s; re-export the model at "
+		       "opset >= 13",
+		       from_s, qp->granularity == QUANT_PER_CHANNEL ? " per-axis" : "", what,
+		       why ? why : "the conversion is not supported");
+}
+
 enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, struct nn_err *e)
 {
 	enum nn_status st;
@@ -103,12 +133,12 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 				       "op must be a string, got %s; supported: prune, quantize",
 				       step_describe_json(op, got, sizeof got));
 		}
+		struct quant_params qp;
 		if (is_prune) {
 			struct prune_params pp;
 			if ((st = prune_params_parse(step, i, &pp, e)) != NN_OK)
 				return st;
 		} else {
-			struct quant_params qp;
 			if ((st = quant_params_parse(step, i, &qp, e)) != NN_OK)
 				return st;
 		}
@@ -124,6 +154,9 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 			return err_set(e, NN_EINVAL, "invalid_spec", field,
 				       "model has no Gemm/MatMul/Conv float weights to %s",
 				       is_prune ? "prune" : "quantize");
+		if (is_quant && model_summary &&
+		    (st = check_opset_upgrade(model_summary, field, &qp, e)) != NN_OK)
+			return st;
 		if (is_quant)
 			quantized_by = (long)i;
 	}

@@ -423,6 +423,48 @@ int main(int argc, char **argv)
 		}
 	}
 
+	ht_note("quantize on a model that cannot be raised to opset 13 -> 400 steps[0]; "
+		"prune only -> 202");
+	{
+		char mpath[HT_PATH];
+		const json_t *v;
+		const char *msg;
+
+		snprintf(mpath, sizeof(mpath),
+			 "%s/tests/unit/data/opset_quant_reject_softmax4d_11.onnx", env.srcdir);
+		HT_ASSERTF(ht_read_file(mpath, &bytes, &len) == 0, NULL, "cannot read %s", mpath);
+		ht_upload(&d, "opset11-softmax", bytes, len, &r);
+		free(bytes);
+		HT_EXPECT_STATUS(&r, 201);
+		v = json_object_get(json_object_get(r.json, "opset_upgrade"), "13");
+		HT_ASSERTF(json_is_object(v), &r, "the upload shows opset_upgrade[\"13\"] refused");
+		HT_EXPECT_JSTR(v, "node", "sm_channels", &r);
+		HT_EXPECT_JSTR(v, "op", "Softmax", &r);
+		snprintf(model, sizeof(model), "%s", ht_jstr(r.json, "id"));
+		ht_resp_free(&r);
+		snprintf(body, sizeof(body),
+			 "{\"model\":\"%s\",\"steps\":[{\"op\":\"quantize\",\"scheme\":"
+			 "\"int8\"}]}",
+			 model);
+		expect_spec_error(&d, "quantize, opset-11 Softmax over axis 1 of a 4-D tensor", body,
+				  400, "invalid_spec", "steps[0]");
+		ht_post_json(&d, "/v1/jobs", body, &r);
+		msg = ht_jstr(json_object_get(r.json, "error"), "message");
+		HT_ASSERTF(msg && strstr(msg, "'sm_channels'") && strstr(msg, "opset >= 13"), &r,
+			   "the message names the node and the way out");
+		ht_resp_free(&r);
+		snprintf(body, sizeof(body),
+			 "{\"model\":\"%s\",\"steps\":[{\"op\":\"prune\",\"sparsity\":0.5}]}",
+			 model);
+		ht_post_json(&d, "/v1/jobs", body, &r);
+		HT_EXPECT_STATUS(&r, 202);
+		snprintf(job1, sizeof(job1), "%s", ht_jstr(r.json, "id"));
+		ht_resp_free(&r);
+		HT_ASSERT(ht_wait_job(&d, job1, NULL, 300, &r) == 0, &r);
+		HT_EXPECT_JSTR(r.json, "state", "succeeded", &r);
+		ht_resp_free(&r);
+	}
+
 	HT_ASSERTF(ht_daemon_stop(&d, 60) == 0, NULL, "nncd did not exit 0 on SIGTERM");
 	ht_daemon_cleanup(&d);
 	printf("PASS api_jobs\n");
