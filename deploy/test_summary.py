@@ -13,8 +13,9 @@ with open(sys.argv[1]) as f:
         result = t.get("result", "")
         kind = {"OK": "passed", "SKIP": "skipped", "EXPECTEDFAIL": "passed"}.get(result, "failed")
         counts[kind] += 1
-        for s in t.get("suite", []) or ["?"]:
-            suites[s.split(":")[-1]][kind] += 1
+        # name is "project:suite / test"
+        suite = t.get("name", "?").split(" / ")[0].split(":")[-1]
+        suites[suite][kind] += 1
 for name in sorted(suites):
     c = suites[name]
     print(f"  suite {name}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped")
