@@ -2358,9 +2358,44 @@ enum nn_status onnx_initializer_set(Onnx__TensorProto *init, const struct tensor
 	return NN_OK;
 }
 
-/* Appends without the duplicate check (callers that know the name is new). */
-static enum nn_status append_initializer(struct onnx_model *m, const char *name,
-					 const struct tensor *t, struct nn_err *e)
+enum nn_status onnx_initializer_take(Onnx__TensorProto *init, struct tensor *t,
+				     struct nn_err *e)
+{
+	size_t bytes;
+	enum nn_status st = tensor_nbytes(t, &bytes, e);
+	if (st != NN_OK)
+		return st;
+	if ((bytes && !t->data) || (t->data && !t->owned))
+		return err_set(e, NN_EINTERNAL, "internal", NULL,
+			       "initializer '%s': tensor data to take is %s", init_name(init),
+			       t->data ? "not owned" : "missing");
+	int64_t *dims = NULL;
+	if (t->ndim && !(dims = malloc((size_t)t->ndim * sizeof *dims)))
+		return oom(e);
+	if (t->ndim)
+		memcpy(dims, t->shape, (size_t)t->ndim * sizeof *dims);
+	if (init->raw_data.data != t->data)
+		free(init->raw_data.data);
+	if (init->float_data == (float *)t->data) /* taken: free_typed_data must not free it */
+		init->float_data = NULL;
+	free_typed_data(init);
+	free(init->dims);
+	init->dims = dims;
+	init->n_dims = (size_t)t->ndim;
+	init->has_data_type = 1;
+	init->data_type = (int32_t)t->dtype;
+	init->has_raw_data = 1;
+	init->raw_data.data = t->data;
+	init->raw_data.len = bytes;
+	t->data = NULL;
+	t->owned = false;
+	return NN_OK;
+}
+
+/* Appends without the duplicate check (callers that know the name is new);
+ * take: t's data is handed over (onnx_initializer_take) instead of copied. */
+static enum nn_status append_initializer_impl(struct onnx_model *m, const char *name,
+					      struct tensor *t, bool take, struct nn_err *e)
 {
 	Onnx__GraphProto *g = m->proto->graph;
 	if (!g)
@@ -2374,16 +2409,30 @@ static enum nn_status append_initializer(struct onnx_model *m, const char *name,
 		st = oom(e);
 		goto fail;
 	}
-	if ((st = onnx_initializer_set(init, t, e)) != NN_OK)
+	if ((st = take ? onnx_initializer_take(init, t, e) : onnx_initializer_set(init, t, e)) !=
+	    NN_OK)
 		goto fail;
 	if (!push_ptr((void ***)&g->initializer, &g->n_initializer, init)) {
 		st = oom(e);
+		if (take) { /* give the data back: failure leaves t as it was */
+			t->data = init->raw_data.data;
+			t->owned = t->data != NULL;
+			init->raw_data.data = NULL;
+			init->raw_data.len = 0;
+		}
 		goto fail;
 	}
 	return NN_OK;
 fail:
 	onnx__tensor_proto__free_unpacked(init, NULL);
 	return st;
+}
+
+static enum nn_status append_initializer(struct onnx_model *m, const char *name,
+					 const struct tensor *t, struct nn_err *e)
+{
+	/* not taking: t is only read */
+	return append_initializer_impl(m, name, (struct tensor *)t, false, e);
 }
 
 enum nn_status onnx_add_initializer(struct onnx_model *m, const char *name,
@@ -2393,6 +2442,15 @@ enum nn_status onnx_add_initializer(struct onnx_model *m, const char *name,
 		return err_set(e, NN_EINVAL, "duplicate_initializer", NULL,
 			       "initializer '%s' already exists", name);
 	return append_initializer(m, name, t, e);
+}
+
+enum nn_status onnx_add_initializer_take(struct onnx_model *m, const char *name,
+					 struct tensor *t, struct nn_err *e)
+{
+	if (onnx_find_initializer(m, name))
+		return err_set(e, NN_EINVAL, "duplicate_initializer", NULL,
+			       "initializer '%s' already exists", name);
+	return append_initializer_impl(m, name, t, true, e);
 }
 
 void onnx_remove_initializer(struct onnx_model *m, const char *name)

@@ -100,6 +100,14 @@ enum nn_status onnx_initializer_set(Onnx__TensorProto *init, const struct tensor
 /* Appends a new initializer (data copied). */
 enum nn_status onnx_add_initializer(struct onnx_model *m, const char *name,
 				    const struct tensor *t, struct nn_err *e);
+/* The same two without a copy: t's data (malloc'd, t->owned) becomes the
+ * initializer's raw_data. On NN_OK t is emptied (data NULL, owned false); on
+ * failure t keeps its data. An unowned t with data is refused (NN_EINTERNAL):
+ * protobuf-c would free what it does not own. */
+enum nn_status onnx_initializer_take(Onnx__TensorProto *init, struct tensor *t,
+				     struct nn_err *e);
+enum nn_status onnx_add_initializer_take(struct onnx_model *m, const char *name,
+					 struct tensor *t, struct nn_err *e);
 /* Removes an initializer (and a graph input of the same name, as IR < 4
  * models list initializers among inputs). */
 void onnx_remove_initializer(struct onnx_model *m, const char *name);

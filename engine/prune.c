@@ -1,6 +1,7 @@
 #include "prune.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,6 +24,14 @@ typedef uint32_t u32a __attribute__((may_alias));
  * any uint32 counter could overflow. */
 #define FOLD_EVERY ((uint64_t)1 << 32)
 #define VEC_CHUNK 64 /* fixed inner trip count: gcc -O2 vectorizes these loops */
+
+/* Hot loops compiled for AVX2 and for the baseline, one picked per CPU at
+ * load time (ifunc); integer-only, so identical results either way. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HOT_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HOT_CLONES
+#endif
 
 struct hists {
 	uint64_t hi[HI_BUCKETS];
@@ -86,6 +95,7 @@ static void fold_hi(struct hists *h)
 	memset(h->u.sub, 0, sizeof h->u.sub);
 }
 
+HOT_CLONES
 static void hist_lo_chunk(const float *restrict w, size_t n, uint32_t hb, uint64_t *restrict lo)
 {
 	const u32a *u = (const u32a *)w;
@@ -116,6 +126,7 @@ static void hist_lo_chunk(const float *restrict w, size_t n, uint32_t hb, uint64
  * are certainly kept (and counted: they are non-zero); elements of bucket hb
  * go into the low histogram and their global positions into pos[], in order,
  * for the fix-up once t is known. Returns the kept count. */
+HOT_CLONES
 static uint64_t zero_lo_chunk(float *restrict w, size_t n, uint32_t hb, uint64_t *restrict lo,
 			      uint64_t base, uint64_t *restrict pos, size_t *npos)
 {
@@ -277,6 +288,327 @@ out:
 	return st;
 }
 
+/* ---- selection from a sample, checked exactly (large inputs) ----
+ *
+ * Pass 1 of the radix selection is bound by its scattered histogram
+ * increments, not by memory. On large inputs a fixed-seed sample of
+ * SAMPLE_LINES lines of SAMPLE_LINE consecutive elements (one per stratum of
+ * the concatenated arrays) gives an estimate of t and a bracket [lo, hi]
+ * around it, many standard deviations wide. One read-only pass, plain
+ * vectorized compares, then counts |w| < lo and gathers the magnitudes in
+ * [lo, hi]; if the k-th smallest is among those (below < k <= below +
+ * candidates) the exact radix selection over the candidates alone gives t,
+ * `below` and `ties` exactly as the full selection would (every tie of t is
+ * a candidate). If not (a sample that misrepresents the data: rare by
+ * construction), the full radix selection answers instead. Either way the
+ * result is exact; the sample only decides how fast it comes. */
+
+#define SAMPLE_LINE 16u                      /* elements per sampled line (64 bytes) */
+#define SAMPLE_LINES_MAX ((size_t)1 << 16)   /* up to 2^20 sampled elements */
+#define SAMPLE_MIN_TOTAL ((uint64_t)1 << 22) /* smaller inputs: radix directly */
+#define SAMPLE_FRACTION 32u                  /* sample at most 1/32 of the elements */
+#define BRACKET_SIGMAS 8.0                   /* bracket half-width, in standard deviations */
+#define CAND_CHUNK 32                        /* elements per "any candidate?" test */
+#define SEED 0x9e3779b97f4a7c15ull
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Fills out[] with the |w| bits of `lines` lines, one at a random place in
+ * each of `lines` equal strata of the concatenation. Returns the count. */
+static size_t sample_abs(const float *const *arrays, const size_t *lens, size_t n_arrays,
+			 uint64_t total, size_t lines, uint32_t *out)
+{
+	uint64_t rng = SEED, start = 0;
+	size_t a = 0, m = 0;
+	for (size_t j = 0; j < lines; j++) {
+		uint64_t lo = total * j / lines, hi = total * (j + 1) / lines;
+		uint64_t p = lo + splitmix64(&rng) % (hi - lo);
+		while (a + 1 < n_arrays && p >= start + lens[a])
+			start += lens[a++];
+		size_t off = (size_t)(p - start), len = lens[a];
+		size_t take = len < SAMPLE_LINE ? len : SAMPLE_LINE;
+		if (off + take > len)
+			off = len - take;
+		const u32a *u = (const u32a *)(arrays[a] + off);
+		for (size_t i = 0; i < take; i++)
+			out[m++] = u[i] & ABS_MASK;
+	}
+	return m;
+}
+
+/* Bits of a value at or below the r-th smallest of s[0..m) (r from 1) and of
+ * one at or above the r2-th, r <= r2, to 2^-15 relative precision: a
+ * histogram of bits 30..16, then of bits 15..8 within the two buckets. */
+static enum nn_status sample_bracket(const uint32_t *s, size_t m, uint64_t r, uint64_t r2,
+				     uint32_t *lo, uint32_t *hi)
+{
+	uint32_t *h = calloc(HI_BUCKETS + 512, sizeof *h);
+	if (!h)
+		return NN_ENOMEM;
+	for (size_t i = 0; i < m; i++)
+		h[s[i] >> 16]++;
+	uint64_t c1 = 0, c2 = 0;
+	uint32_t b1 = 0, b2 = 0;
+	while (c1 + h[b1] < r)
+		c1 += h[b1++];
+	while (c2 + h[b2] < r2)
+		c2 += h[b2++];
+	uint32_t *h1 = h + HI_BUCKETS, *h2 = h1 + 256;
+	for (size_t i = 0; i < m; i++) {
+		uint32_t x = s[i];
+		h1[(x >> 8) & 255] += (x >> 16) == b1;
+		h2[(x >> 8) & 255] += (x >> 16) == b2;
+	}
+	uint32_t s1 = 0, s2 = 0;
+	while (c1 + h1[s1] < r)
+		c1 += h1[s1++];
+	while (c2 + h2[s2] < r2)
+		c2 += h2[s2++];
+	*lo = b1 << 16 | s1 << 8;
+	*hi = b2 << 16 | s2 << 8 | 0xffu;
+	free(h);
+	return NN_OK;
+}
+
+/* The read-only counting pass over one chunk: returns the count of |w| < lo,
+ * adds exact zeros to *zeros and appends magnitudes in [lo, hi] to cand
+ * (up to cap; *nc counts them all, so *nc > cap tells an overflow). */
+HOT_CLONES
+static uint64_t bracket_chunk(const float *restrict w, size_t n, int32_t lo, int32_t hi,
+			      uint64_t *zeros, uint32_t *restrict cand, size_t cap, size_t *nc)
+{
+	const u32a *u = (const u32a *)w;
+	uint64_t below = 0, z = 0;
+	size_t i = 0, c = *nc;
+	for (; i + CAND_CHUNK <= n; i += CAND_CHUNK) {
+		int32_t b = 0, zz = 0, any = 0;
+		for (size_t j = 0; j < CAND_CHUNK; j++) {
+			int32_t a = (int32_t)(u[i + j] & ABS_MASK);
+			b += a < lo;
+			zz += a == 0;
+			any |= (a >= lo) & (a <= hi);
+		}
+		below += (uint64_t)b;
+		z += (uint64_t)zz;
+		if (!any)
+			continue;
+		for (size_t j = 0; j < CAND_CHUNK; j++) {
+			/* branch-free append (cand has room for cap + 1: the last slot
+			 * absorbs writes past the cap) */
+			int32_t a = (int32_t)(u[i + j] & ABS_MASK);
+			cand[c < cap ? c : cap] = (uint32_t)a;
+			c += (a >= lo) & (a <= hi);
+		}
+	}
+	for (; i < n; i++) {
+		int32_t a = (int32_t)(u[i] & ABS_MASK);
+		below += a < lo;
+		z += a == 0;
+		if (a >= lo && a <= hi) {
+			if (c < cap)
+				cand[c] = (uint32_t)a;
+			c++;
+		}
+	}
+	*zeros += z;
+	*nc = c;
+	return below;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define HAVE_BRACKET_AVX2 1
+/* bracket_chunk with AVX2 intrinsics: the same counts and the same
+ * candidates in the same order, but candidates are picked out of each
+ * 8-element vector by its compare mask (movemask + count trailing zeros)
+ * instead of a scalar walk over every chunk holding one, which cost more
+ * than the whole vector pass at ~1% candidates. */
+__attribute__((target("avx2,bmi"))) static uint64_t
+bracket_chunk_avx2(const float *restrict w, size_t n, int32_t lo, int32_t hi, uint64_t *zeros,
+		   uint32_t *restrict cand, size_t cap, size_t *nc)
+{
+	const u32a *u = (const u32a *)w;
+	const __m256i absm = _mm256_set1_epi32((int32_t)ABS_MASK);
+	const __m256i vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
+	const __m256i zero = _mm256_setzero_si256();
+	__m256i bacc = zero, zacc = zero;
+	size_t i = 0, c = *nc;
+	uint64_t below = 0, z = 0;
+	/* Lane counters hold at most n / 8 each: n is at most STEP_POLL_ELEMS. */
+	for (; i + 16 <= n; i += 16) {
+		__m256i a0 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(u + i)), absm);
+		__m256i a1 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(u + i + 8)), absm);
+		__m256i lt0 = _mm256_cmpgt_epi32(vlo, a0), lt1 = _mm256_cmpgt_epi32(vlo, a1);
+		__m256i gt0 = _mm256_cmpgt_epi32(a0, vhi), gt1 = _mm256_cmpgt_epi32(a1, vhi);
+		bacc = _mm256_add_epi32(bacc, _mm256_add_epi32(lt0, lt1)); /* -1 per hit */
+		zacc = _mm256_add_epi32(zacc, _mm256_add_epi32(_mm256_cmpeq_epi32(a0, zero),
+							       _mm256_cmpeq_epi32(a1, zero)));
+		unsigned m0 = (unsigned)_mm256_movemask_ps(
+			_mm256_castsi256_ps(_mm256_or_si256(lt0, gt0)));
+		unsigned m1 = (unsigned)_mm256_movemask_ps(
+			_mm256_castsi256_ps(_mm256_or_si256(lt1, gt1)));
+		unsigned mk = ~(m0 | m1 << 8) & 0xffffu; /* lanes inside [lo, hi] */
+		while (mk) {
+			unsigned j = (unsigned)__builtin_ctz(mk);
+			cand[c < cap ? c : cap] = u[i + j] & ABS_MASK;
+			c++;
+			mk &= mk - 1;
+		}
+	}
+	uint32_t lb[8], lz[8];
+	_mm256_storeu_si256((__m256i *)lb, _mm256_sub_epi32(zero, bacc));
+	_mm256_storeu_si256((__m256i *)lz, _mm256_sub_epi32(zero, zacc));
+	for (size_t j = 0; j < 8; j++) {
+		below += lb[j];
+		z += lz[j];
+	}
+	for (; i < n; i++) {
+		int32_t a = (int32_t)(u[i] & ABS_MASK);
+		below += a < lo;
+		z += a == 0;
+		if (a >= lo && a <= hi) {
+			cand[c < cap ? c : cap] = (uint32_t)a;
+			c++;
+		}
+	}
+	*zeros += z;
+	*nc = c;
+	return below;
+}
+#endif
+
+/* The exact part: one counting pass with the bracket [lo, hi] (|w| bits),
+ * then the radix selection over the candidates. *hit false when the k-th
+ * smallest is not in the bracket or more than cap candidates came up. */
+static enum nn_status bracket_select(const float *const *arrays, const size_t *lens,
+				     size_t n_arrays, uint64_t k, uint64_t total, uint32_t lo,
+				     uint32_t hi, size_t cap, struct prog *pg,
+				     struct prune_selection *sel, uint64_t *zeros, bool *hit,
+				     struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	*hit = false;
+	uint32_t *cand = malloc((cap + 1) * sizeof *cand);
+	if (!cand)
+		return NN_OK; /* no memory for the fast path: the radix one needs less */
+	uint64_t below = 0;
+	size_t nc = 0;
+	_Static_assert(STEP_POLL_ELEMS <= ((size_t)1 << 32), "AVX2 lane counters");
+#ifdef HAVE_BRACKET_AVX2
+	__builtin_cpu_init();
+	bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi");
+#endif
+	for (size_t a = 0; a < n_arrays; a++) {
+		uint64_t z = 0;
+		for (size_t off = 0; off < lens[a]; off += STEP_POLL_ELEMS) {
+			size_t len = lens[a] - off < STEP_POLL_ELEMS ? lens[a] - off : STEP_POLL_ELEMS;
+#ifdef HAVE_BRACKET_AVX2
+			if (avx2)
+				below += bracket_chunk_avx2(arrays[a] + off, len, (int32_t)lo,
+							    (int32_t)hi, &z, cand, cap, &nc);
+			else
+#endif
+				below += bracket_chunk(arrays[a] + off, len, (int32_t)lo,
+						       (int32_t)hi, &z, cand, cap, &nc);
+			if ((st = prog_tick(pg, len, e)) != NN_OK)
+				goto out;
+		}
+		if (zeros)
+			zeros[a] = z;
+	}
+	if (nc > cap || k <= below || k - below > nc)
+		goto out; /* missed: the radix selection answers */
+	const float *cf = (const float *)cand;
+	size_t cn = nc;
+	struct prune_selection sub;
+	if ((st = select_impl(&cf, &cn, 1, k - below, NULL, &sub, NULL, NULL, e)) != NN_OK)
+		goto out;
+	sel->threshold = sub.threshold;
+	sel->below = below + sub.below;
+	sel->ties = sub.ties;
+	*hit = true;
+	st = prog_tick(pg, (size_t)total, e); /* the histogram pass it replaced */
+out:
+	free(cand);
+	return st;
+}
+
+/* The sampled selection. *hit is false (and nothing else is set) when the
+ * input is too small to sample, the bracket missed the k-th element or too
+ * many candidates came up: the caller then runs the radix selection. zeros
+ * (may be NULL): per array, the exact zeros seen. Failures are only
+ * NN_ECANCELED (from pg) and NN_EINVAL for a bad k. */
+static enum nn_status select_sampled(const float *const *arrays, const size_t *lens,
+				     size_t n_arrays, uint64_t k, struct prog *pg,
+				     struct prune_selection *sel, uint64_t *zeros, bool *hit,
+				     struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	uint32_t *smp = NULL;
+	*hit = false;
+	uint64_t total = 0;
+	for (size_t a = 0; a < n_arrays; a++)
+		total += lens[a];
+	if (k == 0 || k > total)
+		return err_set(e, NN_EINVAL, "invalid_argument", "",
+			       "selection rank %llu outside 1..%llu", (unsigned long long)k,
+			       (unsigned long long)total);
+	if (total < SAMPLE_MIN_TOTAL)
+		return NN_OK;
+	size_t lines = (size_t)(total / SAMPLE_FRACTION / SAMPLE_LINE);
+	lines = lines < SAMPLE_LINES_MAX ? lines : SAMPLE_LINES_MAX;
+	smp = malloc(lines * SAMPLE_LINE * sizeof *smp);
+	if (!smp) /* no memory for the fast path: the radix one needs less */
+		return NN_OK;
+	size_t m = sample_abs(arrays, lens, n_arrays, total, lines, smp);
+
+	/* The sample's count of elements below t is about Binomial(m, k/total);
+	 * lines of neighbouring weights are correlated, so the variance is
+	 * doubled before taking BRACKET_SIGMAS deviations either side. */
+	double q = (double)k / (double)total;
+	double dev = BRACKET_SIGMAS * sqrt(2.0 * (double)m * q * (1.0 - q)) + 64.0;
+	double rc = q * (double)m;
+	uint64_t r1 = rc - dev < 1.0 ? 1 : (uint64_t)(rc - dev);
+	uint64_t r2 = rc + dev >= (double)m ? m : (uint64_t)(rc + dev) + 1;
+	uint32_t lo, hi;
+	if (sample_bracket(smp, m, r1, r2, &lo, &hi) != NN_OK)
+		goto out;
+	if (r1 == 1)
+		lo = 0; /* the bracket reaches down to the smallest magnitude */
+	if (r2 == m)
+		hi = ABS_MASK; /* ... or up to the largest, NaNs included */
+	free(smp);
+	smp = NULL;
+
+	/* Room for 4x the expected candidates (pages only fault in when used). */
+	double expect = (double)total * (2.0 * dev + 2.0) / (double)m;
+	size_t cap = (size_t)(4.0 * expect) + 65536;
+	if ((uint64_t)cap > total)
+		cap = (size_t)total;
+	st = bracket_select(arrays, lens, n_arrays, k, total, lo, hi, cap, pg, sel, zeros, hit, e);
+out:
+	free(smp);
+	return st;
+}
+
+/* Sampled selection on large inputs, radix otherwise or when it misses. */
+static enum nn_status select_any(const float *const *arrays, const size_t *lens, size_t n_arrays,
+				 uint64_t k, struct prog *pg, struct prune_selection *sel,
+				 struct nn_err *e)
+{
+	bool hit;
+	enum nn_status st = select_sampled(arrays, lens, n_arrays, k, pg, sel, NULL, &hit, e);
+	if (st != NN_OK || hit)
+		return st;
+	return select_impl(arrays, lens, n_arrays, k, pg, sel, NULL, NULL, e);
+}
+
 enum nn_status prune_select(const float *const *arrays, const size_t *lens, size_t n_arrays,
 			    uint64_t k, const struct step_ctx *ctx, struct prune_selection *sel,
 			    struct nn_err *e)
@@ -285,14 +617,51 @@ enum nn_status prune_select(const float *const *arrays, const size_t *lens, size
 	for (size_t a = 0; a < n_arrays; a++)
 		total += (double)lens[a];
 	struct prog pg = {ctx, 0, 2 * total};
-	return select_impl(arrays, lens, n_arrays, k, &pg, sel, NULL, NULL, e);
+	return select_any(arrays, lens, n_arrays, k, &pg, sel, e);
+}
+
+enum nn_status prune_select_radix(const float *const *arrays, const size_t *lens,
+				  size_t n_arrays, uint64_t k, struct prune_selection *sel,
+				  struct nn_err *e)
+{
+	return select_impl(arrays, lens, n_arrays, k, NULL, sel, NULL, NULL, e);
+}
+
+enum nn_status prune_select_sampled(const float *const *arrays, const size_t *lens,
+				    size_t n_arrays, uint64_t k, struct prune_selection *sel,
+				    bool *hit, struct nn_err *e)
+{
+	return select_sampled(arrays, lens, n_arrays, k, NULL, sel, NULL, hit, e);
+}
+
+enum nn_status prune_select_in_bracket(const float *const *arrays, const size_t *lens,
+				       size_t n_arrays, uint64_t k, float lo, float hi,
+				       struct prune_selection *sel, bool *hit, struct nn_err *e)
+{
+	uint64_t total = 0;
+	for (size_t a = 0; a < n_arrays; a++)
+		total += lens[a];
+	*hit = false;
+	if (k == 0 || k > total)
+		return err_set(e, NN_EINVAL, "invalid_argument", "",
+			       "selection rank %llu outside 1..%llu", (unsigned long long)k,
+			       (unsigned long long)total);
+	uint32_t lb, hb;
+	memcpy(&lb, &lo, sizeof lb);
+	memcpy(&hb, &hi, sizeof hb);
+	lb &= ABS_MASK;
+	hb &= ABS_MASK;
+	if (lb > hb)
+		return NN_OK;
+	return bracket_select(arrays, lens, n_arrays, k, total, lb, hb, (size_t)total, NULL, sel,
+			      NULL, hit, e);
 }
 
 enum nn_status prune_kth_abs(const float *const *arrays, const size_t *lens, size_t n_arrays,
 			     uint64_t k, float *out)
 {
 	struct prune_selection sel;
-	enum nn_status st = select_impl(arrays, lens, n_arrays, k, NULL, &sel, NULL, NULL, NULL);
+	enum nn_status st = select_any(arrays, lens, n_arrays, k, NULL, &sel, NULL);
 	if (st == NN_OK)
 		*out = sel.threshold;
 	return st;
@@ -301,6 +670,7 @@ enum nn_status prune_kth_abs(const float *const *arrays, const size_t *lens, siz
 /* Zeroes elements whose |w| bits are below cut (cut may be 0x80000000 to
  * include every finite and NaN magnitude's tie class up to 0x7fffffff).
  * Returns the non-zeros left, so the step needs no counting pass. */
+HOT_CLONES
 static uint64_t zero_below_chunk(float *w, size_t n, uint32_t cut)
 {
 	u32a *u = (u32a *)w;
@@ -384,6 +754,7 @@ enum nn_status prune_zero(float *const *arrays, const size_t *lens, size_t n_arr
 	return zero_impl(arrays, lens, n_arrays, sel, k, &pg, NULL, NULL, e);
 }
 
+HOT_CLONES
 static uint64_t count_nonzero(const float *w, size_t n)
 {
 	const u32a *u = (const u32a *)w;
@@ -415,8 +786,12 @@ static enum nn_status prune_arrays_impl(float *const *arrays, const size_t *lens
 	}
 	struct prune_selection sel;
 	struct fuse fz = {arrays, nz_after, false};
-	enum nn_status st = select_impl((const float *const *)arrays, lens, n_arrays, k, pg, &sel,
-					nz_before, &fz, e);
+	bool hit;
+	enum nn_status st = select_sampled((const float *const *)arrays, lens, n_arrays, k, pg,
+					   &sel, nz_before, &hit, e);
+	if (st == NN_OK && !hit)
+		st = select_impl((const float *const *)arrays, lens, n_arrays, k, pg, &sel,
+				 nz_before, &fz, e);
 	if (st != NN_OK)
 		return st;
 	for (size_t a = 0; nz_before && a < n_arrays; a++)

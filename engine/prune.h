@@ -14,6 +14,7 @@
 #ifndef NNCD_PRUNE_H
 #define NNCD_PRUNE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,25 @@ enum nn_status prune_kth_abs(const float *const *arrays, const size_t *lens, siz
 enum nn_status prune_select(const float *const *arrays, const size_t *lens, size_t n_arrays,
 			    uint64_t k, const struct step_ctx *ctx, struct prune_selection *sel,
 			    struct nn_err *e);
+
+/* The two selection methods prune_select chooses between, for tests and
+ * benchmarks. prune_select_radix: the two-pass radix histogram, always
+ * exact. prune_select_sampled: on inputs of at least 2^22 elements, a bracket
+ * around t from a fixed-seed sample, one counting pass and the radix
+ * selection over the candidates in the bracket; *hit false (sel untouched)
+ * when the input is smaller or the bracket missed, in which case prune_select
+ * falls back to the radix method. Both give identical selections. */
+enum nn_status prune_select_radix(const float *const *arrays, const size_t *lens,
+				  size_t n_arrays, uint64_t k, struct prune_selection *sel,
+				  struct nn_err *e);
+enum nn_status prune_select_sampled(const float *const *arrays, const size_t *lens,
+				    size_t n_arrays, uint64_t k, struct prune_selection *sel,
+				    bool *hit, struct nn_err *e);
+/* The exact step of the sampled method with a given bracket of magnitudes
+ * [|lo|, |hi|]: *hit false when the k-th smallest |w| lies outside it. */
+enum nn_status prune_select_in_bracket(const float *const *arrays, const size_t *lens,
+				       size_t n_arrays, uint64_t k, float lo, float hi,
+				       struct prune_selection *sel, bool *hit, struct nn_err *e);
 
 /* Zeroes every element with |w| < sel->threshold and then the first
  * k - sel->below elements with |w| == threshold, scanning arrays in order.
