@@ -67,6 +67,8 @@ test)
 	install_missing "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 	install_node_if_missing
 	install_oracle
+	# The run command's optimised build warns differently (-O3 -Werror): prove it builds too.
+	configure build -Dbuildtype=release -Dtests=false
 	configure build-test -Dbuildtype=debugoptimized -Dtests=true
 	status=0
 	meson test -C build-test --print-errorlogs --num-processes 2 "$@" || status=$?

@@ -719,7 +719,7 @@ enum nn_status quant_int8_symmetric_per_channel(const float *w, size_t outer, si
 						size_t inner, int8_t *q, float *scales,
 						const struct step_ctx *ctx, struct nn_err *e)
 {
-	struct chan_scratch s;
+	struct chan_scratch s = {0};
 	enum nn_status st = scratch_new(&s, outer, channels, inner, e);
 	if (st != NN_OK)
 		return st;
@@ -810,7 +810,7 @@ enum nn_status quant_uint8_asymmetric_per_channel(const float *w, size_t outer, 
 						  uint8_t *zero_points, const struct step_ctx *ctx,
 						  struct nn_err *e)
 {
-	struct chan_scratch s;
+	struct chan_scratch s = {0};
 	enum nn_status st = scratch_new(&s, outer, channels, inner, e);
 	if (st != NN_OK)
 		return st;

@@ -232,7 +232,7 @@ static int sq_bindv(sqlite3_stmt *st, const char *fmt, va_list ap)
 static enum nn_status sq(struct conn *c, const char *sql, sqlite3_stmt **out, struct nn_err *e,
 			 const char *fmt, ...)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	enum nn_status s = sq_prep(c, sql, &st, e);
 	if (s)
 		return s;
@@ -254,7 +254,7 @@ static enum nn_status sq(struct conn *c, const char *sql, sqlite3_stmt **out, st
 static enum nn_status sq_run(struct conn *c, const char *sql, int *changes, struct nn_err *e,
 			     const char *fmt, ...)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	enum nn_status s = sq_prep(c, sql, &st, e);
 	if (s)
 		return s;
@@ -908,7 +908,7 @@ enum nn_status store_model_list(struct store *s, const char *tenant, const char 
 				json_t **out, struct nn_err *e)
 {
 	*out = NULL;
-	int64_t cursor;
+	int64_t cursor = 0;
 	enum nn_status st = parse_cursor(after, &cursor, e);
 	if (st || (st = check_limit(limit, e)))
 		return st;
@@ -1316,7 +1316,7 @@ enum nn_status store_job_list(struct store *s, const char *tenant, const char *s
 			      const char *after, int limit, json_t **out, struct nn_err *e)
 {
 	*out = NULL;
-	int64_t cursor;
+	int64_t cursor = 0;
 	enum nn_status st = parse_cursor(after, &cursor, e);
 	if (st || (st = check_limit(limit, e)))
 		return st;
