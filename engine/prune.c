@@ -24,6 +24,10 @@ typedef uint32_t u32a __attribute__((may_alias));
  * any uint32 counter could overflow. */
 #define FOLD_EVERY ((uint64_t)1 << 32)
 #define VEC_CHUNK 64 /* fixed inner trip count: gcc -O2 vectorizes these loops */
+/* Software prefetch distance, in elements (4 KiB): the hardware prefetchers
+ * stop at 4 KiB page boundaries, and a model's weights are in protobuf-c's
+ * 4 KiB-page buffers. */
+#define PF_DIST 1024
 
 /* Hot loops compiled for AVX2 and for the baseline, one picked per CPU at
  * load time (ifunc); integer-only, so identical results either way. */
@@ -319,23 +323,43 @@ static uint64_t splitmix64(uint64_t *x)
 	return z ^ (z >> 31);
 }
 
-/* Fills out[] with the |w| bits of `lines` lines, one at a random place in
- * each of `lines` equal strata of the concatenation. Returns the count. */
+/* Walks the sampled lines in order: line j starts at a random place in the
+ * j-th of `lines` equal strata of the concatenated arrays. */
+struct line_walk {
+	uint64_t rng, start;
+	size_t a;
+};
+
+static const u32a *line_at(struct line_walk *wk, const float *const *arrays, const size_t *lens,
+			   size_t n_arrays, uint64_t total, size_t lines, size_t j, size_t *take)
+{
+	uint64_t lo = total * j / lines, hi = total * (j + 1) / lines;
+	uint64_t p = lo + splitmix64(&wk->rng) % (hi - lo);
+	while (wk->a + 1 < n_arrays && p >= wk->start + lens[wk->a])
+		wk->start += lens[wk->a++];
+	size_t off = (size_t)(p - wk->start), len = lens[wk->a];
+	*take = len < SAMPLE_LINE ? len : SAMPLE_LINE;
+	if (off + *take > len)
+		off = len - *take;
+	return (const u32a *)(arrays[wk->a] + off);
+}
+
+/* Fills out[] with the |w| bits of the sampled lines; returns the count. A
+ * second walker runs SAMPLE_AHEAD lines ahead and prefetches: the lines are
+ * scattered over the whole model, each one a cache (and TLB) miss. */
+#define SAMPLE_AHEAD 16
 static size_t sample_abs(const float *const *arrays, const size_t *lens, size_t n_arrays,
 			 uint64_t total, size_t lines, uint32_t *out)
 {
-	uint64_t rng = SEED, start = 0;
-	size_t a = 0, m = 0;
+	struct line_walk main_wk = {SEED, 0, 0}, ahead = {SEED, 0, 0};
+	size_t m = 0, take;
+	for (size_t j = 0; j < lines && j < SAMPLE_AHEAD; j++)
+		__builtin_prefetch(line_at(&ahead, arrays, lens, n_arrays, total, lines, j, &take));
 	for (size_t j = 0; j < lines; j++) {
-		uint64_t lo = total * j / lines, hi = total * (j + 1) / lines;
-		uint64_t p = lo + splitmix64(&rng) % (hi - lo);
-		while (a + 1 < n_arrays && p >= start + lens[a])
-			start += lens[a++];
-		size_t off = (size_t)(p - start), len = lens[a];
-		size_t take = len < SAMPLE_LINE ? len : SAMPLE_LINE;
-		if (off + take > len)
-			off = len - take;
-		const u32a *u = (const u32a *)(arrays[a] + off);
+		if (j + SAMPLE_AHEAD < lines)
+			__builtin_prefetch(line_at(&ahead, arrays, lens, n_arrays, total, lines,
+						   j + SAMPLE_AHEAD, &take));
+		const u32a *u = line_at(&main_wk, arrays, lens, n_arrays, total, lines, j, &take);
 		for (size_t i = 0; i < take; i++)
 			out[m++] = u[i] & ABS_MASK;
 	}
@@ -677,6 +701,7 @@ static uint64_t zero_below_chunk(float *w, size_t n, uint32_t cut)
 	uint64_t nz = 0;
 	size_t i = 0;
 	for (; i + VEC_CHUNK <= n; i += VEC_CHUNK) {
+		__builtin_prefetch(u + i + PF_DIST, 1);
 		uint32_t c = 0;
 		for (size_t j = 0; j < VEC_CHUNK; j++) {
 			uint32_t x = u[i + j], a = x & ABS_MASK;
@@ -691,6 +716,35 @@ static uint64_t zero_below_chunk(float *w, size_t n, uint32_t cut)
 		nz += a >= cut && a != 0;
 	}
 	return nz;
+}
+
+/* Zeroes the first `need` elements whose |w| bits equal tb (in order);
+ * returns how many it zeroed. */
+HOT_CLONES
+static uint64_t zero_ties(float *w, size_t n, uint32_t tb, uint64_t need)
+{
+	u32a *u = (u32a *)w;
+	uint64_t done = 0;
+	size_t i = 0;
+	while (done < need && i < n) {
+		if (i + VEC_CHUNK <= n) {
+			uint32_t any = 0;
+			for (size_t j = 0; j < VEC_CHUNK; j++)
+				any |= (u[i + j] & ABS_MASK) == tb;
+			if (!any) {
+				i += VEC_CHUNK;
+				continue;
+			}
+		}
+		size_t end = i + VEC_CHUNK <= n ? i + VEC_CHUNK : n;
+		for (; i < end && done < need; i++) {
+			if ((u[i] & ABS_MASK) == tb) {
+				u[i] = 0;
+				done++;
+			}
+		}
+	}
+	return done;
 }
 
 /* nz_before, nz_after (may be NULL): per-array non-zero counts; nz_after is
@@ -727,18 +781,15 @@ static enum nn_status zero_impl(float *const *arrays, const size_t *lens, size_t
 	}
 	if (need == sel->ties || need == 0)
 		return NN_OK;
-	/* Partial tie class: zero the first `need` elements equal to t. Only
-	 * reached when many weights share t's exact magnitude. */
+	/* Partial tie class: zero the first `need` elements equal to t, in
+	 * order. Reached whenever t's magnitude occurs more than once and only
+	 * some of those go (common at 10^8 weights), so the search for the ties
+	 * is vectorized. */
 	for (size_t a = 0; a < n_arrays && need > 0; a++) {
-		u32a *u = (u32a *)arrays[a];
-		for (size_t i = 0; i < lens[a] && need > 0; i++) {
-			if ((u[i] & ABS_MASK) == tb) {
-				u[i] = 0;
-				need--;
-				if (nz_after)
-					nz_after[a]--; /* tb != 0: the tie was a non-zero */
-			}
-		}
+		uint64_t z = zero_ties(arrays[a], lens[a], tb, need);
+		need -= z;
+		if (nz_after)
+			nz_after[a] -= z; /* tb != 0: the ties were non-zeros */
 	}
 	return NN_OK;
 }

@@ -27,6 +27,11 @@ typedef uint32_t u32a __attribute__((may_alias));
 #else
 #define HOT_CLONES
 #endif
+/* Software prefetch distance, in elements (4 KiB of floats): the hardware
+ * prefetchers stop at 4 KiB page boundaries, and a model's weights live in
+ * protobuf-c's 4 KiB-page buffers, not huge pages. */
+#define PF_DIST 1024
+
 /* Inner loops run over fixed-size chunks so that gcc -O2's "very cheap"
  * vectorizer cost model accepts them (no runtime trip count, no epilogue). */
 #define CHUNK 64
@@ -380,6 +385,7 @@ static void q8_rows_err(const float *restrict w, size_t n, const float *restrict
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
 #define HAVE_ERR_AVX2 1
+
 /* The symmetric quantize-and-measure loops in AVX2 intrinsics. gcc
  * vectorizes the C versions with 16-byte vectors only (sixteen int8 outputs
  * per lane step fill one), which leaves the step's quantize pass
@@ -438,8 +444,10 @@ q8_block_err_avx2(const float *restrict w, size_t n, float inv, float s, int8_t 
 		steps = steps < ERR_FLUSH_EVERY ? steps : ERR_FLUSH_EVERY;
 		__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
 		__m256i b0 = _mm256_setzero_si256(), b1 = _mm256_setzero_si256();
-		for (size_t t = 0; t < steps; t++, i += ERR_LANES)
+		for (size_t t = 0; t < steps; t++, i += ERR_LANES) {
+			_mm_prefetch((const char *)(w + i + PF_DIST), _MM_HINT_T0);
 			q8x16_avx2(w + i, vi, vi, vs, vs, q + i, &a0, &a1, &b0, &b1);
+		}
 		lanes_store_avx2(a0, a1, b0, b1, sq, mx);
 		if (steps == ERR_FLUSH_EVERY)
 			lanes_fold(sq, mx, st);
@@ -466,10 +474,12 @@ q8_rows_err_avx2(const float *restrict w, size_t n, const float *restrict inv,
 	__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
 	__m256i b0 = _mm256_setzero_si256(), b1 = _mm256_setzero_si256();
 	size_t i = 0;
-	for (; i + ERR_LANES <= n; i += ERR_LANES)
+	for (; i + ERR_LANES <= n; i += ERR_LANES) {
+		_mm_prefetch((const char *)(w + i + PF_DIST), _MM_HINT_T0);
 		q8x16_avx2(w + i, _mm256_loadu_ps(inv + i), _mm256_loadu_ps(inv + i + 8),
 			   _mm256_loadu_ps(s + i), _mm256_loadu_ps(s + i + 8), q + i, &a0, &a1, &b0,
 			   &b1);
+	}
 	lanes_store_avx2(a0, a1, b0, b1, sq, mx);
 	for (; i < n; i++) {
 		float x = w[i];
