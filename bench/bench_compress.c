@@ -45,6 +45,8 @@
 #define DIM_B 2500
 #define LAYER_ELEMS ((size_t)DIM_A * DIM_B)
 #define MAX_REPS 64
+#define MAX_SUBJECTS 16
+#define MAX_SAMPLES (MAX_REPS * MAX_SUBJECTS) /* all reference samples of a run */
 #define TARGET 0.5
 #define SPARSITY 0.8
 
@@ -63,9 +65,11 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* n <= MAX_SAMPLES (callers pass at most that many). */
 static double median(const double *v, int n)
 {
-	double s[MAX_REPS];
+	double s[MAX_SAMPLES];
+	n = n < MAX_SAMPLES ? n : MAX_SAMPLES;
 	memcpy(s, v, (size_t)n * sizeof *s);
 	qsort(s, (size_t)n, sizeof *s, cmp_double);
 	return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
@@ -510,7 +514,8 @@ int main(int argc, char **argv)
 	if (b->failed)
 		return 1;
 
-	double all_ref[MAX_REPS * 16];
+	_Static_assert(sizeof subjects / sizeof subjects[0] <= MAX_SUBJECTS, "too many subjects");
+	static double all_ref[MAX_SAMPLES];
 	int n_all_ref = 0;
 	for (int r = 0; r < reps; r++) {
 		for (size_t s = 0; s < n_subj; s++) {
