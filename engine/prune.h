@@ -2,14 +2,17 @@
  *
  * Owns the `prune` pipeline step: which weights are prunable comes from
  * onnx_prunable_weights (the graph, never names); the threshold is found by an
- * exact linear-time selection (a two-pass radix histogram on the IEEE bits of
- * |w|, see docs/internals/prune.md), never a sort; then exactly
- * k = round(sparsity * n) weights end up zero: those with |w| < t plus, in
- * weight-list then element order, enough of the ties |w| == t. Weights that
- * are already zero count as pruned.
+ * exact linear-time selection, never a sort: on 2^22 elements or more a
+ * bracket from a fixed-seed sample, one counting pass and a radix selection
+ * among the candidates, checked, with the two-pass radix histogram on the
+ * IEEE bits of |w| as fallback and for smaller inputs (see
+ * docs/internals/prune.md); then exactly k = round(sparsity * n) weights end
+ * up zero: those with |w| < t plus, in weight-list then element order, enough
+ * of the ties |w| == t. Weights that are already zero count as pruned.
  *
- * Kernels work on caller-owned float arrays and allocate only their fixed-size
- * histograms. Nothing here is shared between calls: distinct models may be
+ * Kernels work on caller-owned float arrays and allocate only scratch (the
+ * histograms, the sample and the candidates: at most a few percent of the
+ * input). Nothing here is shared between calls: distinct models may be
  * pruned on distinct threads; one model must not be touched by two threads. */
 #ifndef NNCD_PRUNE_H
 #define NNCD_PRUNE_H

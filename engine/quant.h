@@ -71,8 +71,13 @@ bool quant_ref_uint8_asymmetric(const float *w, size_t outer, size_t channels, s
 				uint8_t *q, float *scales, uint8_t *zero_points);
 
 /* Runs the quantize step on m in place. On NN_OK *metrics is a new JSON
- * object the caller owns. NN_EUNSUPPORTED (from onnx_raise_opset) when the
- * model's opset cannot be raised to 13. */
+ * object the caller owns. Each weight's int8 values are written over its own
+ * float storage, which becomes the W_quantized initializer's raw_data
+ * without a copy (its unused tail is released when the model is freed: the
+ * step never needs more memory than the float model had). A step that fails
+ * after it started writing (cancellation) leaves the model half converted:
+ * discard it, as pipeline_run's callers do. NN_EUNSUPPORTED (from
+ * onnx_raise_opset) when the model's opset cannot be raised to 13. */
 enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 			 const struct step_ctx *ctx, json_t **metrics, struct nn_err *e);
 
