@@ -53,8 +53,8 @@ struct prune_selection {
 };
 
 /* Exact k-th smallest |w| (k from 1) over the concatenation of n_arrays
- * arrays, in linear time (two histogram passes). NaN magnitudes order above
- * +Inf. Returns NN_EINVAL if k is 0 or larger than the element count,
+ * arrays, in linear time (a sample and one counting pass on large inputs,
+ * two histogram passes otherwise). NaN magnitudes order above +Inf. Returns NN_EINVAL if k is 0 or larger than the element count,
  * NN_ENOMEM if the histograms cannot be allocated; *out is set on NN_OK.
  * This is the kernel bench/ times. */
 enum nn_status prune_kth_abs(const float *const *arrays, const size_t *lens, size_t n_arrays,
