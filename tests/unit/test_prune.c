@@ -356,7 +356,7 @@ static int test_global_exact_k(void)
 	for (size_t j = 0; j < sizeof sparsities / sizeof sparsities[0]; j++) {
 		struct onnx_model *m = load("steps_mlp.onnx");
 		CHECK(m, "load");
-		uint64_t nf, ng, zf0 = init_zeros(m, "foo", &nf), zg0 = init_zeros(m, "g.w", &ng);
+		uint64_t nf = 0, ng = 0, zf0 = init_zeros(m, "foo", &nf), zg0 = init_zeros(m, "g.w", &ng);
 		struct prune_params p = {PRUNE_SCOPE_GLOBAL, sparsities[j]};
 		json_t *mt = NULL;
 		struct nn_err e = {0};
@@ -415,7 +415,7 @@ static int test_layer_exact_k(void)
 {
 	struct onnx_model *m = load("steps_mlp.onnx");
 	CHECK(m, "load");
-	uint64_t nf, ng, zf0 = init_zeros(m, "foo", &nf), zg0 = init_zeros(m, "g.w", &ng);
+	uint64_t nf = 0, ng = 0, zf0 = init_zeros(m, "foo", &nf), zg0 = init_zeros(m, "g.w", &ng);
 	struct prune_params p = {PRUNE_SCOPE_LAYER, 0.7};
 	json_t *mt = NULL;
 	struct nn_err e = {0};
