@@ -868,32 +868,17 @@ enum nn_status prune_arrays(float *const *arrays, const size_t *lens, size_t n_a
 enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune_params *out,
 				  struct nn_err *e)
 {
+	static const char *const keys[] = {"op", "method", "sparsity", "scope", NULL};
+	static const char *const methods[] = {"magnitude", NULL};
+	static const char *const scopes[] = {"layer", "global", NULL};
 	char field[128], got[96];
-	if (!json_is_object(step)) {
-		snprintf(field, sizeof field, "steps[%zu]", index);
-		return err_set(e, NN_EINVAL, "invalid_spec", field, "step must be an object, got %s",
-			       step_describe_json(step, got, sizeof got));
-	}
-	const char *key;
-	json_t *v;
-	json_object_foreach((json_t *)step, key, v) {
-		if (strcmp(key, "op") && strcmp(key, "method") && strcmp(key, "sparsity") &&
-		    strcmp(key, "scope")) {
-			snprintf(field, sizeof field, "steps[%zu].%.80s", index, key);
-			return err_set(e, NN_EINVAL, "invalid_spec", field,
-				       "unknown field '%.80s' for op prune; allowed: op, method, "
-				       "sparsity, scope",
-				       key);
-		}
-	}
-	v = json_object_get(step, "method");
-	if (v && !(json_is_string(v) && !strcmp(json_string_value(v), "magnitude"))) {
-		snprintf(field, sizeof field, "steps[%zu].method", index);
-		return err_set(e, NN_EINVAL, "invalid_spec", field,
-			       "unknown prune method %s; supported: magnitude",
-			       step_describe_json(v, got, sizeof got));
-	}
-	v = json_object_get(step, "sparsity");
+	int method = 0, scope = 0;
+	enum nn_status st = step_check_keys(step, index, "prune", keys, e);
+	if (st == NN_OK)
+		st = step_parse_choice(step, index, "method", methods, 0, &method, e);
+	if (st != NN_OK)
+		return st;
+	const json_t *v = json_object_get(step, "sparsity");
 	snprintf(field, sizeof field, "steps[%zu].sparsity", index);
 	if (!v)
 		return err_set(e, NN_EINVAL, "invalid_spec", field,
@@ -903,22 +888,10 @@ enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune
 		return err_set(e, NN_EINVAL, "invalid_spec", field,
 			       "sparsity must be a number in [0, 1), got %s",
 			       step_describe_json(v, got, sizeof got));
+	if ((st = step_parse_choice(step, index, "scope", scopes, 1, &scope, e)) != NN_OK)
+		return st;
 	out->sparsity = s;
-	out->scope = PRUNE_SCOPE_GLOBAL;
-	v = json_object_get(step, "scope");
-	if (v) {
-		const char *sv = json_is_string(v) ? json_string_value(v) : "";
-		if (!strcmp(sv, "global")) {
-			out->scope = PRUNE_SCOPE_GLOBAL;
-		} else if (!strcmp(sv, "layer")) {
-			out->scope = PRUNE_SCOPE_LAYER;
-		} else {
-			snprintf(field, sizeof field, "steps[%zu].scope", index);
-			return err_set(e, NN_EINVAL, "invalid_spec", field,
-				       "unknown scope %s; supported: layer, global",
-				       step_describe_json(v, got, sizeof got));
-		}
-	}
+	out->scope = scope == 0 ? PRUNE_SCOPE_LAYER : PRUNE_SCOPE_GLOBAL;
 	return NN_OK;
 }
 

@@ -890,50 +890,21 @@ bool quant_ref_uint8_asymmetric(const float *w, size_t outer, size_t channels, s
 enum nn_status quant_params_parse(const json_t *step, size_t index, struct quant_params *out,
 				  struct nn_err *e)
 {
+	static const char *const keys[] = {"op", "scheme", "granularity", "symmetric", NULL};
+	static const char *const schemes[] = {"int8", NULL};
+	static const char *const granularities[] = {"per_channel", "per_tensor", NULL};
 	char field[128], got[96];
-	if (!json_is_object(step)) {
-		snprintf(field, sizeof field, "steps[%zu]", index);
-		return err_set(e, NN_EINVAL, "invalid_spec", field, "step must be an object, got %s",
-			       step_describe_json(step, got, sizeof got));
-	}
-	const char *key;
-	json_t *v;
-	json_object_foreach((json_t *)step, key, v) {
-		if (strcmp(key, "op") && strcmp(key, "scheme") && strcmp(key, "granularity") &&
-		    strcmp(key, "symmetric")) {
-			snprintf(field, sizeof field, "steps[%zu].%.80s", index, key);
-			return err_set(e, NN_EINVAL, "invalid_spec", field,
-				       "unknown field '%.80s' for op quantize; allowed: op, scheme, "
-				       "granularity, symmetric",
-				       key);
-		}
-	}
-	v = json_object_get(step, "scheme");
-	snprintf(field, sizeof field, "steps[%zu].scheme", index);
-	if (!v)
-		return err_set(e, NN_EINVAL, "invalid_spec", field,
-			       "missing required field 'scheme'; supported: int8");
-	if (!json_is_string(v) || strcmp(json_string_value(v), "int8"))
-		return err_set(e, NN_EINVAL, "invalid_spec", field,
-			       "unsupported scheme %s; supported: int8",
-			       step_describe_json(v, got, sizeof got));
-	out->granularity = QUANT_PER_CHANNEL;
+	int scheme = 0, granularity = 0;
+	enum nn_status st = step_check_keys(step, index, "quantize", keys, e);
+	if (st == NN_OK)
+		st = step_parse_choice(step, index, "scheme", schemes, -1, &scheme, e);
+	if (st == NN_OK)
+		st = step_parse_choice(step, index, "granularity", granularities, 0, &granularity, e);
+	if (st != NN_OK)
+		return st;
+	out->granularity = granularity == 1 ? QUANT_PER_TENSOR : QUANT_PER_CHANNEL;
 	out->symmetric = true;
-	v = json_object_get(step, "granularity");
-	if (v) {
-		const char *gv = json_is_string(v) ? json_string_value(v) : "";
-		if (!strcmp(gv, "per_channel")) {
-			out->granularity = QUANT_PER_CHANNEL;
-		} else if (!strcmp(gv, "per_tensor")) {
-			out->granularity = QUANT_PER_TENSOR;
-		} else {
-			snprintf(field, sizeof field, "steps[%zu].granularity", index);
-			return err_set(e, NN_EINVAL, "invalid_spec", field,
-				       "unknown granularity %s; supported: per_channel, per_tensor",
-				       step_describe_json(v, got, sizeof got));
-		}
-	}
-	v = json_object_get(step, "symmetric");
+	const json_t *v = json_object_get(step, "symmetric");
 	if (v) {
 		if (!json_is_boolean(v)) {
 			snprintf(field, sizeof field, "steps[%zu].symmetric", index);

@@ -19,6 +19,9 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <string.h>
+
+#include "err.h"
 
 /* Elements a kernel processes between two cancel polls (and progress reports). */
 #define STEP_POLL_ELEMS ((size_t)1 << 22)
@@ -63,6 +66,78 @@ static inline const char *step_describe_json(const json_t *v, char *buf, size_t 
 	else
 		snprintf(buf, cap, "an object");
 	return buf;
+}
+
+/* "a, b, c" from a NULL-terminated list, for "supported: ..." messages. */
+static inline const char *step_join(const char *const *names, char *buf, size_t cap)
+{
+	size_t used = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; names[i] && used < cap; i++) {
+		int n = snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", names[i]);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+	return buf;
+}
+
+/* Checks that a spec step is an object whose keys are all in `allowed`
+ * (NULL-terminated), naming the first unknown one ("steps[1].bits"). Every
+ * step's parser starts with this, so unknown keys are refused the same way. */
+static inline enum nn_status step_check_keys(const json_t *step, size_t index, const char *op,
+					     const char *const *allowed, struct nn_err *e)
+{
+	char field[128], got[96], list[256];
+	if (!json_is_object(step)) {
+		snprintf(field, sizeof field, "steps[%zu]", index);
+		return err_set(e, NN_EINVAL, "invalid_spec", field, "step must be an object, got %s",
+			       step_describe_json(step, got, sizeof got));
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)step, key, v) {
+		size_t i = 0;
+		while (allowed[i] && strcmp(allowed[i], key))
+			i++;
+		if (allowed[i])
+			continue;
+		snprintf(field, sizeof field, "steps[%zu].%.80s", index, key);
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "unknown field '%.80s' for op %s; allowed: %s", key, op,
+			       step_join(allowed, list, sizeof list));
+	}
+	return NN_OK;
+}
+
+/* Reads step[key] as one of `choices` (NULL-terminated) into *out (its
+ * index). When absent: *out = fallback, or an error if fallback < 0 (the key
+ * is required). */
+static inline enum nn_status step_parse_choice(const json_t *step, size_t index, const char *key,
+					       const char *const *choices, int fallback, int *out,
+					       struct nn_err *e)
+{
+	char field[128], got[96], list[256];
+	snprintf(field, sizeof field, "steps[%zu].%s", index, key);
+	const json_t *v = json_object_get(step, key);
+	if (!v) {
+		if (fallback >= 0) {
+			*out = fallback;
+			return NN_OK;
+		}
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "missing required field '%s'; supported: %s", key,
+			       step_join(choices, list, sizeof list));
+	}
+	const char *text = json_is_string(v) ? json_string_value(v) : NULL;
+	for (int i = 0; text && choices[i]; i++) {
+		if (!strcmp(choices[i], text)) {
+			*out = i;
+			return NN_OK;
+		}
+	}
+	return err_set(e, NN_EINVAL, "invalid_spec", field, "unsupported %s %s; supported: %s", key,
+		       step_describe_json(v, got, sizeof got), step_join(choices, list, sizeof list));
 }
 
 /* JSON number for a metric; null when not finite (jansson has no NaN/Inf). */
