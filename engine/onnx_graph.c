@@ -72,7 +72,7 @@ enum nn_status onnx_prunable_weights(const struct onnx_model *m, struct onnx_wei
 	struct onnx_weight_ref *refs = NULL;
 	size_t n = 0, cap = 0;
 	for (size_t i = 0; i < g->n_initializer; i++)
-		if (!nameset_put(&inits, g->initializer[i]->name, g->initializer[i]))
+		if (!wire_nameset_put(&inits, g->initializer[i]->name, g->initializer[i]))
 			goto nomem;
 	for (size_t i = 0; i < g->n_node; i++) {
 		Onnx__NodeProto *node = g->node[i];
@@ -84,14 +84,14 @@ enum nn_status onnx_prunable_weights(const struct onnx_model *m, struct onnx_wei
 			int slot = slots[k];
 			if (slot < 0 || (size_t)slot >= node->n_input)
 				continue;
-			Onnx__TensorProto *w = nameset_get(&inits, node->input[slot]);
+			Onnx__TensorProto *w = wire_nameset_get(&inits, node->input[slot]);
 			if (!w || !w->has_data_type || w->data_type != DT_FLOAT)
 				continue;
 			int axis = onnx_weight_channel_axis(node->op_type, slot, w->n_dims, trans_b);
 			if (axis < 0)
 				continue;
-			if (!nameset_has(&used, w->name)) {
-				if (!nameset_put(&used, w->name, NULL) ||
+			if (!wire_nameset_has(&used, w->name)) {
+				if (!wire_nameset_put(&used, w->name, NULL) ||
 				    !grow(&refs, &cap, n, sizeof *refs))
 					goto nomem;
 				refs[n++] = (struct onnx_weight_ref){ w, node, axis };
@@ -99,14 +99,14 @@ enum nn_status onnx_prunable_weights(const struct onnx_model *m, struct onnx_wei
 			break;
 		}
 	}
-	nameset_free(&inits);
-	nameset_free(&used);
+	wire_nameset_free(&inits);
+	wire_nameset_free(&used);
 	*out = refs;
 	*count = n;
 	return NN_OK;
 nomem:
-	nameset_free(&inits);
-	nameset_free(&used);
+	wire_nameset_free(&inits);
+	wire_nameset_free(&used);
 	free(refs);
 	return oom(e);
 }
@@ -496,7 +496,7 @@ int64_t onnx_node_int_attr(const Onnx__NodeProto *node, const char *name, int64_
 static bool collect_vi(Onnx__ValueInfoProto *const *v, size_t n, struct nameset *ns)
 {
 	for (size_t i = 0; i < n; i++)
-		if (!nameset_put(ns, v[i]->name, NULL))
+		if (!wire_nameset_put(ns, v[i]->name, NULL))
 			return false;
 	return true;
 }
@@ -511,21 +511,21 @@ bool onnx_collect_graph_names(const Onnx__GraphProto *g, struct nameset *ns, int
 	    !collect_vi(g->value_info, g->n_value_info, ns))
 		return false;
 	for (size_t i = 0; i < g->n_initializer; i++)
-		if (!nameset_put(ns, g->initializer[i]->name, NULL))
+		if (!wire_nameset_put(ns, g->initializer[i]->name, NULL))
 			return false;
 	for (size_t i = 0; i < g->n_sparse_initializer; i++)
 		if (g->sparse_initializer[i]->values &&
-		    !nameset_put(ns, g->sparse_initializer[i]->values->name, NULL))
+		    !wire_nameset_put(ns, g->sparse_initializer[i]->values->name, NULL))
 			return false;
 	for (size_t i = 0; i < g->n_node; i++) {
 		const Onnx__NodeProto *n = g->node[i];
-		if (!nameset_put(ns, n->name, NULL))
+		if (!wire_nameset_put(ns, n->name, NULL))
 			return false;
 		for (size_t j = 0; j < n->n_input; j++)
-			if (!nameset_put(ns, n->input[j], NULL))
+			if (!wire_nameset_put(ns, n->input[j], NULL))
 				return false;
 		for (size_t j = 0; j < n->n_output; j++)
-			if (!nameset_put(ns, n->output[j], NULL))
+			if (!wire_nameset_put(ns, n->output[j], NULL))
 				return false;
 		for (size_t j = 0; j < n->n_attribute; j++) {
 			const Onnx__AttributeProto *a = n->attribute[j];
@@ -547,7 +547,7 @@ char *onnx_unique_name(const struct onnx_model *m, const char *base)
 		base = "nncd";
 	if (m->proto->graph && !onnx_collect_graph_names(m->proto->graph, &ns, 0))
 		goto done;
-	if (!nameset_has(&ns, base)) {
+	if (!wire_nameset_has(&ns, base)) {
 		out = xstrdup(base);
 		goto done;
 	}
@@ -557,10 +557,10 @@ char *onnx_unique_name(const struct onnx_model *m, const char *base)
 		goto done;
 	for (unsigned long long k = 1;; k++) {
 		snprintf(out, cap, "%s_%llu", base, k);
-		if (!nameset_has(&ns, out))
+		if (!wire_nameset_has(&ns, out))
 			break;
 	}
 done:
-	nameset_free(&ns);
+	wire_nameset_free(&ns);
 	return out;
 }

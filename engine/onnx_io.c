@@ -57,7 +57,7 @@ static enum nn_status check_tensor_proto(const Onnx__TensorProto *tp, const char
 {
 	struct tensor_facts t;
 	facts_from_proto(tp, kind, &t);
-	return check_tensor_facts(&t, numel, e);
+	return wire_check_tensor_facts(&t, numel, e);
 }
 
 /* ------------------------------------------------------------------ */
@@ -118,7 +118,7 @@ static enum nn_status check_sparse_dims(const Onnx__SparseTensorProto *sp, struc
 	int64_t numel = 1;
 	for (size_t i = 0; i < sp->n_dims; i++)
 		if (sp->dims[i] < 0 || __builtin_mul_overflow(numel, sp->dims[i], &numel))
-			return sparse_dims_error(sp->values ? sp->values->name : NULL, e);
+			return wire_sparse_dims_error(sp->values ? sp->values->name : NULL, e);
 	return NN_OK;
 }
 
@@ -148,7 +148,7 @@ static enum nn_status check_graph_tensors(const Onnx__GraphProto *g, struct nn_e
 static enum nn_status check_model(const Onnx__ModelProto *p, struct nn_err *e)
 {
 	const Onnx__GraphProto *g = p->graph;
-	enum nn_status st = check_model_shape(g != NULL, g ? g->n_node : 0, g ? g->n_output : 0,
+	enum nn_status st = wire_check_model_shape(g != NULL, g ? g->n_node : 0, g ? g->n_output : 0,
 					      p->has_ir_version, p->ir_version, p->n_opset_import,
 					      e);
 	if (st != NN_OK)

@@ -54,7 +54,7 @@ struct cvt {
 
 static const struct vinfo *info_get(const struct cvt *c, const char *name)
 {
-	uintptr_t k = (uintptr_t)nameset_get(&c->names, name);
+	uintptr_t k = (uintptr_t)wire_nameset_get(&c->names, name);
 	return k ? &c->vi[k - 1] : NULL;
 }
 
@@ -65,7 +65,7 @@ static bool info_put(struct cvt *c, const char *name, int rank, int32_t elem)
 	if (!grow(&c->vi, &c->cap_vi, c->n_vi, sizeof *c->vi))
 		return false;
 	c->vi[c->n_vi] = (struct vinfo){ rank, elem };
-	if (!nameset_put(&c->names, name, (void *)(uintptr_t)(c->n_vi + 1)))
+	if (!wire_nameset_put(&c->names, name, (void *)(uintptr_t)(c->n_vi + 1)))
 		return false;
 	c->n_vi++;
 	return true;
@@ -236,10 +236,10 @@ static enum nn_status add_input_const(struct cvt *c, Onnx__NodeProto *n, size_t 
 	if (!name)
 		return oom(e);
 	snprintf(name, cap, "%s", base);
-	for (unsigned long long k = 1; nameset_has(&c->all, name); k++)
+	for (unsigned long long k = 1; wire_nameset_has(&c->all, name); k++)
 		snprintf(name, cap, "%s_%llu", base, k);
 	enum nn_status st = onnx_append_initializer(c->m, name, t, e);
-	if (st == NN_OK && !nameset_put(&c->all, name, NULL))
+	if (st == NN_OK && !wire_nameset_put(&c->all, name, NULL))
 		st = oom(e);
 	if (st == NN_OK)
 		st = set_input(n, idx, name, e);
@@ -657,8 +657,8 @@ static enum nn_status raise_dry_run(struct cvt *c, struct nn_err *e)
 
 static void cvt_free(struct cvt *c)
 {
-	nameset_free(&c->names);
-	nameset_free(&c->all);
+	wire_nameset_free(&c->names);
+	wire_nameset_free(&c->all);
 	free(c->vi);
 }
 

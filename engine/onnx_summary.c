@@ -109,7 +109,7 @@ static enum nn_status sum_string(struct summary *s, const struct fld *f, char **
 	char *p = malloc((size_t)f->len + 1);
 	if (!p)
 		return oom(e);
-	enum nn_status st = rd_copy(&s->r, f->off, (size_t)f->len, p, e);
+	enum nn_status st = wire_rd_copy(&s->r, f->off, (size_t)f->len, p, e);
 	if (st != NN_OK) {
 		free(p);
 		return st;
@@ -134,7 +134,7 @@ static enum nn_status sum_submsg(struct summary *s, const struct fld *f,
 	uint8_t *buf = malloc(f->len ? (size_t)f->len : 1);
 	if (!buf)
 		return oom(e);
-	enum nn_status st = rd_copy(&s->r, f->off, (size_t)f->len, buf, e);
+	enum nn_status st = wire_rd_copy(&s->r, f->off, (size_t)f->len, buf, e);
 	if (st != NN_OK)
 		goto out;
 	struct rd mr = { .fd = -1, .mem = buf, .size = f->len };
@@ -171,7 +171,7 @@ static enum nn_status count_varints(struct summary *s, const struct fld *f, uint
 	while (pos < end) {
 		size_t k = end - pos < SUM_WINDOW ? (size_t)(end - pos) : SUM_WINDOW;
 		const uint8_t *p;
-		enum nn_status st = rd_get(&s->r, pos, k, &p, e);
+		enum nn_status st = wire_rd_get(&s->r, pos, k, &p, e);
 		if (st != NN_OK)
 			return st;
 		for (size_t i = 0; i < k; i++)
@@ -186,7 +186,7 @@ static enum nn_status count_varints(struct summary *s, const struct fld *f, uint
 	return NN_OK;
 }
 
-/* Dims past ONNX_MAX_DIMS are counted, not stored: check_tensor_facts
+/* Dims past ONNX_MAX_DIMS are counted, not stored: wire_check_tensor_facts
  * reports them like onnx_load does. */
 static void push_dim(struct tensor_facts *t, uint64_t v)
 {
@@ -210,46 +210,46 @@ static enum nn_status scan_tensor(struct summary *s, const struct fld *tfld, con
 		return wire_check(&s->r, tfld->off, end, D, depth + 1, e);
 	while (pos < end && st == NN_OK) {
 		struct fld f;
-		if ((st = rd_field(&s->r, &pos, end, "TensorProto", &f, e)) != NN_OK)
+		if ((st = wire_rd_field(&s->r, &pos, end, "TensorProto", &f, e)) != NN_OK)
 			break;
 		switch (f.num) {
 		case 1: /* dims */
-			if ((st = expect_wt(D, &f, e)) != NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) != NN_OK)
 				break;
 			if (f.wt == WT_VARINT) {
 				push_dim(t, f.v);
 			} else {
 				uint64_t p = f.off, pend = f.off + f.len, v;
 				while (p < pend && st == NN_OK) {
-					st = rd_varint(&s->r, &p, pend, &v, "TensorProto.dims", e);
+					st = wire_rd_varint(&s->r, &p, pend, &v, "TensorProto.dims", e);
 					if (st == NN_OK)
 						push_dim(t, v);
 				}
 			}
 			break;
 		case 2:
-			if ((st = expect_wt(D, &f, e)) == NN_OK) {
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK) {
 				t->has_dt = true;
 				t->dt = (int32_t)f.v;
 			}
 			break;
 		case 3:
 			t->segment = true;
-			st = check_other_field(&s->r, D, &f, depth, e);
+			st = wire_check_other_field(&s->r, D, &f, depth, e);
 			break;
 		case 4:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				t->n[TF_FLOAT] += f.wt == WT_LEN ? f.len / 4 : 1;
 			break;
 		case 10:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				t->n[TF_DOUBLE] += f.wt == WT_LEN ? f.len / 8 : 1;
 			break;
 		case 5:
 		case 7:
 		case 11: {
 			enum typed_field tf = f.num == 5 ? TF_INT32 : f.num == 7 ? TF_INT64 : TF_UINT64;
-			if ((st = expect_wt(D, &f, e)) != NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) != NN_OK)
 				break;
 			if (f.wt == WT_LEN)
 				st = count_varints(s, &f, &t->n[tf], e);
@@ -258,25 +258,25 @@ static enum nn_status scan_tensor(struct summary *s, const struct fld *tfld, con
 			break;
 		}
 		case 6:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				t->n[TF_STRING]++;
 			break;
 		case 8:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				st = sum_string(s, &f, name, e);
 			break;
 		case 9:
-			if ((st = expect_wt(D, &f, e)) == NN_OK) {
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK) {
 				t->has_raw = true;
 				t->raw_len = f.len;
 			}
 			break;
 		case 14:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				t->external = f.v == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
 			break;
 		default:
-			st = check_other_field(&s->r, D, &f, depth, e);
+			st = wire_check_other_field(&s->r, D, &f, depth, e);
 		}
 	}
 	t->name = *name;
@@ -299,7 +299,7 @@ static enum nn_status scan_check_tensor(struct summary *s, const struct fld *f, 
 		return st;
 	int64_t numel;
 	struct nn_err te = { 0 };
-	if (check_tensor_facts(&t, &numel, &te) != NN_OK)
+	if (wire_check_tensor_facts(&t, &numel, &te) != NN_OK)
 		sum_defer(s, &te);
 	if (name_out)
 		*name_out = name;
@@ -318,26 +318,26 @@ static enum nn_status scan_attr(struct summary *s, const struct fld *af, int dep
 		return wire_check(&s->r, af->off, end, D, depth + 1, e);
 	while (pos < end && st == NN_OK) {
 		struct fld f;
-		if ((st = rd_field(&s->r, &pos, end, "AttributeProto", &f, e)) != NN_OK)
+		if ((st = wire_rd_field(&s->r, &pos, end, "AttributeProto", &f, e)) != NN_OK)
 			break;
 		switch (f.num) {
 		case 1:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				st = sum_string(s, &f, name, e);
 			break;
 		case 3:
-			if ((st = expect_wt(D, &f, e)) == NN_OK) {
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK) {
 				*has_i = true;
 				*iv = (int64_t)f.v;
 			}
 			break;
 		case 5:
 		case 10:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				st = scan_check_tensor(s, &f, "tensor attribute", depth + 1, NULL, e);
 			break;
 		default:
-			st = check_other_field(&s->r, D, &f, depth, e);
+			st = wire_check_other_field(&s->r, D, &f, depth, e);
 		}
 	}
 	return st;
@@ -355,30 +355,30 @@ static enum nn_status scan_node(struct summary *s, const struct fld *nf, int dep
 		return wire_check(&s->r, nf->off, end, D, depth + 1, e);
 	while (pos < end && st == NN_OK) {
 		struct fld f;
-		if ((st = rd_field(&s->r, &pos, end, "NodeProto", &f, e)) != NN_OK)
+		if ((st = wire_rd_field(&s->r, &pos, end, "NodeProto", &f, e)) != NN_OK)
 			break;
 		switch (f.num) {
 		case 1:
-			if ((st = expect_wt(D, &f, e)) == NN_OK && n.n_in < 2)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK && n.n_in < 2)
 				st = sum_string(s, &f, &n.in[n.n_in], e);
 			n.n_in++;
 			break;
 		case 3:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				st = sum_string(s, &f, &n.name, e);
 			break;
 		case 4:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				st = sum_string(s, &f, &n.op, e);
 			break;
 		case 7:
-			if ((st = expect_wt(D, &f, e)) == NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) == NN_OK)
 				st = sum_string(s, &f, &domain, e);
 			break;
 		case 5: {
 			bool has_i = false;
 			int64_t iv = 0;
-			if ((st = expect_wt(D, &f, e)) != NN_OK)
+			if ((st = wire_expect_wt(D, &f, e)) != NN_OK)
 				break;
 			st = scan_attr(s, &f, depth + 1, &attr_name, &has_i, &iv, e);
 			if (st == NN_OK && has_i && streq(attr_name, "transB"))
@@ -388,7 +388,7 @@ static enum nn_status scan_node(struct summary *s, const struct fld *nf, int dep
 			break;
 		}
 		default:
-			st = check_other_field(&s->r, D, &f, depth, e);
+			st = wire_check_other_field(&s->r, D, &f, depth, e);
 		}
 	}
 	if (st != NN_OK)
@@ -493,7 +493,7 @@ static enum nn_status skel_attr(struct summary *s, const struct fld *af, int dep
 	enum nn_status st = NN_OK;
 	while (pos < end && st == NN_OK) {
 		struct fld f;
-		if ((st = rd_field(&s->r, &pos, end, "AttributeProto", &f, e)) != NN_OK)
+		if ((st = wire_rd_field(&s->r, &pos, end, "AttributeProto", &f, e)) != NN_OK)
 			break;
 		if (f.num == 1 && f.wt == WT_LEN) {
 			st = skel_str(s, &f, &a->name, e);
@@ -516,7 +516,7 @@ static enum nn_status skel_attr(struct summary *s, const struct fld *af, int dep
 			}
 			a->s.len = k;
 			a->has_s = 1;
-			st = rd_copy(&s->r, f.off, k, a->s.data, e);
+			st = wire_rd_copy(&s->r, f.off, k, a->s.data, e);
 		} else if (f.num == 20 && f.wt == WT_VARINT) {
 			a->type = (Onnx__AttributeProto__AttributeType)f.v;
 			a->has_type = 1;
@@ -557,7 +557,7 @@ static enum nn_status skel_node(struct summary *s, const struct fld *nf, int dep
 	enum nn_status st = NN_OK;
 	while (pos < end && st == NN_OK) {
 		struct fld f;
-		if ((st = rd_field(&s->r, &pos, end, "NodeProto", &f, e)) != NN_OK)
+		if ((st = wire_rd_field(&s->r, &pos, end, "NodeProto", &f, e)) != NN_OK)
 			break;
 		if (f.wt != WT_LEN)
 			continue;
@@ -605,7 +605,7 @@ static enum nn_status skel_graph(struct summary *s, const struct fld *gf, int de
 	enum nn_status st = NN_OK;
 	while (pos < end && st == NN_OK) {
 		struct fld f;
-		if ((st = rd_field(&s->r, &pos, end, "GraphProto", &f, e)) != NN_OK)
+		if ((st = wire_rd_field(&s->r, &pos, end, "GraphProto", &f, e)) != NN_OK)
 			break;
 		if (f.num != 1 || f.wt != WT_LEN)
 			continue;
@@ -650,7 +650,7 @@ static bool skel_add_vi(struct summary *s, int which, Onnx__ValueInfoProto *vi)
 	return true;
 }
 
-/* graph.value_info (already validated by check_other_field): decoded whole
+/* graph.value_info (already validated by wire_check_other_field): decoded whole
  * for the ranks the dry run reads. One over the submessage cap is left out
  * (its values then count as of unknown rank, which can only make the
  * verdict stricter). */
@@ -739,9 +739,9 @@ static enum nn_status scan_sparse(struct summary *s, const struct fld *sf, int d
 	enum nn_status st = NN_OK;
 	while (pos < end && st == NN_OK) {
 		struct fld f;
-		if ((st = rd_field(&s->r, &pos, end, "SparseTensorProto", &f, e)) != NN_OK)
+		if ((st = wire_rd_field(&s->r, &pos, end, "SparseTensorProto", &f, e)) != NN_OK)
 			break;
-		if ((f.num == 1 || f.num == 2 || f.num == 3) && (st = expect_wt(D, &f, e)) != NN_OK)
+		if ((f.num == 1 || f.num == 2 || f.num == 3) && (st = wire_expect_wt(D, &f, e)) != NN_OK)
 			break;
 		if (f.num == 1) {
 			free(name);
@@ -753,7 +753,7 @@ static enum nn_status scan_sparse(struct summary *s, const struct fld *sf, int d
 			uint64_t p = f.wt == WT_LEN ? f.off : 0, pend = f.off + f.len, v = f.v;
 			do {
 				if (f.wt == WT_LEN &&
-				    (st = rd_varint(&s->r, &p, pend, &v, "SparseTensorProto.dims",
+				    (st = wire_rd_varint(&s->r, &p, pend, &v, "SparseTensorProto.dims",
 						    e)) != NN_OK)
 					break;
 				if ((int64_t)v < 0 ||
@@ -761,12 +761,12 @@ static enum nn_status scan_sparse(struct summary *s, const struct fld *sf, int d
 					overflow = true;
 			} while (f.wt == WT_LEN && p < pend);
 		} else {
-			st = check_other_field(&s->r, D, &f, depth, e);
+			st = wire_check_other_field(&s->r, D, &f, depth, e);
 		}
 	}
 	if (st == NN_OK && overflow) {
 		struct nn_err te = { 0 };
-		sparse_dims_error(name, &te);
+		wire_sparse_dims_error(name, &te);
 		sum_defer(s, &te);
 		numel = 0;
 	}
@@ -794,7 +794,7 @@ static enum nn_status scan_initializer(struct summary *s, const struct fld *f, i
 		return st;
 	int64_t numel = 0;
 	struct nn_err te = { 0 };
-	if (check_tensor_facts(&t, &numel, &te) != NN_OK) {
+	if (wire_check_tensor_facts(&t, &numel, &te) != NN_OK) {
 		sum_defer(s, &te); /* the summary fails; keep scanning for structure */
 		numel = 0;
 		t.ndim = 0;
@@ -822,11 +822,11 @@ static enum nn_status scan_graph(struct summary *s, const struct fld *gf, int de
 	enum nn_status st = NN_OK;
 	while (pos < end && st == NN_OK) {
 		struct fld f;
-		if ((st = rd_field(&s->r, &pos, end, "GraphProto", &f, e)) != NN_OK)
+		if ((st = wire_rd_field(&s->r, &pos, end, "GraphProto", &f, e)) != NN_OK)
 			break;
 		const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(D, f.num);
 		if (fd && (f.num == 1 || f.num == 2 || f.num == 5 || f.num == 11 || f.num == 12 ||
-			   f.num == 15) && (st = check_wire_type(D, fd, &f, e)) != NN_OK)
+			   f.num == 15) && (st = wire_check_wire_type(D, fd, &f, e)) != NN_OK)
 			break;
 		switch (f.num) {
 		case 1:
@@ -838,11 +838,11 @@ static enum nn_status scan_graph(struct summary *s, const struct fld *gf, int de
 		case 11: st = sum_value_info(s, &f, depth, true, e); break;
 		case 12: st = sum_value_info(s, &f, depth, false, e); break;
 		case 13:
-			if ((st = check_other_field(&s->r, D, &f, depth, e)) == NN_OK)
+			if ((st = wire_check_other_field(&s->r, D, &f, depth, e)) == NN_OK)
 				st = skel_value_info(s, &f, depth, e);
 			break;
 		case 15: st = scan_sparse(s, &f, depth + 1, e); break;
-		default: st = check_other_field(&s->r, D, &f, depth, e);
+		default: st = wire_check_other_field(&s->r, D, &f, depth, e);
 		}
 	}
 	return st;
@@ -855,11 +855,11 @@ static enum nn_status scan_model(struct summary *s, struct nn_err *e)
 	enum nn_status st = NN_OK;
 	while (pos < end && st == NN_OK) {
 		struct fld f;
-		if ((st = rd_field(&s->r, &pos, end, "ModelProto", &f, e)) != NN_OK)
+		if ((st = wire_rd_field(&s->r, &pos, end, "ModelProto", &f, e)) != NN_OK)
 			break;
 		const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(D, f.num);
 		if (fd && (f.num == 1 || f.num == 2 || f.num == 3 || f.num == 7 || f.num == 8) &&
-		    (st = check_wire_type(D, fd, &f, e)) != NN_OK)
+		    (st = wire_check_wire_type(D, fd, &f, e)) != NN_OK)
 			break;
 		switch (f.num) {
 		case 1:
@@ -895,7 +895,7 @@ static enum nn_status scan_model(struct summary *s, struct nn_err *e)
 			protobuf_c_message_free_unpacked(msg, NULL);
 			break;
 		}
-		default: st = check_other_field(&s->r, D, &f, 0, e);
+		default: st = wire_check_other_field(&s->r, D, &f, 0, e);
 		}
 	}
 	return st;
@@ -913,7 +913,7 @@ static json_t *vi_array(const struct sum_vi *v, size_t n, const struct nameset *
 {
 	json_t *a = json_array();
 	for (size_t i = 0; a && i < n; i++) {
-		if (skip && nameset_has(skip, v[i].name))
+		if (skip && wire_nameset_has(skip, v[i].name))
 			continue;
 		json_t *o = json_object();
 		json_object_set_new(o, "name", jstr(v[i].name));
@@ -937,10 +937,10 @@ static enum nn_status sum_json(struct summary *s, json_t **out, struct nn_err *e
 	if (!o || !prun)
 		goto nomem;
 	for (size_t i = 0; i < s->n_inits; i++)
-		if (!nameset_put(&inits, s->inits[i].name, &s->inits[i]))
+		if (!wire_nameset_put(&inits, s->inits[i].name, &s->inits[i]))
 			goto nomem;
 	for (size_t i = 0; i < s->n_sparse; i++)
-		if (!nameset_put(&inits, s->sparse_names[i], NULL))
+		if (!wire_nameset_put(&inits, s->sparse_names[i], NULL))
 			goto nomem;
 	for (size_t i = 0; i < s->n_cands; i++) {
 		const struct sum_node *n = &s->cands[i];
@@ -949,14 +949,14 @@ static enum nn_status sum_json(struct summary *s, json_t **out, struct nn_err *e
 			int slot = slots[k];
 			if (slot < 0 || (size_t)slot >= n->n_in || !n->in[slot])
 				continue;
-			const struct sum_tensor *w = nameset_get(&inits, n->in[slot]);
+			const struct sum_tensor *w = wire_nameset_get(&inits, n->in[slot]);
 			if (!w || w->dt != DT_FLOAT)
 				continue;
 			int axis = onnx_weight_channel_axis(n->op, slot, w->ndim, n->trans_b);
 			if (axis < 0)
 				continue;
-			if (!nameset_has(&used, w->name)) {
-				if (!nameset_put(&used, w->name, NULL))
+			if (!wire_nameset_has(&used, w->name)) {
+				if (!wire_nameset_put(&used, w->name, NULL))
 					goto nomem;
 				json_t *p = json_object();
 				json_object_set_new(p, "name", jstr(w->name));
@@ -1002,8 +1002,8 @@ nomem:
 out:
 	json_decref(o);
 	json_decref(prun);
-	nameset_free(&inits);
-	nameset_free(&used);
+	wire_nameset_free(&inits);
+	wire_nameset_free(&used);
 	return st;
 }
 
@@ -1076,7 +1076,7 @@ enum nn_status onnx_summarize_fd(int fd, json_t **out, struct nn_err *e)
 	st = scan_model(&s, e);
 	if (st != NN_OK)
 		goto out;
-	st = check_model_shape(s.has_graph, s.n_nodes, s.n_outs, s.has_ir, s.ir, s.n_opsets, e);
+	st = wire_check_model_shape(s.has_graph, s.n_nodes, s.n_outs, s.has_ir, s.ir, s.n_opsets, e);
 	if (st != NN_OK)
 		goto out;
 	if (s.has_deferred) {

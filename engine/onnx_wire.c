@@ -25,7 +25,7 @@ static uint64_t name_hash(const char *s)
 	return h;
 }
 
-void nameset_free(struct nameset *ns)
+void wire_nameset_free(struct nameset *ns)
 {
 	for (size_t i = 0; ns->owns && i < ns->cap; i++)
 		free((char *)ns->keys[i]);
@@ -47,12 +47,12 @@ static void **nameset_slot(const struct nameset *ns, const char *key)
 	return NULL;
 }
 
-bool nameset_has(const struct nameset *ns, const char *key)
+bool wire_nameset_has(const struct nameset *ns, const char *key)
 {
 	return key && nameset_slot(ns, key) != NULL;
 }
 
-void *nameset_get(const struct nameset *ns, const char *key)
+void *wire_nameset_get(const struct nameset *ns, const char *key)
 {
 	void **v = key ? nameset_slot(ns, key) : NULL;
 	return v ? *v : NULL;
@@ -60,7 +60,7 @@ void *nameset_get(const struct nameset *ns, const char *key)
 
 /* Inserts key (borrowed) unless present; an existing value is kept, which
  * gives "first consumer wins" semantics for free. */
-bool nameset_put(struct nameset *ns, const char *key, void *val)
+bool wire_nameset_put(struct nameset *ns, const char *key, void *val)
 {
 	if (!key)
 		return true;
@@ -130,7 +130,7 @@ static enum nn_status rd_pread(const struct rd *r, uint64_t off, size_t len, voi
 }
 
 /* Makes [off, off+len) (len <= SUM_WINDOW, inside the file) addressable. */
-enum nn_status rd_get(struct rd *r, uint64_t off, size_t len, const uint8_t **p,
+enum nn_status wire_rd_get(struct rd *r, uint64_t off, size_t len, const uint8_t **p,
 		      struct nn_err *e)
 {
 	if (r->fd < 0) {
@@ -154,7 +154,7 @@ enum nn_status rd_get(struct rd *r, uint64_t off, size_t len, const uint8_t **p,
 	return NN_OK;
 }
 
-enum nn_status rd_copy(struct rd *r, uint64_t off, size_t len, void *dst, struct nn_err *e)
+enum nn_status wire_rd_copy(struct rd *r, uint64_t off, size_t len, void *dst, struct nn_err *e)
 {
 	if (r->fd < 0) {
 		memcpy(dst, r->mem + off, len);
@@ -177,7 +177,7 @@ static enum nn_status truncated(const struct rd *r, uint64_t at, uint64_t end, c
 		       what, (unsigned long long)at, (unsigned long long)end);
 }
 
-enum nn_status rd_varint(struct rd *r, uint64_t *pos, uint64_t end, uint64_t *v,
+enum nn_status wire_rd_varint(struct rd *r, uint64_t *pos, uint64_t end, uint64_t *v,
 			 const char *what, struct nn_err *e)
 {
 	uint64_t at = *pos;
@@ -185,7 +185,7 @@ enum nn_status rd_varint(struct rd *r, uint64_t *pos, uint64_t end, uint64_t *v,
 		return truncated(r, at, end, what, e);
 	size_t avail = end - at < 10 ? (size_t)(end - at) : 10;
 	const uint8_t *p;
-	enum nn_status st = rd_get(r, at, avail, &p, e);
+	enum nn_status st = wire_rd_get(r, at, avail, &p, e);
 	if (st != NN_OK)
 		return st;
 	uint64_t x = 0;
@@ -206,7 +206,7 @@ enum nn_status rd_varint(struct rd *r, uint64_t *pos, uint64_t end, uint64_t *v,
 
 /* Reads one field of message `msg` and moves *pos past it; checks every
  * length against `end` (the enclosing message's end). */
-enum nn_status rd_field(struct rd *r, uint64_t *pos, uint64_t end, const char *msg,
+enum nn_status wire_rd_field(struct rd *r, uint64_t *pos, uint64_t end, const char *msg,
 			struct fld *f, struct nn_err *e)
 {
 	char what[96];
@@ -214,7 +214,7 @@ enum nn_status rd_field(struct rd *r, uint64_t *pos, uint64_t end, const char *m
 	f->start = *pos;
 	uint64_t tag;
 	snprintf(what, sizeof what, "a field tag of %s", msg);
-	enum nn_status st = rd_varint(r, pos, end, &tag, what, e);
+	enum nn_status st = wire_rd_varint(r, pos, end, &tag, what, e);
 	if (st != NN_OK)
 		return st;
 	f->wt = (int)(tag & 7);
@@ -227,14 +227,14 @@ enum nn_status rd_field(struct rd *r, uint64_t *pos, uint64_t end, const char *m
 	snprintf(what, sizeof what, "field %u of %s", f->num, msg);
 	switch (f->wt) {
 	case WT_VARINT:
-		return rd_varint(r, pos, end, &f->v, what, e);
+		return wire_rd_varint(r, pos, end, &f->v, what, e);
 	case WT_I64:
 	case WT_I32: {
 		size_t w = f->wt == WT_I64 ? 8 : 4;
 		if (end - *pos < w)
 			return truncated(r, f->start, end, what, e);
 		const uint8_t *p;
-		st = rd_get(r, *pos, w, &p, e);
+		st = wire_rd_get(r, *pos, w, &p, e);
 		if (st != NN_OK)
 			return st;
 		for (size_t i = 0; i < w; i++)
@@ -243,7 +243,7 @@ enum nn_status rd_field(struct rd *r, uint64_t *pos, uint64_t end, const char *m
 		return NN_OK;
 	}
 	case WT_LEN:
-		st = rd_varint(r, pos, end, &f->len, what, e);
+		st = wire_rd_varint(r, pos, end, &f->len, what, e);
 		if (st != NN_OK)
 			return st;
 		if (f->len > end - *pos)
@@ -281,7 +281,7 @@ static int field_wire_type(ProtobufCType t)
 
 /* Checks a known field's wire type against onnx.proto (repeated scalars may
  * also come packed, as protobuf parsers accept both encodings). */
-enum nn_status check_wire_type(const ProtobufCMessageDescriptor *d,
+enum nn_status wire_check_wire_type(const ProtobufCMessageDescriptor *d,
 			       const ProtobufCFieldDescriptor *fd, const struct fld *f,
 			       struct nn_err *e)
 {
@@ -326,14 +326,14 @@ enum nn_status wire_check(struct rd *r, uint64_t off, uint64_t end,
 			continue;
 		}
 		struct fld f;
-		enum nn_status st = rd_field(r, &fr->pos, fr->end, fr->d->short_name, &f, e);
+		enum nn_status st = wire_rd_field(r, &fr->pos, fr->end, fr->d->short_name, &f, e);
 		if (st != NN_OK)
 			return st;
 		const ProtobufCFieldDescriptor *fd =
 			protobuf_c_message_descriptor_get_field(fr->d, f.num);
 		if (!fd)
 			continue; /* unknown field: kept verbatim by protobuf-c */
-		st = check_wire_type(fr->d, fd, &f, e);
+		st = wire_check_wire_type(fr->d, fd, &f, e);
 		if (st != NN_OK)
 			return st;
 		if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
@@ -353,13 +353,13 @@ too_deep:
 
 /* Validates one field found by a hand-written scanner but not interpreted by
  * it: wire type, and the whole submessage if it is one. */
-enum nn_status check_other_field(struct rd *r, const ProtobufCMessageDescriptor *d,
+enum nn_status wire_check_other_field(struct rd *r, const ProtobufCMessageDescriptor *d,
 				 const struct fld *f, int depth, struct nn_err *e)
 {
 	const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(d, f->num);
 	if (!fd)
 		return NN_OK;
-	enum nn_status st = check_wire_type(d, fd, f, e);
+	enum nn_status st = wire_check_wire_type(d, fd, f, e);
 	if (st != NN_OK)
 		return st;
 	if (fd->type == PROTOBUF_C_TYPE_MESSAGE)
@@ -367,11 +367,11 @@ enum nn_status check_other_field(struct rd *r, const ProtobufCMessageDescriptor 
 	return NN_OK;
 }
 
-enum nn_status expect_wt(const ProtobufCMessageDescriptor *d, const struct fld *f,
+enum nn_status wire_expect_wt(const ProtobufCMessageDescriptor *d, const struct fld *f,
 			 struct nn_err *e)
 {
 	const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(d, f->num);
-	return fd ? check_wire_type(d, fd, f, e) : NN_OK;
+	return fd ? wire_check_wire_type(d, fd, f, e) : NN_OK;
 }
 
 /* ------------------------------------------------------------------ */
@@ -430,7 +430,7 @@ static enum nn_status bad_tensor(const struct tensor_facts *t, struct nn_err *e,
 }
 
 /* Checks dims and that the payload size matches dims x dtype; numel out. */
-enum nn_status check_tensor_facts(const struct tensor_facts *t, int64_t *numel_out,
+enum nn_status wire_check_tensor_facts(const struct tensor_facts *t, int64_t *numel_out,
 				  struct nn_err *e)
 {
 	const char *nm = t->name ? t->name : "";
@@ -509,14 +509,14 @@ enum nn_status check_tensor_facts(const struct tensor_facts *t, int64_t *numel_o
 /* ------------------------------------------------------------------ */
 /* model checks, shared by onnx_load and the summary                   */
 
-enum nn_status sparse_dims_error(const char *name, struct nn_err *e)
+enum nn_status wire_sparse_dims_error(const char *name, struct nn_err *e)
 {
 	return err_set(e, NN_EINVAL, "invalid_model", NULL,
 		       "sparse initializer '%s' has negative or overflowing dims", name ? name : "");
 }
 
 /* The model-level checks, in the order onnx_summarize_fd applies them too. */
-enum nn_status check_model_shape(bool has_graph, size_t n_nodes, size_t n_outputs,
+enum nn_status wire_check_model_shape(bool has_graph, size_t n_nodes, size_t n_outputs,
 				 bool has_ir, int64_t ir, size_t n_opsets, struct nn_err *e)
 {
 	if (!has_graph)

@@ -11,8 +11,8 @@
  *    and nesting is capped before protobuf-c's recursive decoder sees it); the
  *    summary scanner runs it on every field it does not interpret;
  *  - the tensor and model checks that onnx_load and onnx_summarize_fd both
- *    apply, with the same messages (check_tensor_facts, check_model_shape,
- *    sparse_dims_error);
+ *    apply, with the same messages (wire_check_tensor_facts, wire_check_model_shape,
+ *    wire_sparse_dims_error);
  *  - the small helpers all four modules share (string copies, pointer arrays,
  *    the out-of-memory error, and struct nameset, a string set/map).
  * Threading: no global state. A struct rd or struct nameset is used by one
@@ -104,11 +104,11 @@ struct nameset {
 	bool owns;
 };
 
-/* Keys are borrowed unless ns->owns; nameset_put keeps an existing value. */
-void nameset_free(struct nameset *ns);
-bool nameset_has(const struct nameset *ns, const char *key);
-void *nameset_get(const struct nameset *ns, const char *key);
-bool nameset_put(struct nameset *ns, const char *key, void *val);
+/* Keys are borrowed unless ns->owns; wire_nameset_put keeps an existing value. */
+void wire_nameset_free(struct nameset *ns);
+bool wire_nameset_has(const struct nameset *ns, const char *key);
+void *wire_nameset_get(const struct nameset *ns, const char *key);
+bool wire_nameset_put(struct nameset *ns, const char *key, void *val);
 
 /* ------------------------------------------------------------------ */
 /* wire-format reader over memory or a file descriptor                 */
@@ -132,17 +132,17 @@ struct fld {
 };
 
 /* Makes [off, off+len) (len <= SUM_WINDOW, inside the file) addressable. */
-enum nn_status rd_get(struct rd *r, uint64_t off, size_t len, const uint8_t **p,
+enum nn_status wire_rd_get(struct rd *r, uint64_t off, size_t len, const uint8_t **p,
 		      struct nn_err *e);
-enum nn_status rd_copy(struct rd *r, uint64_t off, size_t len, void *dst, struct nn_err *e);
-enum nn_status rd_varint(struct rd *r, uint64_t *pos, uint64_t end, uint64_t *v,
+enum nn_status wire_rd_copy(struct rd *r, uint64_t off, size_t len, void *dst, struct nn_err *e);
+enum nn_status wire_rd_varint(struct rd *r, uint64_t *pos, uint64_t end, uint64_t *v,
 			 const char *what, struct nn_err *e);
 /* Reads one field of message `msg` and moves *pos past it; checks every
  * length against `end` (the enclosing message's end). */
-enum nn_status rd_field(struct rd *r, uint64_t *pos, uint64_t end, const char *msg,
+enum nn_status wire_rd_field(struct rd *r, uint64_t *pos, uint64_t end, const char *msg,
 			struct fld *f, struct nn_err *e);
 /* A known field's wire type against onnx.proto (packed repeated scalars too). */
-enum nn_status check_wire_type(const ProtobufCMessageDescriptor *d,
+enum nn_status wire_check_wire_type(const ProtobufCMessageDescriptor *d,
 			       const ProtobufCFieldDescriptor *fd, const struct fld *f,
 			       struct nn_err *e);
 /* Validates [off, end) as message d (depth0: levels the caller already used). */
@@ -150,9 +150,9 @@ enum nn_status wire_check(struct rd *r, uint64_t off, uint64_t end,
 			  const ProtobufCMessageDescriptor *d, int depth0, struct nn_err *e);
 /* A field a hand-written scanner does not interpret: wire type, and the whole
  * submessage if it is one. */
-enum nn_status check_other_field(struct rd *r, const ProtobufCMessageDescriptor *d,
+enum nn_status wire_check_other_field(struct rd *r, const ProtobufCMessageDescriptor *d,
 				 const struct fld *f, int depth, struct nn_err *e);
-enum nn_status expect_wt(const ProtobufCMessageDescriptor *d, const struct fld *f,
+enum nn_status wire_expect_wt(const ProtobufCMessageDescriptor *d, const struct fld *f,
 			 struct nn_err *e);
 
 /* ------------------------------------------------------------------ */
@@ -176,11 +176,11 @@ struct tensor_facts {
 };
 
 /* Dims, and that the payload size matches dims x dtype; numel out. */
-enum nn_status check_tensor_facts(const struct tensor_facts *t, int64_t *numel_out,
+enum nn_status wire_check_tensor_facts(const struct tensor_facts *t, int64_t *numel_out,
 				  struct nn_err *e);
-enum nn_status sparse_dims_error(const char *name, struct nn_err *e);
+enum nn_status wire_sparse_dims_error(const char *name, struct nn_err *e);
 /* The model-level checks, in the order both readers apply them. */
-enum nn_status check_model_shape(bool has_graph, size_t n_nodes, size_t n_outputs,
+enum nn_status wire_check_model_shape(bool has_graph, size_t n_nodes, size_t n_outputs,
 				 bool has_ir, int64_t ir, size_t n_opsets, struct nn_err *e);
 
 #endif

@@ -129,7 +129,7 @@ static enum nn_status conn_open(struct store *s, struct conn **out, struct nn_er
 				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 				 NULL);
 	if (rc != SQLITE_OK) {
-		st = db_fail(e, c->db, rc, "opening the database");
+		st = sdb_fail(e, c->db, rc, "opening the database");
 		err_prefix(e, "%s", s->db_path);
 		goto fail;
 	}
@@ -138,24 +138,24 @@ static enum nn_status conn_open(struct store *s, struct conn **out, struct nn_er
 
 	sqlite3_stmt *q = NULL;
 	bool row;
-	if ((st = sq(c, "PRAGMA journal_mode=WAL", &q, e, "")))
+	if ((st = sdb_query(c, "PRAGMA journal_mode=WAL", &q, e, "")))
 		goto fail;
-	if ((st = sq_row(c, q, &row, e)))
+	if ((st = sdb_row(c, q, &row, e)))
 		goto fail;
 	const char *mode = row ? (const char *)sqlite3_column_text(q, 0) : NULL;
 	if (!mode || strcmp(mode, "wal") != 0) {
 		st = err_set(e, NN_EIO, "db_error", NULL,
 			     "%s: cannot switch to WAL mode (journal_mode is %s)", s->db_path,
 			     mode ? mode : "unknown");
-		sq_done(q);
+		sdb_done(q);
 		goto fail;
 	}
-	sq_done(q);
+	sdb_done(q);
 	/* FULL: the WAL is fsynced at every commit, so an acknowledged model,
 	 * job or result survives power loss too (see docs/internals/store.md). */
-	if ((st = sq_run(c, "PRAGMA synchronous=FULL", NULL, e, "")))
+	if ((st = sdb_run(c, "PRAGMA synchronous=FULL", NULL, e, "")))
 		goto fail;
-	if ((st = sq_run(c, "PRAGMA foreign_keys=ON", NULL, e, "")))
+	if ((st = sdb_run(c, "PRAGMA foreign_keys=ON", NULL, e, "")))
 		goto fail;
 	*out = c;
 	return NN_OK;
@@ -164,7 +164,7 @@ fail:
 	return st;
 }
 
-enum nn_status conn_get(struct store *s, struct conn **out, struct nn_err *e)
+enum nn_status sdb_conn_get(struct store *s, struct conn **out, struct nn_err *e)
 {
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
@@ -202,13 +202,13 @@ enum nn_status conn_get(struct store *s, struct conn **out, struct nn_err *e)
 	}
 }
 
-void conn_put(struct conn *c)
+void sdb_conn_put(struct conn *c)
 {
 	if (!c)
 		return;
 	/* Resets every statement so no read snapshot outlives the call, and
 	 * ends a transaction an error path may have left open. */
-	tx_rollback(c);
+	sdb_tx_rollback(c);
 	struct store *s = c->s;
 	pthread_mutex_lock(&s->mu);
 	c->next_free = s->free_list;
@@ -283,13 +283,13 @@ static enum nn_status read_user_version(struct conn *c, int *v, struct nn_err *e
 {
 	sqlite3_stmt *q;
 	bool row;
-	enum nn_status s = sq(c, "PRAGMA user_version", &q, e, "");
+	enum nn_status s = sdb_query(c, "PRAGMA user_version", &q, e, "");
 	if (s)
 		return s;
-	if ((s = sq_row(c, q, &row, e)))
+	if ((s = sdb_row(c, q, &row, e)))
 		return s;
 	*v = row ? sqlite3_column_int(q, 0) : 0;
-	sq_done(q);
+	sdb_done(q);
 	return NN_OK;
 }
 
@@ -304,13 +304,13 @@ static enum nn_status migrate(struct conn *c, struct nn_err *e)
 			       "database schema version %d is newer than this nncd knows (%d)", v,
 			       N_MIGRATIONS);
 	while (v < N_MIGRATIONS) {
-		if ((s = tx_write(c, e)))
+		if ((s = sdb_tx_write(c, e)))
 			return s;
 		/* Another process may have migrated between our read and BEGIN. */
 		if ((s = read_user_version(c, &v, e)))
 			goto fail;
 		if (v >= N_MIGRATIONS) {
-			tx_rollback(c);
+			sdb_tx_rollback(c);
 			break;
 		}
 		char *msg = NULL;
@@ -325,16 +325,16 @@ static enum nn_status migrate(struct conn *c, struct nn_err *e)
 		snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
 		rc = sqlite3_exec(c->db, pragma, NULL, NULL, NULL);
 		if (rc != SQLITE_OK) {
-			s = db_fail(e, c->db, rc, "recording the schema version");
+			s = sdb_fail(e, c->db, rc, "recording the schema version");
 			goto fail;
 		}
-		if ((s = tx_commit(c, e)))
+		if ((s = sdb_tx_commit(c, e)))
 			return s;
 		v++;
 	}
 	return NN_OK;
 fail:
-	tx_rollback(c);
+	sdb_tx_rollback(c);
 	return s;
 }
 
@@ -395,10 +395,10 @@ enum nn_status store_open(const char *data_dir, struct store **out, struct nn_er
 	pthread_mutex_init(&s->write_mu, NULL);
 
 	struct conn *c = NULL;
-	if ((st = conn_get(s, &c, e)))
+	if ((st = sdb_conn_get(s, &c, e)))
 		goto fail;
 	st = migrate(c, e);
-	conn_put(c);
+	sdb_conn_put(c);
 	if (st)
 		goto fail;
 	*out = s;
@@ -435,20 +435,20 @@ enum nn_status store_blob_in_use(struct store *s, const char *sha256, bool *in_u
 	struct conn *c = NULL;
 	sqlite3_stmt *q = NULL;
 	bool row;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
-	if ((st = sq(c,
+	if ((st = sdb_query(c,
 		     "SELECT EXISTS (SELECT 1 FROM models WHERE sha256 = ?1 AND deleted_at IS NULL)"
 		     " OR EXISTS (SELECT 1 FROM artifacts WHERE sha256 = ?1)",
 		     &q, e, "s", sha256)))
 		goto out;
-	if ((st = sq_row(c, q, &row, e)))
+	if ((st = sdb_row(c, q, &row, e)))
 		goto out;
 	*in_use = row && sqlite3_column_int(q, 0) != 0;
 out:
-	sq_done(q);
-	conn_put(c);
+	sdb_done(q);
+	sdb_conn_put(c);
 	return st;
 }
 
@@ -457,11 +457,11 @@ out:
 enum nn_status store_ping(struct store *s, struct nn_err *e)
 {
 	struct conn *c = NULL;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
-	st = sq_run(c, "SELECT 1", NULL, e, "");
-	conn_put(c);
+	st = sdb_run(c, "SELECT 1", NULL, e, "");
+	sdb_conn_put(c);
 	return st;
 }
 
@@ -471,22 +471,22 @@ enum nn_status store_integrity_check(struct store *s, bool *ok, struct nn_err *e
 	struct conn *c = NULL;
 	sqlite3_stmt *q = NULL;
 	bool row;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
-	if ((st = sq(c, "PRAGMA integrity_check", &q, e, "")))
+	if ((st = sdb_query(c, "PRAGMA integrity_check", &q, e, "")))
 		goto out;
-	if ((st = sq_row(c, q, &row, e)))
+	if ((st = sdb_row(c, q, &row, e)))
 		goto out;
 	/* A healthy database answers exactly one row, "ok". */
-	*ok = row && col_text(q, 0) && strcmp(col_text(q, 0), "ok") == 0;
+	*ok = row && sdb_col_text(q, 0) && strcmp(sdb_col_text(q, 0), "ok") == 0;
 	if (*ok) {
-		if ((st = sq_row(c, q, &row, e)))
+		if ((st = sdb_row(c, q, &row, e)))
 			goto out;
 		*ok = !row;
 	}
 out:
-	sq_done(q);
-	conn_put(c);
+	sdb_done(q);
+	sdb_conn_put(c);
 	return st;
 }

@@ -9,7 +9,7 @@
 /* ---- errors ---- */
 
 /* Call before the statement is reset: sqlite3_errmsg describes the last call. */
-enum nn_status db_fail(struct nn_err *e, sqlite3 *db, int rc, const char *what)
+enum nn_status sdb_fail(struct nn_err *e, sqlite3 *db, int rc, const char *what)
 {
 	const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
 	switch (rc & 0xff) {
@@ -26,15 +26,15 @@ enum nn_status db_fail(struct nn_err *e, sqlite3 *db, int rc, const char *what)
 	return err_set(e, NN_EIO, "db_error", NULL, "%s: %s", what, msg);
 }
 
-enum nn_status oom(struct nn_err *e)
+enum nn_status sdb_oom(struct nn_err *e)
 {
 	return err_set(e, NN_ENOMEM, "out_of_memory", NULL, "out of memory building a response");
 }
 
 /* ---- statements ---- */
 
-/* Cached prepared statement for a string literal; caller must sq_done() it. */
-enum nn_status sq_prep(struct conn *c, const char *sql, sqlite3_stmt **out,
+/* Cached prepared statement for a string literal; caller must sdb_done() it. */
+enum nn_status sdb_prep(struct conn *c, const char *sql, sqlite3_stmt **out,
 			      struct nn_err *e)
 {
 	for (size_t i = 0; i < c->ncache; i++) {
@@ -54,7 +54,7 @@ enum nn_status sq_prep(struct conn *c, const char *sql, sqlite3_stmt **out,
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
 	if (rc != SQLITE_OK)
-		return db_fail(e, c->db, rc, "preparing a statement");
+		return sdb_fail(e, c->db, rc, "preparing a statement");
 	c->cache[c->ncache].sql = sql;
 	c->cache[c->ncache].st = st;
 	c->ncache++;
@@ -62,7 +62,7 @@ enum nn_status sq_prep(struct conn *c, const char *sql, sqlite3_stmt **out,
 	return NN_OK;
 }
 
-void sq_done(sqlite3_stmt *st)
+void sdb_done(sqlite3_stmt *st)
 {
 	if (st) {
 		sqlite3_reset(st);
@@ -71,7 +71,7 @@ void sq_done(sqlite3_stmt *st)
 }
 
 /* Binds by format: 's' text (NULL binds NULL), 'i' int64, 'n' int, 'd' double. */
-static int sq_bindv(sqlite3_stmt *st, const char *fmt, va_list ap)
+static int sdb_bindv(sqlite3_stmt *st, const char *fmt, va_list ap)
 {
 	int rc = SQLITE_OK;
 	for (int i = 0; fmt[i] && rc == SQLITE_OK; i++) {
@@ -99,21 +99,21 @@ static int sq_bindv(sqlite3_stmt *st, const char *fmt, va_list ap)
 	return rc;
 }
 
-/* Prepares (cached) and binds; the caller steps and then sq_done()s. */
-enum nn_status sq(struct conn *c, const char *sql, sqlite3_stmt **out, struct nn_err *e,
+/* Prepares (cached) and binds; the caller steps and then sdb_done()s. */
+enum nn_status sdb_query(struct conn *c, const char *sql, sqlite3_stmt **out, struct nn_err *e,
 			 const char *fmt, ...)
 {
 	sqlite3_stmt *st = NULL;
-	enum nn_status s = sq_prep(c, sql, &st, e);
+	enum nn_status s = sdb_prep(c, sql, &st, e);
 	if (s)
 		return s;
 	va_list ap;
 	va_start(ap, fmt);
-	int rc = sq_bindv(st, fmt, ap);
+	int rc = sdb_bindv(st, fmt, ap);
 	va_end(ap);
 	if (rc != SQLITE_OK) {
-		s = db_fail(e, c->db, rc, "binding parameters");
-		sq_done(st);
+		s = sdb_fail(e, c->db, rc, "binding parameters");
+		sdb_done(st);
 		return s;
 	}
 	*out = st;
@@ -122,16 +122,16 @@ enum nn_status sq(struct conn *c, const char *sql, sqlite3_stmt **out, struct nn
 
 /* Runs a statement that returns no rows we need; *changes (may be NULL) gets
  * the number of rows it modified. */
-enum nn_status sq_run(struct conn *c, const char *sql, int *changes, struct nn_err *e,
+enum nn_status sdb_run(struct conn *c, const char *sql, int *changes, struct nn_err *e,
 			     const char *fmt, ...)
 {
 	sqlite3_stmt *st = NULL;
-	enum nn_status s = sq_prep(c, sql, &st, e);
+	enum nn_status s = sdb_prep(c, sql, &st, e);
 	if (s)
 		return s;
 	va_list ap;
 	va_start(ap, fmt);
-	int rc = sq_bindv(st, fmt, ap);
+	int rc = sdb_bindv(st, fmt, ap);
 	va_end(ap);
 	if (rc == SQLITE_OK) {
 		do
@@ -139,16 +139,16 @@ enum nn_status sq_run(struct conn *c, const char *sql, int *changes, struct nn_e
 		while (rc == SQLITE_ROW);
 	}
 	if (rc != SQLITE_DONE)
-		s = db_fail(e, c->db, rc, "updating the database");
+		s = sdb_fail(e, c->db, rc, "updating the database");
 	else if (changes)
 		*changes = sqlite3_changes(c->db);
-	sq_done(st);
+	sdb_done(st);
 	return s;
 }
 
 /* Steps a statement expected to give at most one row: *row tells whether it
- * did. On a row the caller reads columns, then sq_done()s. */
-enum nn_status sq_row(struct conn *c, sqlite3_stmt *st, bool *row, struct nn_err *e)
+ * did. On a row the caller reads columns, then sdb_done()s. */
+enum nn_status sdb_row(struct conn *c, sqlite3_stmt *st, bool *row, struct nn_err *e)
 {
 	int rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
@@ -158,18 +158,18 @@ enum nn_status sq_row(struct conn *c, sqlite3_stmt *st, bool *row, struct nn_err
 	*row = false;
 	if (rc == SQLITE_DONE)
 		return NN_OK;
-	enum nn_status s = db_fail(e, c->db, rc, "reading the database");
-	sq_done(st);
+	enum nn_status s = sdb_fail(e, c->db, rc, "reading the database");
+	sdb_done(st);
 	return s;
 }
 
 /* ---- transactions ---- */
 
-enum nn_status tx_write(struct conn *c, struct nn_err *e)
+enum nn_status sdb_tx_write(struct conn *c, struct nn_err *e)
 {
 	pthread_mutex_lock(&c->s->write_mu);
 	c->writing = true;
-	enum nn_status s = sq_run(c, "BEGIN IMMEDIATE", NULL, e, "");
+	enum nn_status s = sdb_run(c, "BEGIN IMMEDIATE", NULL, e, "");
 	if (s) {
 		c->writing = false;
 		pthread_mutex_unlock(&c->s->write_mu);
@@ -177,16 +177,16 @@ enum nn_status tx_write(struct conn *c, struct nn_err *e)
 	return s;
 }
 
-enum nn_status tx_read(struct conn *c, struct nn_err *e)
+enum nn_status sdb_tx_read(struct conn *c, struct nn_err *e)
 {
-	return sq_run(c, "BEGIN", NULL, e, "");
+	return sdb_run(c, "BEGIN", NULL, e, "");
 }
 
 /* Ends any transaction (no-op outside one) and releases write_mu if held. */
-void tx_rollback(struct conn *c)
+void sdb_tx_rollback(struct conn *c)
 {
 	for (size_t i = 0; i < c->ncache; i++)
-		sq_done(c->cache[i].st);
+		sdb_done(c->cache[i].st);
 	if (!sqlite3_get_autocommit(c->db))
 		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 	if (c->writing) {
@@ -195,18 +195,18 @@ void tx_rollback(struct conn *c)
 	}
 }
 
-enum nn_status tx_commit(struct conn *c, struct nn_err *e)
+enum nn_status sdb_tx_commit(struct conn *c, struct nn_err *e)
 {
-	enum nn_status s = sq_run(c, "COMMIT", NULL, e, "");
+	enum nn_status s = sdb_run(c, "COMMIT", NULL, e, "");
 	if (s)
 		err_prefix(e, "commit");
-	tx_rollback(c); /* after a failed COMMIT; otherwise just drops write_mu */
+	sdb_tx_rollback(c); /* after a failed COMMIT; otherwise just drops write_mu */
 	return s;
 }
 
 /* ---- small helpers ---- */
 
-bool is_sha_hex(const char *h)
+bool sdb_is_sha_hex(const char *h)
 {
 	if (!h)
 		return false;
@@ -218,20 +218,20 @@ bool is_sha_hex(const char *h)
 	return h[64] == '\0';
 }
 
-bool fits_id(const char *id)
+bool sdb_fits_id(const char *id)
 {
 	return id && strlen(id) < STORE_ID_CAP;
 }
 
-const char *col_text(sqlite3_stmt *st, int i)
+const char *sdb_col_text(sqlite3_stmt *st, int i)
 {
 	return (const char *)sqlite3_column_text(st, i);
 }
 
 /* Copies a column into a fixed buffer; false if it is NULL or does not fit. */
-bool col_copy(sqlite3_stmt *st, int i, char *dst, size_t cap)
+bool sdb_col_copy(sqlite3_stmt *st, int i, char *dst, size_t cap)
 {
-	const char *v = col_text(st, i);
+	const char *v = sdb_col_text(st, i);
 	if (!v || strlen(v) >= cap)
 		return false;
 	memcpy(dst, v, strlen(v) + 1);
@@ -267,9 +267,9 @@ static size_t utf8_seq(const unsigned char *p)
 /* JSON string of a text column, or null when the column is NULL. Text that
  * is not valid UTF-8 (an error message quoting raw bytes, a row edited by
  * hand) is shown with '?' for each bad byte instead of failing the read. */
-json_t *col_json_str(sqlite3_stmt *st, int i)
+json_t *sdb_col_json_str(sqlite3_stmt *st, int i)
 {
-	const char *v = col_text(st, i);
+	const char *v = sdb_col_text(st, i);
 	if (!v)
 		return json_null();
 	json_t *j = json_string(v);
@@ -291,9 +291,9 @@ json_t *col_json_str(sqlite3_stmt *st, int i)
 }
 
 /* Parses a JSON text column; NULL column -> json null. *bad on parse error. */
-json_t *col_json(sqlite3_stmt *st, int i, bool *bad)
+json_t *sdb_col_json(sqlite3_stmt *st, int i, bool *bad)
 {
-	const char *v = col_text(st, i);
+	const char *v = sdb_col_text(st, i);
 	if (!v)
 		return json_null();
 	json_error_t je;
@@ -304,13 +304,13 @@ json_t *col_json(sqlite3_stmt *st, int i, bool *bad)
 }
 
 /* Returns a malloc'd compact dump of j, or NULL (for a NULL j too). */
-char *dump(const json_t *j)
+char *sdb_dump(const json_t *j)
 {
 	return j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 }
 
 /* Cursor = decimal seq of the last row of the previous page. */
-enum nn_status parse_cursor(const char *after, int64_t *seq, struct nn_err *e)
+enum nn_status sdb_parse_cursor(const char *after, int64_t *seq, struct nn_err *e)
 {
 	if (!after) {
 		*seq = INT64_MAX;
@@ -330,7 +330,7 @@ enum nn_status parse_cursor(const char *after, int64_t *seq, struct nn_err *e)
 	return NN_OK;
 }
 
-enum nn_status check_limit(int limit, struct nn_err *e)
+enum nn_status sdb_check_limit(int limit, struct nn_err *e)
 {
 	if (limit < 1 || limit > 1000)
 		return err_set(e, NN_EINVAL, "invalid", "limit", "must be between 1 and 1000");

@@ -6,18 +6,18 @@
  *  - the shared types: struct store (the pool's state), struct conn (one
  *    pooled connection with its cache of prepared statements);
  *  - the SQL helpers every query module uses: cached prepare + bind by format
- *    (sq), run (sq_run), step one row (sq_row), reset (sq_done);
- *  - transactions (tx_write, tx_read, tx_commit, tx_rollback);
- *  - column helpers (col_text, col_copy, col_json_str, col_json), JSON text
- *    (dump), argument checks shared by several modules (is_sha_hex, fits_id,
- *    parse_cursor, check_limit) and error mapping (db_fail, oom).
- * The pool itself (conn_get, conn_put) belongs to store.c; it is declared
+ *    (sdb_query), run (sdb_run), step one row (sdb_row), reset (sdb_done);
+ *  - transactions (sdb_tx_write, sdb_tx_read, sdb_tx_commit, sdb_tx_rollback);
+ *  - column helpers (sdb_col_text, sdb_col_copy, sdb_col_json_str, sdb_col_json), JSON text
+ *    (sdb_dump), argument checks shared by several modules (sdb_is_sha_hex, sdb_fits_id,
+ *    sdb_parse_cursor, sdb_check_limit) and error mapping (sdb_fail, sdb_oom).
+ * The pool itself (sdb_conn_get, sdb_conn_put) belongs to store.c; it is declared
  * here because every query module borrows its connection through it.
  *
  * Threading: a struct conn is used by one thread at a time (the one that
- * borrowed it with conn_get until conn_put); none of these helpers takes a
- * lock except tx_write, which takes s->write_mu before BEGIN IMMEDIATE (and
- * tx_commit / tx_rollback, which release it). Lock order is always pool ->
+ * borrowed it with sdb_conn_get until sdb_conn_put); none of these helpers takes a
+ * lock except sdb_tx_write, which takes s->write_mu before BEGIN IMMEDIATE (and
+ * sdb_tx_commit / sdb_tx_rollback, which release it). Lock order is always pool ->
  * write_mu: nothing that holds write_mu waits for a connection. No globals. */
 #ifndef NNCD_STORE_DB_H
 #define NNCD_STORE_DB_H
@@ -63,65 +63,65 @@ struct store {
 
 /* ---- pool (defined in store.c) ---- */
 /* Borrows a connection (opening one lazily, or waiting while all STORE_POOL
- * are in use); give it back with conn_put, which resets every statement and
- * rolls back a transaction an error path left open. conn_put(NULL) is a no-op. */
-enum nn_status conn_get(struct store *s, struct conn **out, struct nn_err *e);
-void conn_put(struct conn *c);
+ * are in use); give it back with sdb_conn_put, which resets every statement and
+ * rolls back a transaction an error path left open. sdb_conn_put(NULL) is a no-op. */
+enum nn_status sdb_conn_get(struct store *s, struct conn **out, struct nn_err *e);
+void sdb_conn_put(struct conn *c);
 
 /* ---- errors ---- */
 /* Call before the statement is reset: sqlite3_errmsg describes the last call.
  * SQLITE_FULL -> NN_ENOSPC, a foreign-key violation -> NN_ENOTFOUND, else NN_EIO. */
-enum nn_status db_fail(struct nn_err *e, sqlite3 *db, int rc, const char *what);
-enum nn_status oom(struct nn_err *e);
+enum nn_status sdb_fail(struct nn_err *e, sqlite3 *db, int rc, const char *what);
+enum nn_status sdb_oom(struct nn_err *e);
 
 /* ---- statements ---- */
 /* sql must be a string literal: the per-connection cache is keyed by its
  * address. fmt binds by letter: 's' text (NULL binds NULL), 'i' int64,
  * 'n' int, 'd' double. */
 
-/* Cached prepared statement for a string literal; caller must sq_done() it. */
-enum nn_status sq_prep(struct conn *c, const char *sql, sqlite3_stmt **out, struct nn_err *e);
-void sq_done(sqlite3_stmt *st);
-/* Prepares (cached) and binds; the caller steps and then sq_done()s. */
-enum nn_status sq(struct conn *c, const char *sql, sqlite3_stmt **out, struct nn_err *e,
+/* Cached prepared statement for a string literal; caller must sdb_done() it. */
+enum nn_status sdb_prep(struct conn *c, const char *sql, sqlite3_stmt **out, struct nn_err *e);
+void sdb_done(sqlite3_stmt *st);
+/* Prepares (cached) and binds; the caller steps and then sdb_done()s. */
+enum nn_status sdb_query(struct conn *c, const char *sql, sqlite3_stmt **out, struct nn_err *e,
 		  const char *fmt, ...);
 /* Runs a statement that returns no rows we need; *changes (may be NULL) gets
  * the number of rows it modified. */
-enum nn_status sq_run(struct conn *c, const char *sql, int *changes, struct nn_err *e,
+enum nn_status sdb_run(struct conn *c, const char *sql, int *changes, struct nn_err *e,
 		      const char *fmt, ...);
 /* Steps a statement expected to give at most one row: *row tells whether it
- * did. On a row the caller reads columns, then sq_done()s. On an error the
+ * did. On a row the caller reads columns, then sdb_done()s. On an error the
  * statement is already reset. */
-enum nn_status sq_row(struct conn *c, sqlite3_stmt *st, bool *row, struct nn_err *e);
+enum nn_status sdb_row(struct conn *c, sqlite3_stmt *st, bool *row, struct nn_err *e);
 
 /* ---- transactions ---- */
 /* BEGIN IMMEDIATE after taking s->write_mu (released on failure). */
-enum nn_status tx_write(struct conn *c, struct nn_err *e);
-/* BEGIN: several reads from one snapshot; conn_put ends it. */
-enum nn_status tx_read(struct conn *c, struct nn_err *e);
+enum nn_status sdb_tx_write(struct conn *c, struct nn_err *e);
+/* BEGIN: several reads from one snapshot; sdb_conn_put ends it. */
+enum nn_status sdb_tx_read(struct conn *c, struct nn_err *e);
 /* Ends any transaction (no-op outside one) and releases write_mu if held. */
-void tx_rollback(struct conn *c);
+void sdb_tx_rollback(struct conn *c);
 /* COMMIT, then releases write_mu; a failed COMMIT is rolled back. */
-enum nn_status tx_commit(struct conn *c, struct nn_err *e);
+enum nn_status sdb_tx_commit(struct conn *c, struct nn_err *e);
 
 /* ---- small helpers ---- */
 /* 64 lowercase hex digits and nothing more. */
-bool is_sha_hex(const char *h);
+bool sdb_is_sha_hex(const char *h);
 /* Non-NULL and short enough to be one of our ids (longer ones match no row). */
-bool fits_id(const char *id);
-const char *col_text(sqlite3_stmt *st, int i);
+bool sdb_fits_id(const char *id);
+const char *sdb_col_text(sqlite3_stmt *st, int i);
 /* Copies a column into a fixed buffer; false if it is NULL or does not fit. */
-bool col_copy(sqlite3_stmt *st, int i, char *dst, size_t cap);
+bool sdb_col_copy(sqlite3_stmt *st, int i, char *dst, size_t cap);
 /* JSON string of a text column (json null for NULL); bad UTF-8 bytes become '?'. */
-json_t *col_json_str(sqlite3_stmt *st, int i);
+json_t *sdb_col_json_str(sqlite3_stmt *st, int i);
 /* Parses a JSON text column; NULL column -> json null. *bad on parse error. */
-json_t *col_json(sqlite3_stmt *st, int i, bool *bad);
+json_t *sdb_col_json(sqlite3_stmt *st, int i, bool *bad);
 /* Returns a malloc'd compact dump of j, or NULL (for a NULL j too). */
-char *dump(const json_t *j);
+char *sdb_dump(const json_t *j);
 /* Cursor = decimal seq of the last row of the previous page (NULL: from the
  * newest); NN_EINVAL, field "after", otherwise. */
-enum nn_status parse_cursor(const char *after, int64_t *seq, struct nn_err *e);
+enum nn_status sdb_parse_cursor(const char *after, int64_t *seq, struct nn_err *e);
 /* NN_EINVAL, field "limit", unless 1..1000. */
-enum nn_status check_limit(int limit, struct nn_err *e);
+enum nn_status sdb_check_limit(int limit, struct nn_err *e);
 
 #endif

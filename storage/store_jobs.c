@@ -5,7 +5,7 @@
  * Owns nothing but its queries: each function borrows a connection from the
  * pool (store.c) and uses the helpers of store_db.h.
  * Threading: as store.c says; every state change runs in one write
- * transaction (tx_write takes write_mu), which is what keeps two claimers
+ * transaction (sdb_tx_write takes write_mu), which is what keeps two claimers
  * from getting the same job. */
 #include "store_jobs.h"
 #include "store_db.h"
@@ -61,37 +61,37 @@ enum nn_status store_job_insert(struct store *s, const char *tenant, const char 
 	}
 	if (json_array_size(steps) > INT_MAX)
 		return err_set(e, NN_EINVAL, "invalid_spec", "steps", "too many steps");
-	if (!fits_id(model_id))
+	if (!sdb_fits_id(model_id))
 		return err_set(e, NN_ENOTFOUND, "not_found", "model", "no model '%.64s'",
 			       model_id ? model_id : "");
-	char *text = dump(spec);
+	char *text = sdb_dump(spec);
 	if (!text)
-		return oom(e);
+		return sdb_oom(e);
 	char id[STORE_ID_CAP];
 	store_new_id("job_", id);
 	struct conn *c = NULL;
 	sqlite3_stmt *q = NULL;
 	bool row;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		goto out;
-	if ((st = tx_write(c, e)))
+	if ((st = sdb_tx_write(c, e)))
 		goto out;
 	/* Checked inside the write transaction so a concurrent delete of the
 	 * model cannot slip between the check and the insert. */
-	if ((st = sq(c,
+	if ((st = sdb_query(c,
 		     "SELECT 1 FROM models WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
 		     &q, e, "ss", tenant, model_id)))
 		goto out;
-	if ((st = sq_row(c, q, &row, e)))
+	if ((st = sdb_row(c, q, &row, e)))
 		goto out;
-	sq_done(q);
+	sdb_done(q);
 	q = NULL;
 	if (!row) {
 		st = err_set(e, NN_ENOTFOUND, "not_found", "model", "no model '%s'", model_id);
 		goto out;
 	}
-	if ((st = sq_run(c,
+	if ((st = sdb_run(c,
 			 "INSERT INTO jobs(id, tenant_id, model_id, spec, state, created_at, seq)"
 			 " VALUES (?, ?, ?, ?, 'queued', " NOW ","
 			 " (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs))",
@@ -99,18 +99,18 @@ enum nn_status store_job_insert(struct store *s, const char *tenant, const char 
 		goto out;
 	for (size_t i = 0; i < json_array_size(steps); i++) {
 		const char *op = json_string_value(json_object_get(json_array_get(steps, i), "op"));
-		if ((st = sq_run(c,
+		if ((st = sdb_run(c,
 				 "INSERT INTO job_metrics(job_id, step_index, op, state, updated_at)"
 				 " VALUES (?, ?, ?, 'pending', " NOW ")",
 				 NULL, e, "sns", id, (int)i, op)))
 			goto out;
 	}
-	if ((st = tx_commit(c, e)))
+	if ((st = sdb_tx_commit(c, e)))
 		goto out;
 	memcpy(id_out, id, sizeof id);
 out:
-	sq_done(q);
-	conn_put(c);
+	sdb_done(q);
+	sdb_conn_put(c);
 	free(text);
 	return st;
 }
@@ -123,7 +123,7 @@ out:
 static enum nn_status job_view(struct conn *c, sqlite3_stmt *q, bool with_spec, json_t **out,
 			       struct nn_err *e)
 {
-	const char *id = col_text(q, 0);
+	const char *id = sdb_col_text(q, 0);
 	sqlite3_stmt *sub = NULL;
 	bool bad = false;
 	enum nn_status st = NN_OK;
@@ -134,74 +134,74 @@ static enum nn_status job_view(struct conn *c, sqlite3_stmt *q, bool with_spec, 
 		err = json_null();
 	} else {
 		err = json_object();
-		if (err && (json_object_set_new(err, "code", col_json_str(q, 4)) ||
-			    json_object_set_new(err, "message", col_json_str(q, 5)))) {
+		if (err && (json_object_set_new(err, "code", sdb_col_json_str(q, 4)) ||
+			    json_object_set_new(err, "message", sdb_col_json_str(q, 5)))) {
 			json_decref(err);
 			err = NULL;
 		}
 	}
-	if (json_object_set_new(o, "id", col_json_str(q, 0)) ||
-	    json_object_set_new(o, "model", col_json_str(q, 1)) ||
-	    json_object_set_new(o, "state", col_json_str(q, 2)) ||
+	if (json_object_set_new(o, "id", sdb_col_json_str(q, 0)) ||
+	    json_object_set_new(o, "model", sdb_col_json_str(q, 1)) ||
+	    json_object_set_new(o, "state", sdb_col_json_str(q, 2)) ||
 	    json_object_set_new(o, "progress", json_real(sqlite3_column_double(q, 3))) ||
 	    json_object_set_new(o, "error", err) || json_object_set(o, "steps", steps) ||
 	    json_object_set(o, "artifacts", arts))
 		goto nomem;
 	if (with_spec) {
-		json_t *spec = col_json(q, 6, &bad);
+		json_t *spec = sdb_col_json(q, 6, &bad);
 		if (bad)
 			goto corrupt;
 		if (json_object_set_new(o, "spec", spec))
 			goto nomem;
 	}
-	if (json_object_set_new(o, "created_at", col_json_str(q, 7)) ||
-	    json_object_set_new(o, "started_at", col_json_str(q, 8)) ||
-	    json_object_set_new(o, "finished_at", col_json_str(q, 9)))
+	if (json_object_set_new(o, "created_at", sdb_col_json_str(q, 7)) ||
+	    json_object_set_new(o, "started_at", sdb_col_json_str(q, 8)) ||
+	    json_object_set_new(o, "finished_at", sdb_col_json_str(q, 9)))
 		goto nomem;
 
-	if ((st = sq(c,
+	if ((st = sdb_query(c,
 		     "SELECT op, state, metrics FROM job_metrics WHERE job_id = ?"
 		     " ORDER BY step_index",
 		     &sub, e, "s", id)))
 		goto fail;
 	for (;;) {
 		bool row;
-		if ((st = sq_row(c, sub, &row, e)))
+		if ((st = sdb_row(c, sub, &row, e)))
 			goto fail;
 		if (!row)
 			break;
 		json_t *step = json_object();
 		if (!step || json_array_append_new(steps, step) ||
-		    json_object_set_new(step, "op", col_json_str(sub, 0)) ||
-		    json_object_set_new(step, "state", col_json_str(sub, 1)))
+		    json_object_set_new(step, "op", sdb_col_json_str(sub, 0)) ||
+		    json_object_set_new(step, "state", sdb_col_json_str(sub, 1)))
 			goto nomem;
-		json_t *m = col_json(sub, 2, &bad);
+		json_t *m = sdb_col_json(sub, 2, &bad);
 		if (bad)
 			goto corrupt;
 		if (json_object_set_new(step, "metrics", m))
 			goto nomem;
 	}
-	sq_done(sub);
-	if ((st = sq(c,
+	sdb_done(sub);
+	if ((st = sdb_query(c,
 		     "SELECT id, sha256, size, format FROM artifacts WHERE job_id = ?"
 		     " ORDER BY created_at, id",
 		     &sub, e, "s", id)))
 		goto fail;
 	for (;;) {
 		bool row;
-		if ((st = sq_row(c, sub, &row, e)))
+		if ((st = sdb_row(c, sub, &row, e)))
 			goto fail;
 		if (!row)
 			break;
 		json_t *a = json_object();
 		if (!a || json_array_append_new(arts, a) ||
-		    json_object_set_new(a, "id", col_json_str(sub, 0)) ||
-		    json_object_set_new(a, "sha256", col_json_str(sub, 1)) ||
+		    json_object_set_new(a, "id", sdb_col_json_str(sub, 0)) ||
+		    json_object_set_new(a, "sha256", sdb_col_json_str(sub, 1)) ||
 		    json_object_set_new(a, "size", json_integer(sqlite3_column_int64(sub, 2))) ||
-		    json_object_set_new(a, "format", col_json_str(sub, 3)))
+		    json_object_set_new(a, "format", sdb_col_json_str(sub, 3)))
 			goto nomem;
 	}
-	sq_done(sub);
+	sdb_done(sub);
 	json_decref(steps);
 	json_decref(arts);
 	*out = o;
@@ -210,9 +210,9 @@ corrupt:
 	st = err_set(e, NN_EIO, "db_error", NULL, "job %s: stored JSON is corrupt", id);
 	goto fail;
 nomem:
-	st = oom(e);
+	st = sdb_oom(e);
 fail:
-	sq_done(sub);
+	sdb_done(sub);
 	json_decref(steps);
 	json_decref(arts);
 	json_decref(o);
@@ -223,21 +223,21 @@ enum nn_status store_job_get(struct store *s, const char *tenant, const char *id
 			     struct nn_err *e)
 {
 	*out = NULL;
-	if (!fits_id(id))
+	if (!sdb_fits_id(id))
 		return err_set(e, NN_ENOTFOUND, "not_found", NULL, "no job '%.64s'", id ? id : "");
 	struct conn *c = NULL;
 	sqlite3_stmt *q = NULL;
 	bool row;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
 	/* One read transaction: job row, steps and artifacts from one snapshot. */
-	if ((st = tx_read(c, e)))
+	if ((st = sdb_tx_read(c, e)))
 		goto out;
-	if ((st = sq(c, "SELECT " JOB_COLS " FROM jobs WHERE tenant_id = ? AND id = ?", &q, e,
+	if ((st = sdb_query(c, "SELECT " JOB_COLS " FROM jobs WHERE tenant_id = ? AND id = ?", &q, e,
 		     "ss", tenant, id)))
 		goto out;
-	if ((st = sq_row(c, q, &row, e)))
+	if ((st = sdb_row(c, q, &row, e)))
 		goto out;
 	if (!row) {
 		st = err_set(e, NN_ENOTFOUND, "not_found", NULL, "no job '%s'", id);
@@ -245,8 +245,8 @@ enum nn_status store_job_get(struct store *s, const char *tenant, const char *id
 	}
 	st = job_view(c, q, true, out, e);
 out:
-	sq_done(q);
-	conn_put(c); /* ends the read transaction */
+	sdb_done(q);
+	sdb_conn_put(c); /* ends the read transaction */
 	return st;
 }
 
@@ -255,8 +255,8 @@ enum nn_status store_job_list(struct store *s, const char *tenant, const char *s
 {
 	*out = NULL;
 	int64_t cursor = 0;
-	enum nn_status st = parse_cursor(after, &cursor, e);
-	if (st || (st = check_limit(limit, e)))
+	enum nn_status st = sdb_parse_cursor(after, &cursor, e);
+	if (st || (st = sdb_check_limit(limit, e)))
 		return st;
 	if (state && !valid_state(state))
 		return err_set(e, NN_EINVAL, "invalid", "state",
@@ -265,20 +265,20 @@ enum nn_status store_job_list(struct store *s, const char *tenant, const char *s
 	sqlite3_stmt *q = NULL;
 	json_t *res = json_object(), *arr = json_array();
 	if (!res || !arr || json_object_set(res, "jobs", arr)) {
-		st = oom(e);
+		st = sdb_oom(e);
 		goto out;
 	}
-	if ((st = conn_get(s, &c, e)))
+	if ((st = sdb_conn_get(s, &c, e)))
 		goto out;
-	if ((st = tx_read(c, e)))
+	if ((st = sdb_tx_read(c, e)))
 		goto out;
 	if (state)
-		st = sq(c,
+		st = sdb_query(c,
 			"SELECT " JOB_COLS " FROM jobs WHERE tenant_id = ? AND state = ? AND seq < ?"
 			" ORDER BY seq DESC LIMIT ?",
 			&q, e, "ssin", tenant, state, cursor, limit + 1);
 	else
-		st = sq(c,
+		st = sdb_query(c,
 			"SELECT " JOB_COLS " FROM jobs WHERE tenant_id = ? AND seq < ?"
 			" ORDER BY seq DESC LIMIT ?",
 			&q, e, "sin", tenant, cursor, limit + 1);
@@ -289,7 +289,7 @@ enum nn_status store_job_list(struct store *s, const char *tenant, const char *s
 	bool more = false;
 	for (;;) {
 		bool row;
-		if ((st = sq_row(c, q, &row, e)))
+		if ((st = sdb_row(c, q, &row, e)))
 			goto out;
 		if (!row)
 			break;
@@ -301,7 +301,7 @@ enum nn_status store_job_list(struct store *s, const char *tenant, const char *s
 		if ((st = job_view(c, q, false, &j, e)))
 			goto out;
 		if (json_array_append_new(arr, j)) {
-			st = oom(e);
+			st = sdb_oom(e);
 			goto out;
 		}
 		last_seq = sqlite3_column_int64(q, 10);
@@ -310,14 +310,14 @@ enum nn_status store_job_list(struct store *s, const char *tenant, const char *s
 	char buf[24];
 	snprintf(buf, sizeof buf, "%" PRId64, last_seq);
 	if (json_object_set_new(res, "next", more ? json_string(buf) : json_null())) {
-		st = oom(e);
+		st = sdb_oom(e);
 		goto out;
 	}
 	*out = res;
 	res = NULL;
 out:
-	sq_done(q);
-	conn_put(c);
+	sdb_done(q);
+	sdb_conn_put(c);
 	json_decref(arr);
 	json_decref(res);
 	return st;
@@ -328,33 +328,33 @@ static enum nn_status job_state(struct conn *c, const char *tenant, const char *
 				char state[16], bool *cancel_requested, char tenant_out[STORE_ID_CAP],
 				struct nn_err *e)
 {
-	if (!fits_id(id))
+	if (!sdb_fits_id(id))
 		return err_set(e, NN_ENOTFOUND, "not_found", NULL, "no job '%.64s'", id ? id : "");
 	sqlite3_stmt *q;
 	bool row;
 	enum nn_status st;
 	if (tenant)
-		st = sq(c,
+		st = sdb_query(c,
 			"SELECT state, cancel_requested, tenant_id FROM jobs"
 			" WHERE id = ? AND tenant_id = ?",
 			&q, e, "ss", id, tenant);
 	else
-		st = sq(c, "SELECT state, cancel_requested, tenant_id FROM jobs WHERE id = ?", &q, e,
+		st = sdb_query(c, "SELECT state, cancel_requested, tenant_id FROM jobs WHERE id = ?", &q, e,
 			"s", id);
 	if (st)
 		return st;
-	if ((st = sq_row(c, q, &row, e)))
+	if ((st = sdb_row(c, q, &row, e)))
 		return st;
 	if (!row) {
-		sq_done(q);
+		sdb_done(q);
 		return err_set(e, NN_ENOTFOUND, "not_found", NULL, "no job '%s'", id);
 	}
-	bool ok = col_copy(q, 0, state, 16);
+	bool ok = sdb_col_copy(q, 0, state, 16);
 	if (cancel_requested)
 		*cancel_requested = sqlite3_column_int(q, 1) != 0;
 	if (tenant_out)
-		ok = ok && col_copy(q, 2, tenant_out, STORE_ID_CAP);
-	sq_done(q);
+		ok = ok && sdb_col_copy(q, 2, tenant_out, STORE_ID_CAP);
+	sdb_done(q);
 	if (!ok)
 		return err_set(e, NN_EIO, "db_error", NULL, "job %s: corrupt row", id);
 	return NN_OK;
@@ -372,13 +372,13 @@ static enum nn_status job_end(struct conn *c, const char *id, const char *state,
 			      const char *step_state, const char *code, const char *message,
 			      struct nn_err *e)
 {
-	enum nn_status st = sq_run(c,
+	enum nn_status st = sdb_run(c,
 				   "UPDATE jobs SET state = ?, error_code = ?, error_message = ?,"
 				   " finished_at = " NOW " WHERE id = ?",
 				   NULL, e, "ssss", state, code, message, id);
 	if (st)
 		return st;
-	return sq_run(c,
+	return sdb_run(c,
 		      "UPDATE job_metrics SET state = ?, updated_at = " NOW
 		      " WHERE job_id = ? AND state <> 'succeeded'",
 		      NULL, e, "ss", step_state, id);
@@ -389,10 +389,10 @@ enum nn_status store_job_cancel(struct store *s, const char *tenant, const char 
 {
 	struct conn *c = NULL;
 	char state[16];
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
-	if ((st = tx_write(c, e)))
+	if ((st = sdb_tx_write(c, e)))
 		goto out;
 	if ((st = job_state(c, tenant, id, state, NULL, NULL, e)))
 		goto out;
@@ -406,16 +406,16 @@ enum nn_status store_job_cancel(struct store *s, const char *tenant, const char 
 		snprintf(state, sizeof state, "canceled");
 	} else {
 		/* running: the worker sees the flag and calls store_job_mark_canceled. */
-		if ((st = sq_run(c, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?", NULL, e,
+		if ((st = sdb_run(c, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?", NULL, e,
 				 "s", id)))
 			goto out;
 	}
-	if ((st = tx_commit(c, e)))
+	if ((st = sdb_tx_commit(c, e)))
 		goto out;
 	if (now_state)
 		memcpy(now_state, state, sizeof state);
 out:
-	conn_put(c);
+	sdb_conn_put(c);
 	return st;
 }
 
@@ -427,48 +427,48 @@ enum nn_status store_job_claim_next(struct store *s, struct store_claim *out, bo
 	struct conn *c = NULL;
 	sqlite3_stmt *q = NULL;
 	bool row;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
 	/* Idle workers poll: answer "empty" from a plain read, without taking
 	 * the write lock. */
-	if ((st = sq(c, "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued')", &q, e, "")))
+	if ((st = sdb_query(c, "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued')", &q, e, "")))
 		goto out;
-	if ((st = sq_row(c, q, &row, e)))
+	if ((st = sdb_row(c, q, &row, e)))
 		goto out;
 	row = row && sqlite3_column_int(q, 0);
-	sq_done(q);
+	sdb_done(q);
 	q = NULL;
 	if (!row)
 		goto out;
 
-	if ((st = tx_write(c, e)))
+	if ((st = sdb_tx_write(c, e)))
 		goto out;
 	for (;;) {
-		if ((st = sq(c,
+		if ((st = sdb_query(c,
 			     "SELECT j.id, j.tenant_id, j.model_id, m.sha256, j.spec, j.rowid"
 			     " FROM jobs j JOIN models m ON m.id = j.model_id"
 			     " WHERE j.state = 'queued' ORDER BY j.seq LIMIT 1",
 			     &q, e, "")))
 			goto out;
-		if ((st = sq_row(c, q, &row, e)))
+		if ((st = sdb_row(c, q, &row, e)))
 			goto out;
 		if (!row)
 			break;
 		json_error_t je;
-		json_t *spec = json_loads(col_text(q, 4) ? col_text(q, 4) : "", 0, &je);
-		bool ok = spec && col_copy(q, 0, out->id, sizeof out->id) &&
-			  col_copy(q, 1, out->tenant, sizeof out->tenant) &&
-			  col_copy(q, 2, out->model_id, sizeof out->model_id) &&
-			  col_copy(q, 3, out->model_sha256, sizeof out->model_sha256);
+		json_t *spec = json_loads(sdb_col_text(q, 4) ? sdb_col_text(q, 4) : "", 0, &je);
+		bool ok = spec && sdb_col_copy(q, 0, out->id, sizeof out->id) &&
+			  sdb_col_copy(q, 1, out->tenant, sizeof out->tenant) &&
+			  sdb_col_copy(q, 2, out->model_id, sizeof out->model_id) &&
+			  sdb_col_copy(q, 3, out->model_sha256, sizeof out->model_sha256);
 		int64_t rowid = sqlite3_column_int64(q, 5);
-		sq_done(q);
+		sdb_done(q);
 		q = NULL;
 		if (!ok) {
 			/* A row no worker could run (edited by hand?): fail it rather
 			 * than block the queue behind it, and look at the next one. */
 			json_decref(spec);
-			if ((st = sq_run(c,
+			if ((st = sdb_run(c,
 					 "UPDATE jobs SET state = 'failed', error_code = 'internal',"
 					 " error_message = 'the stored job could not be read',"
 					 " finished_at = " NOW " WHERE rowid = ?",
@@ -477,7 +477,7 @@ enum nn_status store_job_claim_next(struct store *s, struct store_claim *out, bo
 			memset(out, 0, sizeof *out);
 			continue;
 		}
-		if ((st = sq_run(c,
+		if ((st = sdb_run(c,
 				 "UPDATE jobs SET state = 'running', started_at = " NOW ","
 				 " attempts = attempts + 1, progress = 0 WHERE id = ?",
 				 NULL, e, "s", out->id))) {
@@ -487,7 +487,7 @@ enum nn_status store_job_claim_next(struct store *s, struct store_claim *out, bo
 		out->spec = spec;
 		break;
 	}
-	if ((st = tx_commit(c, e))) {
+	if ((st = sdb_tx_commit(c, e))) {
 		json_decref(out->spec);
 		goto out;
 	}
@@ -495,8 +495,8 @@ enum nn_status store_job_claim_next(struct store *s, struct store_claim *out, bo
 out:
 	if (st || !*found)
 		memset(out, 0, sizeof *out);
-	sq_done(q);
-	conn_put(c);
+	sdb_done(q);
+	sdb_conn_put(c);
 	return st;
 }
 
@@ -509,12 +509,12 @@ enum nn_status store_job_set_progress(struct store *s, const char *job_id, doubl
 		progress = 1;
 	struct conn *c = NULL;
 	int n = 0;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
-	if ((st = tx_write(c, e)))
+	if ((st = sdb_tx_write(c, e)))
 		goto out;
-	if ((st = sq_run(c, "UPDATE jobs SET progress = ? WHERE id = ?", &n, e, "ds", progress,
+	if ((st = sdb_run(c, "UPDATE jobs SET progress = ? WHERE id = ?", &n, e, "ds", progress,
 			 job_id)))
 		goto out;
 	if (n == 0) {
@@ -522,9 +522,9 @@ enum nn_status store_job_set_progress(struct store *s, const char *job_id, doubl
 			     job_id ? job_id : "");
 		goto out;
 	}
-	st = tx_commit(c, e);
+	st = sdb_tx_commit(c, e);
 out:
-	conn_put(c);
+	sdb_conn_put(c);
 	return st;
 }
 
@@ -534,18 +534,18 @@ enum nn_status store_job_step_update(struct store *s, const char *job_id, int in
 	if (!valid_step_state(state))
 		return err_set(e, NN_EINVAL, "invalid", "state", "unknown step state '%.32s'",
 			       state ? state : "");
-	char *m = dump(metrics);
+	char *m = sdb_dump(metrics);
 	if (metrics && !m)
-		return oom(e);
+		return sdb_oom(e);
 	struct conn *c = NULL;
 	int n = 0;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		goto out;
-	if ((st = tx_write(c, e)))
+	if ((st = sdb_tx_write(c, e)))
 		goto out;
 	/* NULL metrics keeps what an earlier update recorded. */
-	if ((st = sq_run(c,
+	if ((st = sdb_run(c,
 			 "UPDATE job_metrics SET state = ?, metrics = COALESCE(?, metrics),"
 			 " updated_at = " NOW " WHERE job_id = ? AND step_index = ?",
 			 &n, e, "sssn", state, m, job_id, index)))
@@ -555,9 +555,9 @@ enum nn_status store_job_step_update(struct store *s, const char *job_id, int in
 			     job_id ? job_id : "", index);
 		goto out;
 	}
-	st = tx_commit(c, e);
+	st = sdb_tx_commit(c, e);
 out:
-	conn_put(c);
+	sdb_conn_put(c);
 	free(m);
 	return st;
 }
@@ -567,21 +567,21 @@ enum nn_status store_job_event(struct store *s, const char *job_id, const char *
 {
 	if (!type || !*type)
 		return err_set(e, NN_EINVAL, "invalid", "type", "event type is empty");
-	char *d = dump(data);
+	char *d = sdb_dump(data);
 	if (data && !d)
-		return oom(e);
+		return sdb_oom(e);
 	struct conn *c = NULL;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		goto out;
-	if ((st = tx_write(c, e)))
+	if ((st = sdb_tx_write(c, e)))
 		goto out;
-	if ((st = sq_run(c, "INSERT INTO job_events(job_id, ts, type, data) VALUES (?, " NOW ", ?, ?)",
+	if ((st = sdb_run(c, "INSERT INTO job_events(job_id, ts, type, data) VALUES (?, " NOW ", ?, ?)",
 			 NULL, e, "sss", job_id, type, d)))
 		goto out;
-	st = tx_commit(c, e);
+	st = sdb_tx_commit(c, e);
 out:
-	conn_put(c);
+	sdb_conn_put(c);
 	free(d);
 	return st;
 }
@@ -592,11 +592,11 @@ enum nn_status store_job_cancel_requested(struct store *s, const char *job_id, b
 	*requested = false;
 	struct conn *c = NULL;
 	char state[16];
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
 	st = job_state(c, NULL, job_id, state, requested, NULL, e);
-	conn_put(c);
+	sdb_conn_put(c);
 	return st;
 }
 
@@ -604,7 +604,7 @@ enum nn_status store_job_succeed(struct store *s, const char *job_id, const char
 				 int64_t artifact_size, const char *format,
 				 char artifact_id_out[STORE_ID_CAP], struct nn_err *e)
 {
-	if (!is_sha_hex(artifact_sha256))
+	if (!sdb_is_sha_hex(artifact_sha256))
 		return err_set(e, NN_EINVAL, "invalid", "sha256", "not 64 lowercase hex digits");
 	if (artifact_size < 0)
 		return err_set(e, NN_EINVAL, "invalid", "size", "negative size");
@@ -613,10 +613,10 @@ enum nn_status store_job_succeed(struct store *s, const char *job_id, const char
 	char art[STORE_ID_CAP], state[16], tenant[STORE_ID_CAP];
 	store_new_id("art_", art);
 	struct conn *c = NULL;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
-	if ((st = tx_write(c, e)))
+	if ((st = sdb_tx_write(c, e)))
 		goto out;
 	if ((st = job_state(c, NULL, job_id, state, NULL, tenant, e)))
 		goto out;
@@ -624,22 +624,22 @@ enum nn_status store_job_succeed(struct store *s, const char *job_id, const char
 		st = err_set(e, NN_ECONFLICT, "conflict", NULL, "job is %s, not running", state);
 		goto out;
 	}
-	if ((st = sq_run(c,
+	if ((st = sdb_run(c,
 			 "INSERT INTO artifacts(id, tenant_id, job_id, sha256, size, format,"
 			 " created_at) VALUES (?, ?, ?, ?, ?, ?, " NOW ")",
 			 NULL, e, "ssssis", art, tenant, job_id, artifact_sha256, artifact_size,
 			 format)))
 		goto out;
-	if ((st = sq_run(c,
+	if ((st = sdb_run(c,
 			 "UPDATE jobs SET state = 'succeeded', progress = 1, error_code = NULL,"
 			 " error_message = NULL, finished_at = " NOW " WHERE id = ?",
 			 NULL, e, "s", job_id)))
 		goto out;
-	if ((st = tx_commit(c, e)))
+	if ((st = sdb_tx_commit(c, e)))
 		goto out;
 	memcpy(artifact_id_out, art, sizeof art);
 out:
-	conn_put(c);
+	sdb_conn_put(c);
 	return st;
 }
 
@@ -649,10 +649,10 @@ static enum nn_status job_finish(struct store *s, const char *job_id, const char
 {
 	struct conn *c = NULL;
 	char state[16];
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
-	if ((st = tx_write(c, e)))
+	if ((st = sdb_tx_write(c, e)))
 		goto out;
 	if ((st = job_state(c, NULL, job_id, state, NULL, NULL, e)))
 		goto out;
@@ -662,9 +662,9 @@ static enum nn_status job_finish(struct store *s, const char *job_id, const char
 	}
 	if ((st = job_end(c, job_id, state_to, state_to, code, message, e)))
 		goto out;
-	st = tx_commit(c, e);
+	st = sdb_tx_commit(c, e);
 out:
-	conn_put(c);
+	sdb_conn_put(c);
 	return st;
 }
 
@@ -685,55 +685,55 @@ enum nn_status store_jobs_requeue_running(struct store *s, int *count, struct nn
 	*count = 0;
 	struct conn *c = NULL;
 	int n = 0;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
-	if ((st = tx_write(c, e)))
+	if ((st = sdb_tx_write(c, e)))
 		goto out;
 	/* A cancel asked for before the crash is honoured now. */
-	if ((st = sq_run(c,
+	if ((st = sdb_run(c,
 			 "UPDATE job_metrics SET state = 'canceled', updated_at = " NOW
 			 " WHERE state <> 'succeeded' AND job_id IN"
 			 " (SELECT id FROM jobs WHERE state = 'running' AND cancel_requested = 1)",
 			 NULL, e, "")) ||
-	    (st = sq_run(c,
+	    (st = sdb_run(c,
 			 "UPDATE jobs SET state = 'canceled', finished_at = " NOW
 			 " WHERE state = 'running' AND cancel_requested = 1",
 			 NULL, e, "")))
 		goto out;
 	/* A job that was running at STORE_MAX_ATTEMPTS crashes is the likely
 	 * cause: fail it instead of crashing again. */
-	if ((st = sq_run(c,
+	if ((st = sdb_run(c,
 			 "UPDATE job_metrics SET state = 'failed', updated_at = " NOW
 			 " WHERE state <> 'succeeded' AND job_id IN"
 			 " (SELECT id FROM jobs WHERE state = 'running' AND attempts >= ?)",
 			 NULL, e, "n", STORE_MAX_ATTEMPTS)) ||
-	    (st = sq_run(c,
+	    (st = sdb_run(c,
 			 "UPDATE jobs SET state = 'failed', finished_at = " NOW ","
 			 " error_code = 'crashed', error_message = 'the daemon stopped '"
 			 " || attempts || ' times while running this job'"
 			 " WHERE state = 'running' AND attempts >= ?",
 			 NULL, e, "n", STORE_MAX_ATTEMPTS)))
 		goto out;
-	if ((st = sq_run(c,
+	if ((st = sdb_run(c,
 			 "INSERT INTO job_events(job_id, ts, type, data)"
 			 " SELECT id, " NOW ", 'requeued', json_object('attempts', attempts)"
 			 " FROM jobs WHERE state = 'running'",
 			 NULL, e, "")) ||
-	    (st = sq_run(c,
+	    (st = sdb_run(c,
 			 "UPDATE job_metrics SET state = 'pending', metrics = NULL, updated_at = " NOW
 			 " WHERE job_id IN (SELECT id FROM jobs WHERE state = 'running')",
 			 NULL, e, "")) ||
-	    (st = sq_run(c,
+	    (st = sdb_run(c,
 			 "UPDATE jobs SET state = 'queued', progress = 0, started_at = NULL"
 			 " WHERE state = 'running'",
 			 &n, e, "")))
 		goto out;
-	if ((st = tx_commit(c, e)))
+	if ((st = sdb_tx_commit(c, e)))
 		goto out;
 	*count = n;
 out:
-	conn_put(c);
+	sdb_conn_put(c);
 	return st;
 }
 
@@ -743,37 +743,37 @@ enum nn_status store_artifact_get(struct store *s, const char *tenant, const cha
 				  struct store_artifact *out, struct nn_err *e)
 {
 	memset(out, 0, sizeof *out);
-	if (!fits_id(id))
+	if (!sdb_fits_id(id))
 		return err_set(e, NN_ENOTFOUND, "not_found", NULL, "no artifact '%.64s'",
 			       id ? id : "");
 	struct conn *c = NULL;
 	sqlite3_stmt *q = NULL;
 	bool row;
-	enum nn_status st = conn_get(s, &c, e);
+	enum nn_status st = sdb_conn_get(s, &c, e);
 	if (st)
 		return st;
-	if ((st = sq(c,
+	if ((st = sdb_query(c,
 		     "SELECT id, job_id, sha256, size, format FROM artifacts"
 		     " WHERE tenant_id = ? AND id = ?",
 		     &q, e, "ss", tenant, id)))
 		goto out;
-	if ((st = sq_row(c, q, &row, e)))
+	if ((st = sdb_row(c, q, &row, e)))
 		goto out;
 	if (!row) {
 		st = err_set(e, NN_ENOTFOUND, "not_found", NULL, "no artifact '%s'", id);
 		goto out;
 	}
-	if (!col_copy(q, 0, out->id, sizeof out->id) ||
-	    !col_copy(q, 1, out->job_id, sizeof out->job_id) ||
-	    !col_copy(q, 2, out->sha256, sizeof out->sha256) ||
-	    !col_copy(q, 4, out->format, sizeof out->format)) {
+	if (!sdb_col_copy(q, 0, out->id, sizeof out->id) ||
+	    !sdb_col_copy(q, 1, out->job_id, sizeof out->job_id) ||
+	    !sdb_col_copy(q, 2, out->sha256, sizeof out->sha256) ||
+	    !sdb_col_copy(q, 4, out->format, sizeof out->format)) {
 		memset(out, 0, sizeof *out);
 		st = err_set(e, NN_EIO, "db_error", NULL, "artifact %s: corrupt row", id);
 		goto out;
 	}
 	out->size = sqlite3_column_int64(q, 3);
 out:
-	sq_done(q);
-	conn_put(c);
+	sdb_done(q);
+	sdb_conn_put(c);
 	return st;
 }
