@@ -2,7 +2,9 @@
  * store_* modules (see store_db.h for what it owns and its threading rules). */
 #include "store_db.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -334,5 +336,17 @@ enum nn_status sdb_check_limit(int limit, struct nn_err *e)
 {
 	if (limit < 1 || limit > 1000)
 		return err_set(e, NN_EINVAL, "invalid", "limit", "must be between 1 and 1000");
+	return NN_OK;
+}
+
+enum nn_status sdb_page_finish(json_t **res, bool more, int64_t last_seq, json_t **out,
+			       struct nn_err *e)
+{
+	char buf[24];
+	snprintf(buf, sizeof buf, "%" PRId64, last_seq);
+	if (json_object_set_new(*res, "next", more ? json_string(buf) : json_null()))
+		return sdb_oom(e);
+	*out = *res;
+	*res = NULL;
 	return NN_OK;
 }

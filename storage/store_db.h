@@ -116,6 +116,11 @@ bool sdb_col_copy(sqlite3_stmt *st, int i, char *dst, size_t cap);
 json_t *sdb_col_json_str(sqlite3_stmt *st, int i);
 /* Parses a JSON text column; NULL column -> json null. *bad on parse error. */
 json_t *sdb_col_json(sqlite3_stmt *st, int i, bool *bad);
+/* Ends a list query: sets (*res)["next"] to the cursor after last_seq, or
+ * null on the last page, and hands *res over to *out. */
+enum nn_status sdb_page_finish(json_t **res, bool more, int64_t last_seq, json_t **out,
+			       struct nn_err *e);
+
 /* Returns a malloc'd compact dump of j, or NULL (for a NULL j too). */
 char *sdb_dump(const json_t *j);
 /* Cursor = decimal seq of the last row of the previous page (NULL: from the

@@ -159,14 +159,7 @@ enum nn_status store_model_list(struct store *s, const char *tenant, const char 
 		last_seq = sqlite3_column_int64(q, 5);
 		n++;
 	}
-	char buf[24];
-	snprintf(buf, sizeof buf, "%" PRId64, last_seq);
-	if (json_object_set_new(res, "next", more ? json_string(buf) : json_null())) {
-		st = sdb_oom(e);
-		goto out;
-	}
-	*out = res;
-	res = NULL;
+	st = sdb_page_finish(&res, more, last_seq, out, e);
 out:
 	sdb_done(q);
 	sdb_conn_put(c);
