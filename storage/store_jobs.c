@@ -10,7 +10,6 @@
 #include "store_jobs.h"
 #include "store_db.h"
 
-#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>

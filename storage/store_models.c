@@ -7,7 +7,6 @@
 #include "store_models.h"
 #include "store_db.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
