@@ -1,0 +1,619 @@
+/* conv: convolution-family kernels (see conv.h). */
+#include "conv.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- window geometry ---- */
+
+static const char *const pad_names[] = {"NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"};
+
+enum nn_status conv_window_resolve(struct conv_window *w, enum conv_auto_pad auto_pad,
+				   bool ceil_mode, struct nn_err *e)
+{
+	if (w->nspatial < 1 || w->nspatial > CONV_MAX_SPATIAL)
+		return err_set(e, NN_EINVAL, "invalid_model", "",
+			       "kernel_shape: %d spatial dims (1 to %d supported)", w->nspatial,
+			       CONV_MAX_SPATIAL);
+	if ((int)auto_pad < CONV_PAD_NOTSET || auto_pad > CONV_PAD_SAME_LOWER)
+		return err_set(e, NN_EINVAL, "invalid_model", "", "auto_pad: unknown mode %d",
+			       (int)auto_pad);
+	int ns = w->nspatial;
+	for (int i = 0; i < ns; i++) {
+		int64_t in = w->in[i], k = w->kernel[i], s = w->strides[i], d = w->dilations[i];
+		if (in < 1)
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "input spatial dim %d is %lld (must be >= 1)", i, (long long)in);
+		if (k < 1)
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "kernel_shape[%d] is %lld (must be >= 1)", i, (long long)k);
+		if (s < 1)
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "strides[%d] is %lld (must be >= 1)", i, (long long)s);
+		if (d < 1)
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "dilations[%d] is %lld (must be >= 1)", i, (long long)d);
+		int64_t dk;
+		if (__builtin_mul_overflow(k - 1, d, &dk) || __builtin_add_overflow(dk, 1, &dk))
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "kernel_shape[%d] x dilations[%d] overflows", i, i);
+		int64_t *pb = &w->pads[i], *pe = &w->pads[ns + i];
+		int64_t out;
+		if (auto_pad == CONV_PAD_SAME_UPPER || auto_pad == CONV_PAD_SAME_LOWER) {
+			out = in / s + (in % s != 0);
+			int64_t total;
+			if (__builtin_mul_overflow(out - 1, s, &total) ||
+			    __builtin_add_overflow(total, dk, &total))
+				return err_set(e, NN_EINVAL, "invalid_model", "",
+					       "auto_pad %s: padding of dim %d overflows",
+					       pad_names[auto_pad], i);
+			total -= in;
+			if (total < 0)
+				total = 0;
+			if (auto_pad == CONV_PAD_SAME_UPPER) {
+				*pb = total / 2;
+				*pe = total - *pb;
+			} else {
+				*pe = total / 2;
+				*pb = total - *pe;
+			}
+		} else {
+			if (auto_pad == CONV_PAD_VALID) {
+				*pb = 0;
+				*pe = 0;
+			}
+			if (*pb < 0 || *pe < 0)
+				return err_set(e, NN_EINVAL, "invalid_model", "",
+					       "pads for dim %d are %lld, %lld (must be >= 0)", i,
+					       (long long)*pb, (long long)*pe);
+			int64_t span;
+			if (__builtin_add_overflow(in, *pb, &span) ||
+			    __builtin_add_overflow(span, *pe, &span))
+				return err_set(e, NN_EINVAL, "invalid_model", "",
+					       "pads of dim %d overflow", i);
+			span -= dk;
+			if (span < 0)
+				return err_set(e, NN_EINVAL, "invalid_model", "",
+					       "kernel_shape[%d]: window of %lld (dilated) exceeds the "
+					       "padded input %lld",
+					       i, (long long)dk, (long long)(span + dk));
+			if (ceil_mode) {
+				out = span / s + (span % s != 0) + 1;
+				/* A window that would start inside the end padding is
+				 * dropped (ONNX Runtime, PyTorch). */
+				if ((out - 1) * s >= in + *pb)
+					out--;
+			} else {
+				out = span / s + 1;
+			}
+		}
+		if (out < 1)
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "output spatial dim %d would be %lld", i, (long long)out);
+		w->out[i] = out;
+	}
+	return NN_OK;
+}
+
+/* Product of n dims; false on overflow. */
+static bool prod_dims(const int64_t *d, int n, int64_t *out)
+{
+	int64_t p = 1;
+	for (int i = 0; i < n; i++)
+		if (__builtin_mul_overflow(p, d[i], &p))
+			return false;
+	*out = p;
+	return true;
+}
+
+/* batch * ch * prod(dims) * sizeof(float) fits both int64 and size_t. */
+static bool tensor_fits(int64_t batch, int64_t ch, const int64_t *dims, int n)
+{
+	int64_t p, q;
+	if (!prod_dims(dims, n, &p) || __builtin_mul_overflow(p, batch, &q) ||
+	    __builtin_mul_overflow(q, ch, &q) || __builtin_mul_overflow(q, (int64_t)sizeof(float), &q))
+		return false;
+	return (uint64_t)q <= SIZE_MAX;
+}
+
+/* ---- Conv ---- */
+
+static bool conv_is_pointwise(const struct conv_window *w)
+{
+	for (int i = 0; i < w->nspatial; i++)
+		if (w->kernel[i] != 1 || w->strides[i] != 1 || w->pads[i] != 0 ||
+		    w->pads[w->nspatial + i] != 0)
+			return false;
+	return true;
+}
+
+enum nn_status conv_check(const struct conv_params *p, size_t *scratch_bytes, struct nn_err *e)
+{
+	const struct conv_window *w = &p->win;
+	if (w->nspatial < 1 || w->nspatial > CONV_MAX_SPATIAL)
+		return err_set(e, NN_EINVAL, "invalid_model", "", "Conv: %d spatial dims",
+			       w->nspatial);
+	if (p->batch < 1 || p->in_channels < 1 || p->out_channels < 1)
+		return err_set(e, NN_EINVAL, "invalid_model", "",
+			       "Conv: batch %lld, input channels %lld, output channels %lld "
+			       "(each must be >= 1)",
+			       (long long)p->batch, (long long)p->in_channels,
+			       (long long)p->out_channels);
+	if (p->group < 1 || p->in_channels % p->group != 0 || p->out_channels % p->group != 0)
+		return err_set(e, NN_EINVAL, "invalid_model", "",
+			       "Conv: group %lld does not divide input channels %lld and output "
+			       "channels %lld",
+			       (long long)p->group, (long long)p->in_channels,
+			       (long long)p->out_channels);
+	int64_t cg = p->in_channels / p->group, mg = p->out_channels / p->group;
+	int64_t ks, outn, k;
+	if (!tensor_fits(p->batch, p->in_channels, w->in, w->nspatial) ||
+	    !tensor_fits(p->batch, p->out_channels, w->out, w->nspatial) ||
+	    !tensor_fits(p->out_channels, cg, w->kernel, w->nspatial) ||
+	    !prod_dims(w->kernel, w->nspatial, &ks) || !prod_dims(w->out, w->nspatial, &outn) ||
+	    __builtin_mul_overflow(ks, cg, &k))
+		return err_set(e, NN_ETOOBIG, "too_large", "", "Conv: tensor sizes overflow");
+	/* cblas takes int dimensions. */
+	if (k > INT_MAX || outn > INT_MAX || mg > INT_MAX)
+		return err_set(e, NN_ETOOBIG, "too_large", "",
+			       "Conv: GEMM of %lld x %lld x %lld exceeds the BLAS int range",
+			       (long long)mg, (long long)outn, (long long)k);
+	size_t bytes = 0;
+	if (!conv_is_pointwise(w)) {
+		int64_t elems;
+		if (__builtin_mul_overflow(k, outn, &elems) ||
+		    __builtin_mul_overflow(elems, (int64_t)sizeof(float), &elems) ||
+		    (uint64_t)elems > SIZE_MAX)
+			return err_set(e, NN_ETOOBIG, "too_large", "",
+				       "Conv: im2col buffer size overflows");
+		bytes = (size_t)elems;
+	}
+	*scratch_bytes = bytes;
+	return NN_OK;
+}
+
+/* 2-D geometry; 1-D windows are run as 2-D with a height of 1. */
+struct geo2 {
+	int64_t h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow;
+};
+
+static struct geo2 geo2_of(const struct conv_window *w)
+{
+	struct geo2 g;
+	if (w->nspatial == 1) {
+		g.h = 1, g.kh = 1, g.sh = 1, g.dh = 1, g.pt = 0, g.oh = 1;
+		g.w = w->in[0], g.kw = w->kernel[0], g.sw = w->strides[0], g.dw = w->dilations[0];
+		g.pl = w->pads[0], g.ow = w->out[0];
+	} else {
+		g.h = w->in[0], g.kh = w->kernel[0], g.sh = w->strides[0], g.dh = w->dilations[0];
+		g.pt = w->pads[0], g.oh = w->out[0];
+		g.w = w->in[1], g.kw = w->kernel[1], g.sw = w->strides[1], g.dw = w->dilations[1];
+		g.pl = w->pads[1], g.ow = w->out[1];
+	}
+	return g;
+}
+
+/* Rows (c, kh, kw), columns (oh, ow): col[(c*KH+kh)*KW+kw][oh*OW+ow] =
+ * x[c][oh*sh-pt+kh*dh][ow*sw-pl+kw*dw], 0 outside the input. */
+static void im2col_2d(const struct geo2 *g, int64_t channels, const float *x, float *col)
+{
+	for (int64_t c = 0; c < channels; c++) {
+		const float *xc = x + c * g->h * g->w;
+		for (int64_t kh = 0; kh < g->kh; kh++) {
+			for (int64_t kw = 0; kw < g->kw; kw++) {
+				/* Output columns whose input column is in range:
+				 * 0 <= ow*sw - pl + kw*dw < W. */
+				int64_t off = kw * g->dw - g->pl;
+				int64_t lo = off >= 0 ? 0 : (-off + g->sw - 1) / g->sw;
+				int64_t hi = g->w - off <= 0 ? 0 : (g->w - off + g->sw - 1) / g->sw;
+				if (hi > g->ow)
+					hi = g->ow;
+				if (lo > hi)
+					lo = hi;
+				for (int64_t oh = 0; oh < g->oh; oh++) {
+					int64_t ih = oh * g->sh - g->pt + kh * g->dh;
+					if (ih < 0 || ih >= g->h) {
+						memset(col, 0, (size_t)g->ow * sizeof(float));
+						col += g->ow;
+						continue;
+					}
+					const float *xr = xc + ih * g->w + off;
+					for (int64_t ow = 0; ow < lo; ow++)
+						col[ow] = 0.0f;
+					if (g->sw == 1) {
+						memcpy(col + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
+					} else {
+						for (int64_t ow = lo; ow < hi; ow++)
+							col[ow] = xr[ow * g->sw];
+					}
+					for (int64_t ow = hi; ow < g->ow; ow++)
+						col[ow] = 0.0f;
+					col += g->ow;
+				}
+			}
+		}
+	}
+}
+
+/* N-D im2col for 3 or more spatial dims: rows (c, kernel offset in row-major
+ * order), columns the output positions in row-major order. */
+static void im2col_nd(const struct conv_window *w, int64_t channels, const float *x, float *col)
+{
+	int ns = w->nspatial;
+	int64_t ks = 1, outn = 1, inn = 1;
+	for (int i = 0; i < ns; i++) {
+		ks *= w->kernel[i];
+		outn *= w->out[i];
+		inn *= w->in[i];
+	}
+	for (int64_t c = 0; c < channels; c++) {
+		const float *xc = x + c * inn;
+		int64_t kk[CONV_MAX_SPATIAL] = {0};
+		for (int64_t r = 0; r < ks; r++) {
+			int64_t o[CONV_MAX_SPATIAL] = {0};
+			for (int64_t j = 0; j < outn; j++) {
+				int64_t off = 0;
+				bool valid = true;
+				for (int i = 0; i < ns; i++) {
+					int64_t ii = o[i] * w->strides[i] - w->pads[i] +
+						     kk[i] * w->dilations[i];
+					if (ii < 0 || ii >= w->in[i]) {
+						valid = false;
+						break;
+					}
+					off = off * w->in[i] + ii;
+				}
+				*col++ = valid ? xc[off] : 0.0f;
+				for (int i = ns - 1; i >= 0; i--) {
+					if (++o[i] < w->out[i])
+						break;
+					o[i] = 0;
+				}
+			}
+			for (int i = ns - 1; i >= 0; i--) {
+				if (++kk[i] < w->kernel[i])
+					break;
+				kk[i] = 0;
+			}
+		}
+	}
+}
+
+void conv_run(const struct conv_params *p, const float *x, const float *w, const float *bias,
+	      float *y, float *scratch)
+{
+	const struct conv_window *win = &p->win;
+	int ns = win->nspatial;
+	int64_t cg = p->in_channels / p->group, mg = p->out_channels / p->group;
+	int64_t ks = 1, outn = 1, inn = 1;
+	for (int i = 0; i < ns; i++) {
+		ks *= win->kernel[i];
+		outn *= win->out[i];
+		inn *= win->in[i];
+	}
+	int64_t k = cg * ks;
+	bool pointwise = conv_is_pointwise(win);
+	struct geo2 g2 = geo2_of(win);
+	for (int64_t n = 0; n < p->batch; n++) {
+		for (int64_t g = 0; g < p->group; g++) {
+			const float *xg = x + (n * p->in_channels + g * cg) * inn;
+			const float *col = xg;
+			if (!pointwise) {
+				if (ns <= 2)
+					im2col_2d(&g2, cg, xg, scratch);
+				else
+					im2col_nd(win, cg, xg, scratch);
+				col = scratch;
+			}
+			float *yg = y + (n * p->out_channels + g * mg) * outn;
+			float beta = 0.0f;
+			if (bias) {
+				for (int64_t m = 0; m < mg; m++) {
+					float b = bias[g * mg + m];
+					float *row = yg + m * outn;
+					for (int64_t j = 0; j < outn; j++)
+						row[j] = b;
+				}
+				beta = 1.0f;
+			}
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)outn,
+				    (int)k, 1.0f, w + g * mg * k, (int)k, col, (int)outn, beta, yg,
+				    (int)outn);
+		}
+	}
+}
+
+void conv_reference(const struct conv_params *p, const float *x, const float *w,
+		    const float *bias, float *y)
+{
+	const struct conv_window *win = &p->win;
+	int ns = win->nspatial;
+	int64_t cg = p->in_channels / p->group, mg = p->out_channels / p->group;
+	int64_t ks = 1, outn = 1, inn = 1;
+	for (int i = 0; i < ns; i++) {
+		ks *= win->kernel[i];
+		outn *= win->out[i];
+		inn *= win->in[i];
+	}
+	for (int64_t n = 0; n < p->batch; n++) {
+		for (int64_t m = 0; m < p->out_channels; m++) {
+			int64_t g = m / mg;
+			int64_t o[CONV_MAX_SPATIAL] = {0};
+			for (int64_t j = 0; j < outn; j++) {
+				double acc = bias ? bias[m] : 0.0;
+				for (int64_t c = 0; c < cg; c++) {
+					const float *xc = x + (n * p->in_channels + g * cg + c) * inn;
+					const float *wc = w + (m * cg + c) * ks;
+					int64_t kk[CONV_MAX_SPATIAL] = {0};
+					for (int64_t r = 0; r < ks; r++) {
+						int64_t off = 0;
+						bool valid = true;
+						for (int i = 0; i < ns; i++) {
+							int64_t ii = o[i] * win->strides[i] -
+								     win->pads[i] +
+								     kk[i] * win->dilations[i];
+							if (ii < 0 || ii >= win->in[i])
+								valid = false;
+							off = off * win->in[i] + ii;
+						}
+						if (valid)
+							acc += (double)xc[off] * (double)wc[r];
+						for (int i = ns - 1; i >= 0; i--) {
+							if (++kk[i] < win->kernel[i])
+								break;
+							kk[i] = 0;
+						}
+					}
+				}
+				y[(n * p->out_channels + m) * outn + j] = (float)acc;
+				for (int i = ns - 1; i >= 0; i--) {
+					if (++o[i] < win->out[i])
+						break;
+					o[i] = 0;
+				}
+			}
+		}
+	}
+}
+
+/* ---- pools ---- */
+
+enum nn_status conv_pool_check(const struct conv_pool_params *p, struct nn_err *e)
+{
+	const struct conv_window *w = &p->win;
+	if (w->nspatial < 1 || w->nspatial > CONV_MAX_SPATIAL)
+		return err_set(e, NN_EINVAL, "invalid_model", "", "pool: %d spatial dims",
+			       w->nspatial);
+	if (p->batch < 1 || p->channels < 1)
+		return err_set(e, NN_EINVAL, "invalid_model", "",
+			       "pool: batch %lld, channels %lld (each must be >= 1)",
+			       (long long)p->batch, (long long)p->channels);
+	int64_t ks;
+	if (!tensor_fits(p->batch, p->channels, w->in, w->nspatial) ||
+	    !tensor_fits(p->batch, p->channels, w->out, w->nspatial) ||
+	    !tensor_fits(p->batch, p->channels * 2, w->out, w->nspatial) || /* int64 indices */
+	    !prod_dims(w->kernel, w->nspatial, &ks))
+		return err_set(e, NN_ETOOBIG, "too_large", "", "pool: tensor sizes overflow");
+	return NN_OK;
+}
+
+/* Per output position and dim: the window start and the range [lo, hi) of
+ * kernel indices that land inside the input. */
+struct pool_span {
+	int64_t start, lo, hi;
+};
+
+static struct pool_span pool_span_of(const struct conv_window *w, int i, int64_t o)
+{
+	struct pool_span s;
+	int64_t d = w->dilations[i], k = w->kernel[i], in = w->in[i];
+	s.start = o * w->strides[i] - w->pads[i];
+	s.lo = s.start >= 0 ? 0 : (-s.start + d - 1) / d;
+	s.hi = in - s.start <= 0 ? 0 : (in - s.start + d - 1) / d;
+	if (s.hi > k)
+		s.hi = k;
+	if (s.lo > s.hi)
+		s.lo = s.hi;
+	return s;
+}
+
+/* Strides of the spatial dims of one plane, row-major and column-major. */
+static void plane_strides(const struct conv_window *w, int64_t *row, int64_t *colm)
+{
+	int ns = w->nspatial;
+	row[ns - 1] = 1;
+	for (int i = ns - 2; i >= 0; i--)
+		row[i] = row[i + 1] * w->in[i + 1];
+	colm[0] = 1;
+	for (int i = 1; i < ns; i++)
+		colm[i] = colm[i - 1] * w->in[i - 1];
+}
+
+void conv_maxpool(const struct conv_pool_params *p, const float *x, float *y, int64_t *indices)
+{
+	const struct conv_window *w = &p->win;
+	int ns = w->nspatial;
+	int64_t inn = 1, outn = 1;
+	for (int i = 0; i < ns; i++) {
+		inn *= w->in[i];
+		outn *= w->out[i];
+	}
+	int64_t rs[CONV_MAX_SPATIAL], cs[CONV_MAX_SPATIAL];
+	plane_strides(w, rs, cs);
+	int64_t last = ns - 1, dl = w->dilations[last];
+	for (int64_t plane = 0; plane < p->batch * p->channels; plane++) {
+		const float *xp = x + plane * inn;
+		int64_t o[CONV_MAX_SPATIAL] = {0};
+		for (int64_t j = 0; j < outn; j++) {
+			struct pool_span sp[CONV_MAX_SPATIAL];
+			bool empty = false;
+			for (int i = 0; i < ns; i++) {
+				sp[i] = pool_span_of(w, i, o[i]);
+				if (sp[i].lo >= sp[i].hi)
+					empty = true;
+			}
+			float best = -FLT_MAX;
+			int64_t best_off = -1;
+			if (!empty) {
+				int64_t kk[CONV_MAX_SPATIAL];
+				for (int i = 0; i < ns; i++)
+					kk[i] = sp[i].lo;
+				for (;;) {
+					int64_t base = 0;
+					for (int i = 0; i < last; i++)
+						base += (sp[i].start + kk[i] * w->dilations[i]) * rs[i];
+					const float *xr = xp + base + sp[last].start;
+					for (int64_t q = sp[last].lo; q < sp[last].hi; q++) {
+						float v = xr[q * dl];
+						/* The first non-NaN tap seeds the max, so a
+						 * window of -inf still names an index. */
+						if (v > best || (best_off < 0 && !isnan(v))) {
+							best = v;
+							best_off = base + sp[last].start + q * dl;
+						}
+					}
+					int i = (int)last - 1;
+					for (; i >= 0; i--) {
+						if (++kk[i] < sp[i].hi)
+							break;
+						kk[i] = sp[i].lo;
+					}
+					if (i < 0)
+						break;
+				}
+			}
+			y[plane * outn + j] = best;
+			if (indices) {
+				int64_t idx = -1;
+				if (best_off >= 0) {
+					if (p->column_major) {
+						idx = 0;
+						int64_t rem = best_off;
+						for (int i = 0; i < ns; i++) {
+							idx += (rem / rs[i]) * cs[i];
+							rem %= rs[i];
+						}
+					} else {
+						idx = best_off;
+					}
+					idx += plane * inn;
+				}
+				indices[plane * outn + j] = idx;
+			}
+			for (int i = ns - 1; i >= 0; i--) {
+				if (++o[i] < w->out[i])
+					break;
+				o[i] = 0;
+			}
+		}
+	}
+}
+
+void conv_avgpool(const struct conv_pool_params *p, const float *x, float *y)
+{
+	const struct conv_window *w = &p->win;
+	int ns = w->nspatial;
+	int64_t inn = 1, outn = 1;
+	for (int i = 0; i < ns; i++) {
+		inn *= w->in[i];
+		outn *= w->out[i];
+	}
+	int64_t rs[CONV_MAX_SPATIAL], cs[CONV_MAX_SPATIAL];
+	plane_strides(w, rs, cs);
+	int64_t last = ns - 1, dl = w->dilations[last];
+	for (int64_t plane = 0; plane < p->batch * p->channels; plane++) {
+		const float *xp = x + plane * inn;
+		int64_t o[CONV_MAX_SPATIAL] = {0};
+		for (int64_t j = 0; j < outn; j++) {
+			struct pool_span sp[CONV_MAX_SPATIAL];
+			bool empty = false;
+			int64_t in_range = 1, with_pad = 1;
+			for (int i = 0; i < ns; i++) {
+				sp[i] = pool_span_of(w, i, o[i]);
+				if (sp[i].lo >= sp[i].hi)
+					empty = true;
+				in_range *= sp[i].hi - sp[i].lo;
+				/* Kernel taps inside [-pad_begin, in + pad_end): the
+				 * start is never before -pad_begin, so count those
+				 * before the end of the end padding. */
+				int64_t lim = w->in[i] + w->pads[ns + i] - sp[i].start;
+				int64_t d = w->dilations[i];
+				int64_t cnt = lim <= 0 ? 0 : (lim + d - 1) / d;
+				if (cnt > w->kernel[i])
+					cnt = w->kernel[i];
+				with_pad *= cnt;
+			}
+			double sum = 0.0;
+			if (!empty) {
+				int64_t kk[CONV_MAX_SPATIAL];
+				for (int i = 0; i < ns; i++)
+					kk[i] = sp[i].lo;
+				for (;;) {
+					int64_t base = 0;
+					for (int i = 0; i < last; i++)
+						base += (sp[i].start + kk[i] * w->dilations[i]) * rs[i];
+					const float *xr = xp + base + sp[last].start;
+					for (int64_t q = sp[last].lo; q < sp[last].hi; q++)
+						sum += xr[q * dl];
+					int i = (int)last - 1;
+					for (; i >= 0; i--) {
+						if (++kk[i] < sp[i].hi)
+							break;
+						kk[i] = sp[i].lo;
+					}
+					if (i < 0)
+						break;
+				}
+			}
+			int64_t div = p->count_include_pad ? with_pad : in_range;
+			y[plane * outn + j] = div > 0 ? (float)(sum / (double)div) : 0.0f;
+			for (int i = ns - 1; i >= 0; i--) {
+				if (++o[i] < w->out[i])
+					break;
+				o[i] = 0;
+			}
+		}
+	}
+}
+
+void conv_global_avgpool(int64_t nc, int64_t spatial, const float *x, float *y)
+{
+	for (int64_t c = 0; c < nc; c++) {
+		const float *xp = x + c * spatial;
+		double sum = 0.0;
+		for (int64_t i = 0; i < spatial; i++)
+			sum += xp[i];
+		y[c] = (float)(sum / (double)spatial);
+	}
+}
+
+void conv_global_maxpool(int64_t nc, int64_t spatial, const float *x, float *y)
+{
+	for (int64_t c = 0; c < nc; c++) {
+		const float *xp = x + c * spatial;
+		float best = -FLT_MAX;
+		for (int64_t i = 0; i < spatial; i++)
+			if (xp[i] > best)
+				best = xp[i];
+		y[c] = best;
+	}
+}
+
+void conv_batchnorm(int64_t batch, int64_t channels, int64_t spatial, const float *x,
+		    const float *scale, const float *bias, const float *mean, const float *var,
+		    float epsilon, float *y)
+{
+	for (int64_t c = 0; c < channels; c++) {
+		float a = scale[c] / sqrtf(var[c] + epsilon);
+		float b = bias[c] - mean[c] * a;
+		for (int64_t n = 0; n < batch; n++) {
+			const float *xp = x + (n * channels + c) * spatial;
+			float *yp = y + (n * channels + c) * spatial;
+			for (int64_t i = 0; i < spatial; i++)
+				yp[i] = xp[i] * a + b;
+		}
+	}
+}

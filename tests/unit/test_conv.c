@@ -1,0 +1,445 @@
+/* Unit tests for engine/conv: the im2col + sgemm Conv against the direct-loop
+ * reference on many random shapes and parameters, the auto_pad / ceil_mode
+ * geometry against hand-computed shapes, and the pools and BatchNormalization
+ * against hand-computed values.
+ * Usage: test_conv CASE */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv.h"
+
+#define CHECK(cond, ...)                                                              \
+	do {                                                                          \
+		if (!(cond)) {                                                        \
+			fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, \
+				#cond);                                               \
+			fprintf(stderr, __VA_ARGS__);                                 \
+			fprintf(stderr, "\n");                                        \
+			return 1;                                                     \
+		}                                                                     \
+	} while (0)
+
+/* Fast conv vs reference: |fast - ref| <= CONV_TOL_ABS + CONV_TOL_REL * |ref|.
+ * sgemm sums in float in a different order than the double reference; with
+ * inputs in [-1, 1] and reductions of at most a few hundred terms the
+ * difference stays far below this. */
+#define CONV_TOL_REL 1e-5
+#define CONV_TOL_ABS 1e-5
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (uint32_t)(rng_state >> 11);
+}
+static int64_t rnd_in(int64_t lo, int64_t hi) /* inclusive */
+{
+	return lo + (int64_t)(rnd() % (uint32_t)(hi - lo + 1));
+}
+static float rnd_unit(void)
+{
+	return (float)(rnd() % 2000001) / 1000000.0f - 1.0f;
+}
+
+static float *rand_array(int64_t n)
+{
+	float *a = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+	if (a)
+		for (int64_t i = 0; i < n; i++)
+			a[i] = rnd_unit();
+	return a;
+}
+
+static int64_t prod(const int64_t *d, int n)
+{
+	int64_t p = 1;
+	for (int i = 0; i < n; i++)
+		p *= d[i];
+	return p;
+}
+
+/* One random Conv configuration run both ways. Returns 0 ok, 1 mismatch,
+ * 2 when the drawn parameters are invalid (the caller draws again). */
+static int one_random_conv(int ns, int *used_pointwise, double *max_err)
+{
+	struct conv_params p;
+	memset(&p, 0, sizeof(p));
+	p.win.nspatial = ns;
+	p.batch = rnd_in(1, 3);
+	int kind = (int)rnd_in(0, 5);
+	p.group = kind == 0 ? rnd_in(2, 4) : 1;
+	int64_t cg = rnd_in(1, ns >= 3 ? 3 : 5), mg = rnd_in(1, ns >= 3 ? 3 : 6);
+	if (kind == 1) { /* depthwise */
+		p.group = rnd_in(2, 8);
+		cg = 1;
+		mg = rnd_in(1, 2);
+	}
+	p.in_channels = cg * p.group;
+	p.out_channels = mg * p.group;
+	bool pointwise = kind == 2;
+	enum conv_auto_pad ap = CONV_PAD_NOTSET;
+	if (!pointwise && rnd_in(0, 3) == 0)
+		ap = (enum conv_auto_pad)rnd_in(1, 3);
+	for (int i = 0; i < ns; i++) {
+		int64_t maxin = ns == 1 ? 40 : ns == 2 ? 14 : 6;
+		p.win.in[i] = rnd_in(1, maxin);
+		p.win.kernel[i] = pointwise ? 1 : rnd_in(1, ns >= 3 ? 3 : 5);
+		p.win.strides[i] = pointwise ? 1 : rnd_in(1, 3);
+		p.win.dilations[i] = pointwise ? rnd_in(1, 2) : rnd_in(1, 2);
+		p.win.pads[i] = pointwise ? 0 : rnd_in(0, 2);
+		p.win.pads[ns + i] = pointwise ? 0 : rnd_in(0, 2);
+	}
+	struct nn_err e;
+	if (conv_window_resolve(&p.win, ap, false, &e) != NN_OK)
+		return 2;
+	size_t scratch_bytes = 0;
+	if (conv_check(&p, &scratch_bytes, &e) != NN_OK) {
+		fprintf(stderr, "conv_check: %s\n", e.message);
+		return 1;
+	}
+	if (pointwise && scratch_bytes != 0) {
+		fprintf(stderr, "pointwise conv asked for %zu scratch bytes\n", scratch_bytes);
+		return 1;
+	}
+	*used_pointwise |= pointwise;
+	int64_t nx = p.batch * p.in_channels * prod(p.win.in, ns);
+	int64_t ny = p.batch * p.out_channels * prod(p.win.out, ns);
+	int64_t nw = p.out_channels * cg * prod(p.win.kernel, ns);
+	float *x = rand_array(nx), *w = rand_array(nw), *b = rand_array(p.out_channels);
+	float *y = malloc((size_t)ny * sizeof(float)), *yr = malloc((size_t)ny * sizeof(float));
+	float *scratch = malloc(scratch_bytes ? scratch_bytes : 1);
+	int rc = 1;
+	if (!x || !w || !b || !y || !yr || !scratch) {
+		fprintf(stderr, "out of memory\n");
+		goto done;
+	}
+	const float *bias = rnd_in(0, 1) ? b : NULL;
+	conv_run(&p, x, w, bias, y, scratch);
+	conv_reference(&p, x, w, bias, yr);
+	rc = 0;
+	for (int64_t i = 0; i < ny; i++) {
+		double d = fabs((double)y[i] - (double)yr[i]);
+		if (d > *max_err)
+			*max_err = d;
+		if (!(d <= CONV_TOL_ABS + CONV_TOL_REL * fabs((double)yr[i]))) {
+			fprintf(stderr,
+				"mismatch at %lld: fast %.9g ref %.9g (ns %d, group %lld, C %lld, "
+				"M %lld, auto_pad %d, in0 %lld k0 %lld s0 %lld d0 %lld p0 %lld/%lld)\n",
+				(long long)i, (double)y[i], (double)yr[i], ns, (long long)p.group,
+				(long long)p.in_channels, (long long)p.out_channels, (int)ap,
+				(long long)p.win.in[0], (long long)p.win.kernel[0],
+				(long long)p.win.strides[0], (long long)p.win.dilations[0],
+				(long long)p.win.pads[0], (long long)p.win.pads[ns]);
+			rc = 1;
+			break;
+		}
+	}
+done:
+	free(x);
+	free(w);
+	free(b);
+	free(y);
+	free(yr);
+	free(scratch);
+	return rc;
+}
+
+static int case_conv_matches_reference(void)
+{
+	int pointwise = 0, runs = 0;
+	double max_err = 0.0;
+	for (int ns = 1; ns <= 3; ns++) {
+		int target = ns == 3 ? 60 : 300;
+		for (int done = 0, tries = 0; done < target && tries < target * 20; tries++) {
+			int rc = one_random_conv(ns, &pointwise, &max_err);
+			if (rc == 2)
+				continue;
+			CHECK(rc == 0, "random conv %d with %d spatial dims", done, ns);
+			done++;
+			runs++;
+		}
+	}
+	CHECK(runs >= 600, "only %d valid random configurations", runs);
+	CHECK(pointwise, "the 1x1 path was never drawn");
+	printf("%d random convs match the reference, max |diff| %.3g\n", runs, max_err);
+	return 0;
+}
+
+/* Hand-computed output shapes and pads for each auto_pad mode and ceil_mode. */
+static int case_window_shapes(void)
+{
+	struct nn_err e;
+	struct conv_window w;
+	/* SAME_UPPER, in 7, k 3, s 2: out 4, total pad (4-1)*2+3-7 = 2 -> 1/1. */
+	memset(&w, 0, sizeof(w));
+	w.nspatial = 2;
+	w.in[0] = 7, w.in[1] = 6;
+	w.kernel[0] = 3, w.kernel[1] = 4;
+	w.strides[0] = 2, w.strides[1] = 2;
+	w.dilations[0] = 1, w.dilations[1] = 1;
+	CHECK(conv_window_resolve(&w, CONV_PAD_SAME_UPPER, false, &e) == NN_OK, "%s", e.message);
+	/* dim 1: in 6, k 4, s 2: out 3, total (3-1)*2+4-6 = 2 -> 1/1. */
+	CHECK(w.out[0] == 4 && w.out[1] == 3, "out %lld %lld", (long long)w.out[0],
+	      (long long)w.out[1]);
+	CHECK(w.pads[0] == 1 && w.pads[2] == 1 && w.pads[1] == 1 && w.pads[3] == 1, "pads");
+	/* SAME with an odd total: in 5, k 4, s 1: out 5, total 3: UPPER 1/2, LOWER 2/1. */
+	memset(&w, 0, sizeof(w));
+	w.nspatial = 1;
+	w.in[0] = 5, w.kernel[0] = 4, w.strides[0] = 1, w.dilations[0] = 1;
+	CHECK(conv_window_resolve(&w, CONV_PAD_SAME_UPPER, false, &e) == NN_OK, "%s", e.message);
+	CHECK(w.out[0] == 5 && w.pads[0] == 1 && w.pads[1] == 2, "upper %lld %lld %lld",
+	      (long long)w.out[0], (long long)w.pads[0], (long long)w.pads[1]);
+	CHECK(conv_window_resolve(&w, CONV_PAD_SAME_LOWER, false, &e) == NN_OK, "%s", e.message);
+	CHECK(w.out[0] == 5 && w.pads[0] == 2 && w.pads[1] == 1, "lower");
+	/* SAME with dilation: in 10, k 3, d 2 (dk 5), s 3: out 4, total 9+5-10 = 4. */
+	w.in[0] = 10, w.kernel[0] = 3, w.dilations[0] = 2, w.strides[0] = 3;
+	CHECK(conv_window_resolve(&w, CONV_PAD_SAME_LOWER, false, &e) == NN_OK, "%s", e.message);
+	CHECK(w.out[0] == 4 && w.pads[0] == 2 && w.pads[1] == 2, "dilated same");
+	/* VALID ignores given pads: in 10, dk 5, s 3 -> floor(5/3)+1 = 2. */
+	w.pads[0] = 7, w.pads[1] = 7;
+	CHECK(conv_window_resolve(&w, CONV_PAD_VALID, false, &e) == NN_OK, "%s", e.message);
+	CHECK(w.out[0] == 2 && w.pads[0] == 0 && w.pads[1] == 0, "valid");
+	/* NOTSET floor vs ceil: in 4, k 3, s 2, pads 0: floor 1, ceil 2. */
+	w.in[0] = 4, w.kernel[0] = 3, w.dilations[0] = 1, w.strides[0] = 2;
+	w.pads[0] = 0, w.pads[1] = 0;
+	CHECK(conv_window_resolve(&w, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	CHECK(w.out[0] == 1, "floor %lld", (long long)w.out[0]);
+	CHECK(conv_window_resolve(&w, CONV_PAD_NOTSET, true, &e) == NN_OK, "%s", e.message);
+	CHECK(w.out[0] == 2, "ceil %lld", (long long)w.out[0]);
+	/* ceil_mode drops a window starting in the end padding: in 5, k 2,
+	 * s 2, pads 0/1: span 4, ceil(4/2)+1 = 3, start (3-1)*2 = 4 < 5 kept;
+	 * in 4, k 2, s 2, pads 0/1: span 3, ceil 2+1 = 3, start 4 >= 4 dropped. */
+	w.in[0] = 5, w.kernel[0] = 2, w.strides[0] = 2, w.pads[0] = 0, w.pads[1] = 1;
+	CHECK(conv_window_resolve(&w, CONV_PAD_NOTSET, true, &e) == NN_OK, "%s", e.message);
+	CHECK(w.out[0] == 3, "kept %lld", (long long)w.out[0]);
+	w.in[0] = 4;
+	CHECK(conv_window_resolve(&w, CONV_PAD_NOTSET, true, &e) == NN_OK, "%s", e.message);
+	CHECK(w.out[0] == 2, "dropped %lld", (long long)w.out[0]);
+	/* Rejections name the attribute. */
+	w.strides[0] = 0;
+	CHECK(conv_window_resolve(&w, CONV_PAD_NOTSET, false, &e) == NN_EINVAL &&
+		      strstr(e.message, "strides"),
+	      "stride 0: %s", e.message);
+	w.strides[0] = 1, w.dilations[0] = 0;
+	CHECK(conv_window_resolve(&w, CONV_PAD_NOTSET, false, &e) == NN_EINVAL &&
+		      strstr(e.message, "dilations"),
+	      "dilation 0: %s", e.message);
+	w.dilations[0] = 1, w.pads[0] = -1;
+	CHECK(conv_window_resolve(&w, CONV_PAD_NOTSET, false, &e) == NN_EINVAL &&
+		      strstr(e.message, "pads"),
+	      "negative pad: %s", e.message);
+	w.pads[0] = 0, w.pads[1] = 0, w.kernel[0] = 9;
+	CHECK(conv_window_resolve(&w, CONV_PAD_NOTSET, false, &e) == NN_EINVAL &&
+		      strstr(e.message, "kernel_shape"),
+	      "kernel larger than input: %s", e.message);
+	w.kernel[0] = INT64_MAX / 2, w.dilations[0] = 4;
+	CHECK(conv_window_resolve(&w, CONV_PAD_NOTSET, false, &e) == NN_EINVAL, "overflow");
+	/* Group must divide both channel counts. */
+	struct conv_params p;
+	memset(&p, 0, sizeof(p));
+	p.win.nspatial = 1;
+	p.win.in[0] = 4, p.win.kernel[0] = 1, p.win.strides[0] = 1, p.win.dilations[0] = 1;
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	p.batch = 1, p.in_channels = 6, p.out_channels = 4, p.group = 3;
+	size_t sb;
+	CHECK(conv_check(&p, &sb, &e) == NN_EINVAL && strstr(e.message, "group"), "group: %s",
+	      e.message);
+	return 0;
+}
+
+static int expect(const float *got, const float *want, int n, const char *what)
+{
+	for (int i = 0; i < n; i++)
+		CHECK(fabsf(got[i] - want[i]) <= 1e-6f * (1.0f + fabsf(want[i])),
+		      "%s[%d]: got %.9g want %.9g", what, i, (double)got[i], (double)want[i]);
+	return 0;
+}
+
+static void pool2d(struct conv_pool_params *p, int64_t h, int64_t w, int64_t k, int64_t s,
+		   int64_t d, int64_t pad)
+{
+	memset(p, 0, sizeof(*p));
+	p->batch = 1, p->channels = 1;
+	p->win.nspatial = 2;
+	p->win.in[0] = h, p->win.in[1] = w;
+	for (int i = 0; i < 2; i++) {
+		p->win.kernel[i] = k, p->win.strides[i] = s, p->win.dilations[i] = d;
+		p->win.pads[i] = pad, p->win.pads[2 + i] = pad;
+	}
+}
+
+static int case_maxpool_values(void)
+{
+	struct nn_err e;
+	struct conv_pool_params p;
+	float x[25], y[16];
+	int64_t idx[16];
+	for (int i = 0; i < 25; i++)
+		x[i] = (float)(i + 1);
+	/* 5x5 of 1..25, k 2, s 2: [[7,9],[17,19]]; indices row-major [[6,8],[16,18]],
+	 * column-major [[6,16],[8,18]] (ONNX maxpool_with_argmax_2d_precomputed_strides). */
+	pool2d(&p, 5, 5, 2, 2, 1, 0);
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	CHECK(conv_pool_check(&p, &e) == NN_OK, "%s", e.message);
+	conv_maxpool(&p, x, y, idx);
+	CHECK(expect(y, (const float[]){7, 9, 17, 19}, 4, "max") == 0, "values");
+	CHECK(idx[0] == 6 && idx[1] == 8 && idx[2] == 16 && idx[3] == 18, "row-major indices");
+	p.column_major = true;
+	conv_maxpool(&p, x, y, idx);
+	CHECK(idx[0] == 6 && idx[1] == 16 && idx[2] == 8 && idx[3] == 18,
+	      "column-major indices %lld %lld %lld %lld", (long long)idx[0], (long long)idx[1],
+	      (long long)idx[2], (long long)idx[3]);
+	/* 4x4 of 1..16, k 3, s 2, ceil_mode: [[11,12],[15,16]] (ONNX maxpool_2d_ceil). */
+	pool2d(&p, 4, 4, 3, 2, 1, 0);
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, true, &e) == NN_OK, "%s", e.message);
+	CHECK(p.win.out[0] == 2 && p.win.out[1] == 2, "ceil shape");
+	conv_maxpool(&p, x, y, NULL);
+	CHECK(expect(y, (const float[]){11, 12, 15, 16}, 4, "ceil") == 0, "ceil values");
+	/* 4x4, k 2, s 1, dilation 2: [[11,12],[15,16]] (ONNX maxpool_2d_dilations). */
+	pool2d(&p, 4, 4, 2, 1, 2, 0);
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	conv_maxpool(&p, x, y, idx);
+	CHECK(expect(y, (const float[]){11, 12, 15, 16}, 4, "dilated") == 0, "dilated values");
+	CHECK(idx[0] == 10 && idx[3] == 15, "dilated indices");
+	/* Padding never wins, even over negative values: -x, k 3, s 1, pad 1 on
+	 * 3x3 (values -1..-9): corner max -1 (index 0), centre -1. */
+	float neg[9];
+	for (int i = 0; i < 9; i++)
+		neg[i] = -(float)(i + 1);
+	pool2d(&p, 3, 3, 3, 1, 1, 1);
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	conv_maxpool(&p, neg, y, idx);
+	CHECK(expect(y, (const float[]){-1, -1, -2, -1, -1, -2, -4, -4, -5}, 9, "neg") == 0,
+	      "padded negative values");
+	CHECK(idx[8] == 4, "index %lld", (long long)idx[8]);
+	/* Batch and channel offsets are part of the index. */
+	float two[50];
+	for (int i = 0; i < 50; i++)
+		two[i] = (float)(i % 25);
+	pool2d(&p, 5, 5, 5, 1, 1, 0);
+	p.channels = 2;
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	conv_maxpool(&p, two, y, idx);
+	CHECK(y[0] == 24 && y[1] == 24 && idx[0] == 24 && idx[1] == 49, "plane offsets");
+	/* NaN never wins. */
+	float nanx[4] = {NAN, 2, 1, NAN};
+	pool2d(&p, 2, 2, 2, 1, 1, 0);
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	conv_maxpool(&p, nanx, y, idx);
+	CHECK(y[0] == 2 && idx[0] == 1, "nan");
+	/* 1-D and 3-D. */
+	float x1[6] = {3, 1, 4, 1, 5, 9};
+	struct conv_pool_params q;
+	memset(&q, 0, sizeof(q));
+	q.batch = 1, q.channels = 1, q.win.nspatial = 1;
+	q.win.in[0] = 6, q.win.kernel[0] = 2, q.win.strides[0] = 2, q.win.dilations[0] = 1;
+	CHECK(conv_window_resolve(&q.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	conv_maxpool(&q, x1, y, idx);
+	CHECK(expect(y, (const float[]){3, 4, 9}, 3, "1d") == 0 && idx[2] == 5, "1d");
+	float x3[27];
+	for (int i = 0; i < 27; i++)
+		x3[i] = (float)((i * 7) % 27);
+	memset(&q, 0, sizeof(q));
+	q.batch = 1, q.channels = 1, q.win.nspatial = 3;
+	for (int i = 0; i < 3; i++)
+		q.win.in[i] = 3, q.win.kernel[i] = 2, q.win.strides[i] = 1, q.win.dilations[i] = 1;
+	CHECK(conv_window_resolve(&q.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	conv_maxpool(&q, x3, y, idx);
+	/* Window at (0,0,0) covers flat offsets {0,1,3,4,9,10,12,13}: values
+	 * 0,7,21,1,9,16,3,10 -> 21 at (0,1,0), flat index 3. */
+	CHECK(y[0] == 21 && idx[0] == 3, "3d %g %lld", (double)y[0], (long long)idx[0]);
+	return 0;
+}
+
+static int case_avgpool_values(void)
+{
+	struct nn_err e;
+	struct conv_pool_params p;
+	float x[16], y[16];
+	for (int i = 0; i < 16; i++)
+		x[i] = (float)(i + 1);
+	/* 3x3 of 1..9, k 2, s 2, pads 1: windows {1}, {2,3}, {4,7}, {5,6,8,9}. */
+	pool2d(&p, 3, 3, 2, 2, 1, 1);
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	CHECK(conv_pool_check(&p, &e) == NN_OK, "%s", e.message);
+	conv_avgpool(&p, x, y);
+	CHECK(expect(y, (const float[]){1, 2.5f, 5.5f, 7}, 4, "exclude pad") == 0, "exclude");
+	p.count_include_pad = true;
+	conv_avgpool(&p, x, y);
+	CHECK(expect(y, (const float[]){0.25f, 1.25f, 2.75f, 7}, 4, "include pad") == 0,
+	      "include");
+	/* 4x4 of 1..16, k 3, s 2, ceil_mode: [[6,7.5],[12,13.5]] (ONNX
+	 * averagepool_2d_ceil); with count_include_pad the taps past the input
+	 * that ceil_mode adds do not count either (no pads given). */
+	pool2d(&p, 4, 4, 3, 2, 1, 0);
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, true, &e) == NN_OK, "%s", e.message);
+	conv_avgpool(&p, x, y);
+	CHECK(expect(y, (const float[]){6, 7.5f, 12, 13.5f}, 4, "ceil") == 0, "ceil");
+	p.count_include_pad = true;
+	conv_avgpool(&p, x, y);
+	CHECK(expect(y, (const float[]){6, 7.5f, 12, 13.5f}, 4, "ceil include") == 0,
+	      "ceil include");
+	/* ceil_mode with end padding 1 on 4x4, k 3, s 2: out 2; window 1 spans
+	 * [2, 5): taps 2,3 real, 4 pad -> include-pad divisor 3 per dim. */
+	pool2d(&p, 4, 4, 3, 2, 1, 0);
+	p.win.pads[2] = 1, p.win.pads[3] = 1;
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, true, &e) == NN_OK, "%s", e.message);
+	CHECK(p.win.out[0] == 2, "ceil pad shape %lld", (long long)p.win.out[0]);
+	p.count_include_pad = true;
+	conv_avgpool(&p, x, y);
+	/* last window: rows 2,3 cols 2,3 = 11+12+15+16 = 54 over 9. */
+	CHECK(expect(y + 3, (const float[]){6.0f}, 1, "ceil pad include") == 0, "ceil pad");
+	/* Dilated average: 4x4, k 2, d 2, s 1: (1+3+9+11)/4 = 6. */
+	pool2d(&p, 4, 4, 2, 1, 2, 0);
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	conv_avgpool(&p, x, y);
+	CHECK(expect(y, (const float[]){6, 7, 10, 11}, 4, "dilated") == 0, "dilated");
+	return 0;
+}
+
+static int case_global_and_batchnorm(void)
+{
+	float x[12] = {1, 2, 3, -4, 5, 6, 7, 8, -9, 10, 11, 12}, y[12];
+	conv_global_avgpool(3, 4, x, y);
+	CHECK(expect(y, (const float[]){0.5f, 6.5f, 6.0f}, 3, "gap") == 0, "global avg");
+	conv_global_maxpool(3, 4, x, y);
+	CHECK(expect(y, (const float[]){3, 8, 12}, 3, "gmp") == 0, "global max");
+	/* batch 2, channels 2, spatial 3, epsilon 1: channel 0 (scale 2, bias 1,
+	 * mean 1, var 3) gives (x-1)/2*2+1 = x; channel 1 (scale 1, bias 0,
+	 * mean 0, var 0.25) gives x / sqrt(1.25). */
+	const float scale[2] = {2, 1}, bias[2] = {1, 0}, mean[2] = {1, 0}, var[2] = {3, 0.25f};
+	float bx[12] = {1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5, 6};
+	conv_batchnorm(2, 2, 3, bx, scale, bias, mean, var, 1.0f, y);
+	float s1 = 1.0f / sqrtf(1.25f);
+	const float want[12] = {1, 2, 3, s1, 2 * s1, 3 * s1, 4, 5, 6, 4 * s1, 5 * s1, 6 * s1};
+	CHECK(expect(y, want, 12, "bn") == 0, "batchnorm");
+	conv_batchnorm(2, 2, 3, bx, scale, bias, mean, var, 1.0f, bx); /* in place */
+	CHECK(expect(bx, want, 12, "bn in place") == 0, "batchnorm in place");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: test_conv CASE\n");
+		return 2;
+	}
+	const char *c = argv[1];
+	if (!strcmp(c, "matches_reference"))
+		return case_conv_matches_reference();
+	if (!strcmp(c, "window_shapes"))
+		return case_window_shapes();
+	if (!strcmp(c, "maxpool_values"))
+		return case_maxpool_values();
+	if (!strcmp(c, "avgpool_values"))
+		return case_avgpool_values();
+	if (!strcmp(c, "global_and_batchnorm"))
+		return case_global_and_batchnorm();
+	fprintf(stderr, "unknown case %s\n", c);
+	return 2;
+}
