@@ -37,8 +37,9 @@
 
 /* What infer sees and fills. in[i] has dtype, ndim and shape of input i;
  * in[i].data is non-NULL iff that input is a compile-time constant
- * (initializer, Constant, or folded). An absent optional input ("" name or
- * index past the node's inputs) has dtype DT_UNDEFINED and ndim 0.
+ * (initializer, Constant, or folded). An absent optional input ("" name)
+ * has dtype DT_UNDEFINED, ndim 0 and data NULL; inputs past n_in are absent
+ * too (ops check n_in before reading in[i]).
  * out[i]: infer sets dtype, ndim and shape (data stays NULL). Outputs the
  * node does not list (or lists as "") are still present in out[] and may be
  * ignored by the executor. */
@@ -46,7 +47,7 @@ struct exec_infer_ctx {
 	const Onnx__NodeProto *node;
 	int64_t opset;        /* version of the op's domain in the model */
 	const struct tensor *in;
-	size_t n_in;          /* == max(node->n_input, op's min_inputs) */
+	size_t n_in;          /* == node->n_input */
 	struct tensor *out;
 	size_t n_out;         /* == node->n_output */
 	size_t scratch_bytes; /* set by infer: bytes of scratch run needs (64-byte aligned) */
@@ -112,6 +113,14 @@ bool exec_attr_ints(const Onnx__NodeProto *node, const char *name, const int64_t
  * false (buf = fallback) when absent. */
 bool exec_attr_string(const Onnx__NodeProto *node, const char *name, char *buf, size_t cap,
 		      const char *fallback);
+
+/* A tensor's value from a TensorProto (initializer or Constant attribute):
+ * dtype, shape and data, borrowed from raw_data / the typed field when it has
+ * the element width and alignment (out->owned false), else a malloc'd copy
+ * (out->owned true: tensor_free releases it). `what` names the tensor in
+ * messages. NN_EUNSUPPORTED for external data, strings, 4-bit types. */
+enum nn_status exec_tensor_proto(const Onnx__TensorProto *tp, const char *what,
+				 struct tensor *out, struct nn_err *e);
 
 /* Element count of a tensor whose shape infer validated (no overflow check). */
 int64_t exec_numel(const struct tensor *t);

@@ -1,0 +1,979 @@
+/* exec: compiles an ONNX graph into a plan (topological order, static shapes,
+ * folded constants, one arena laid out by value lifetimes) and runs it.
+ *
+ * Owns the plan: its value table, steps, op-private state, folded constants
+ * and the arena. Initializers are borrowed from the model (copied only when
+ * stored in a typed field of another width, or misaligned). Operators live in
+ * op modules (exec_op.h) listed in the registry below.
+ * Threading: a plan is used by one thread at a time; no global state. */
+#include "exec.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec_op.h"
+
+#define EXEC_ALIGN 64
+#define EXEC_MAX_VALUES ((size_t)1 << 24)
+
+/* ---- registry ---- */
+
+struct exec_table {
+	const struct exec_op *ops;
+	const size_t *count;
+};
+
+static const struct exec_table exec_tables[] = {
+	{exec_ops_basic, &exec_ops_basic_count},
+	{exec_ops_quant, &exec_ops_quant_count},
+	{exec_ops_conv, &exec_ops_conv_count},
+};
+
+static bool default_domain(const char *d)
+{
+	return d == NULL || d[0] == '\0' || strcmp(d, "ai.onnx") == 0;
+}
+
+const struct exec_op *exec_op_find(const char *domain, const char *op_type)
+{
+	if (op_type == NULL)
+		return NULL;
+	bool def = default_domain(domain);
+	for (size_t t = 0; t < sizeof exec_tables / sizeof exec_tables[0]; t++) {
+		for (size_t i = 0; i < *exec_tables[t].count; i++) {
+			const struct exec_op *op = &exec_tables[t].ops[i];
+			bool same = def ? default_domain(op->domain)
+					: (!default_domain(op->domain) &&
+					   strcmp(op->domain, domain) == 0);
+			if (same && strcmp(op->op_type, op_type) == 0)
+				return op;
+		}
+	}
+	return NULL;
+}
+
+/* ---- helpers for op modules ---- */
+
+enum nn_status exec_node_err(struct nn_err *e, enum nn_status status, const Onnx__NodeProto *node,
+			     const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	const char *code = status == NN_EUNSUPPORTED ? "unsupported_operator"
+			   : status == NN_EINVAL     ? "invalid_model"
+			   : status == NN_ENOMEM     ? "out_of_memory"
+						     : "internal";
+	return err_set(e, status, code, "", "node '%.100s' (%.60s): %s",
+		       node && node->name ? node->name : "",
+		       node && node->op_type ? node->op_type : "?", msg);
+}
+
+const Onnx__AttributeProto *exec_attr_find(const Onnx__NodeProto *node, const char *name)
+{
+	for (size_t i = 0; i < node->n_attribute; i++) {
+		const Onnx__AttributeProto *a = node->attribute[i];
+		if (a && a->name && strcmp(a->name, name) == 0)
+			return a;
+	}
+	return NULL;
+}
+
+int64_t exec_attr_int(const Onnx__NodeProto *node, const char *name, int64_t fallback)
+{
+	const Onnx__AttributeProto *a = exec_attr_find(node, name);
+	if (!a)
+		return fallback;
+	if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
+		return fallback;
+	return a->i;
+}
+
+float exec_attr_float(const Onnx__NodeProto *node, const char *name, float fallback)
+{
+	const Onnx__AttributeProto *a = exec_attr_find(node, name);
+	if (!a)
+		return fallback;
+	if (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)
+		return fallback;
+	return a->f;
+}
+
+bool exec_attr_ints(const Onnx__NodeProto *node, const char *name, const int64_t **vals,
+		    size_t *n)
+{
+	const Onnx__AttributeProto *a = exec_attr_find(node, name);
+	if (!a || (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS)) {
+		*vals = NULL;
+		*n = 0;
+		return false;
+	}
+	*vals = a->ints;
+	*n = a->n_ints;
+	return true;
+}
+
+bool exec_attr_string(const Onnx__NodeProto *node, const char *name, char *buf, size_t cap,
+		      const char *fallback)
+{
+	const Onnx__AttributeProto *a = exec_attr_find(node, name);
+	if (!a || (a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING)) {
+		snprintf(buf, cap, "%s", fallback ? fallback : "");
+		return false;
+	}
+	size_t n = a->s.len < cap - 1 ? a->s.len : cap - 1;
+	if (n)
+		memcpy(buf, a->s.data, n);
+	buf[n] = '\0';
+	return true;
+}
+
+int64_t exec_numel(const struct tensor *t)
+{
+	int64_t n = 1;
+	for (int d = 0; d < t->ndim; d++)
+		n *= t->shape[d];
+	return n;
+}
+
+/* ---- plan ---- */
+
+struct exec_value {
+	const char *name;  /* borrowed from the model; "" for an unnamed output */
+	struct tensor t;   /* dtype + shape; data for constants and, after planning, buffers */
+	bool is_const;
+	bool const_owned;  /* t.data malloc'd by the plan */
+	bool defined;
+	int def;           /* producing step, -1 for graph inputs and constants */
+	int last;          /* last reading step (n_steps for graph outputs) */
+	size_t bytes;
+	size_t offset;
+	bool planned;
+};
+
+struct exec_step {
+	const struct exec_op *op;
+	const Onnx__NodeProto *node;
+	int64_t opset;
+	void *priv;
+	size_t n_in, n_out;
+	int *in;  /* value index, -1 absent */
+	int *out;
+	struct tensor *in_t, *out_t;
+	size_t scratch_bytes, scratch_off;
+	bool folded;
+};
+
+struct exec_plan {
+	struct exec_value *values;
+	size_t n_values, cap_values;
+	uint32_t *slots; /* hash of names -> value index + 1 */
+	size_t n_slots;
+	struct exec_step *steps;
+	size_t n_steps;
+	int *inputs, *outputs;
+	size_t n_inputs, n_outputs;
+	struct tensor *in_specs, *out_specs;
+	unsigned char *arena;
+	size_t arena_bytes, const_bytes;
+};
+
+static uint32_t name_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+static int value_find(const struct exec_plan *p, const char *name)
+{
+	size_t mask = p->n_slots - 1;
+	for (size_t i = name_hash(name) & mask;; i = (i + 1) & mask) {
+		uint32_t s = p->slots[i];
+		if (s == 0)
+			return -1;
+		if (strcmp(p->values[s - 1].name, name) == 0)
+			return (int)(s - 1);
+	}
+}
+
+/* Adds a value (names must be unique unless empty); returns its index or -1. */
+static int value_add(struct exec_plan *p, const char *name, struct nn_err *e)
+{
+	if (p->n_values >= p->cap_values) {
+		err_set(e, NN_EINTERNAL, "internal", "", "value table overflow");
+		return -1;
+	}
+	int idx = (int)p->n_values++;
+	struct exec_value *v = &p->values[idx];
+	memset(v, 0, sizeof *v);
+	v->name = name ? name : "";
+	v->def = -1;
+	v->last = -1;
+	if (v->name[0]) {
+		size_t mask = p->n_slots - 1;
+		size_t i = name_hash(v->name) & mask;
+		while (p->slots[i] != 0)
+			i = (i + 1) & mask;
+		p->slots[i] = (uint32_t)idx + 1;
+	}
+	return idx;
+}
+
+static int64_t model_opset_for(const struct onnx_model *m, const char *domain)
+{
+	if (default_domain(domain))
+		return onnx_opset(m);
+	for (size_t i = 0; i < m->proto->n_opset_import; i++) {
+		const Onnx__OperatorSetIdProto *o = m->proto->opset_import[i];
+		if (o && o->domain && strcmp(o->domain, domain) == 0)
+			return o->version;
+	}
+	return 0;
+}
+
+static enum nn_status graph_of(const struct onnx_model *m, const Onnx__GraphProto **g,
+			       struct nn_err *e)
+{
+	if (!m || !m->proto || !m->proto->graph)
+		return err_set(e, NN_EINVAL, "invalid_model", "", "model has no graph");
+	*g = m->proto->graph;
+	return NN_OK;
+}
+
+enum nn_status exec_check_support(const struct onnx_model *m, struct nn_err *e)
+{
+	const Onnx__GraphProto *g = NULL;
+	enum nn_status st = graph_of(m, &g, e);
+	if (st != NN_OK)
+		return st;
+	for (size_t i = 0; i < g->n_node; i++) {
+		const Onnx__NodeProto *n = g->node[i];
+		const struct exec_op *op = exec_op_find(n->domain, n->op_type);
+		if (!op) {
+			if (default_domain(n->domain))
+				return exec_node_err(e, NN_EUNSUPPORTED, n,
+						     "operator %.60s is not supported",
+						     n->op_type ? n->op_type : "?");
+			return exec_node_err(e, NN_EUNSUPPORTED, n,
+					     "operator %.60s of domain %.60s is not supported",
+					     n->op_type ? n->op_type : "?", n->domain);
+		}
+		if (op->check &&
+		    (st = op->check(n, model_opset_for(m, n->domain), e)) != NN_OK)
+			return st;
+	}
+	return NN_OK;
+}
+
+/* ---- constants from initializers ---- */
+
+static bool aligned_for(const void *p, size_t a)
+{
+	return a <= 1 || ((uintptr_t)p % a) == 0;
+}
+
+enum nn_status exec_tensor_proto(const Onnx__TensorProto *init, const char *nm,
+				 struct tensor *t, struct nn_err *e)
+{
+	memset(t, 0, sizeof *t);
+	if (init->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_external_data", "",
+			       "tensor '%.100s' uses external data", nm);
+	if (init->n_dims > TENSOR_MAX_DIMS)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_operator", "",
+			       "tensor '%.100s' has %zu dimensions (at most %d)", nm,
+			       init->n_dims, TENSOR_MAX_DIMS);
+	enum dtype dt = (enum dtype)init->data_type;
+	size_t es = dtype_size(dt);
+	if (es == 0 || dt == DT_STRING)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_dtype", "",
+			       "tensor '%.100s' has dtype %s", nm, dtype_name(dt));
+	t->dtype = dt;
+	t->ndim = (int)init->n_dims;
+	for (size_t d = 0; d < init->n_dims; d++)
+		t->shape[d] = init->dims[d];
+	int64_t numel = tensor_numel(t);
+	size_t bytes;
+	if (numel < 0 || __builtin_mul_overflow((size_t)numel, es, &bytes))
+		return err_set(e, NN_EINVAL, "invalid_model", "",
+			       "tensor '%.100s' has a bad shape", nm);
+	const void *src = NULL;
+	size_t have = 0, src_es = es;
+	if (init->has_raw_data && init->raw_data.len > 0) {
+		src = init->raw_data.data;
+		have = init->raw_data.len;
+	} else {
+		switch (dt) {
+		case DT_FLOAT:
+			src = init->float_data, have = init->n_float_data * 4;
+			break;
+		case DT_INT64:
+			src = init->int64_data, have = init->n_int64_data * 8;
+			break;
+		case DT_DOUBLE:
+			src = init->double_data, have = init->n_double_data * 8;
+			break;
+		case DT_UINT32:
+		case DT_UINT64:
+			src = init->uint64_data, have = init->n_uint64_data * 8, src_es = 8;
+			break;
+		default: /* int32_data holds int32 and every narrower integer type */
+			src = init->int32_data, have = init->n_int32_data * 4, src_es = 4;
+			break;
+		}
+		have = have / src_es * es; /* element count * target width */
+	}
+	if (have != bytes)
+		return err_set(e, NN_EINVAL, "invalid_model", "",
+			       "tensor '%.100s' holds %zu bytes, its shape needs %zu", nm, have,
+			       bytes);
+	if (src_es == es && aligned_for(src, es)) {
+		t->data = (void *)src;
+		return NN_OK;
+	}
+	void *buf = malloc(bytes ? bytes : 1);
+	if (!buf)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "copying tensor '%.100s'", nm);
+	if (src_es == es) {
+		memcpy(buf, src, bytes);
+	} else {
+		for (int64_t i = 0; i < numel; i++) {
+			const unsigned char *s = (const unsigned char *)src + (size_t)i * src_es;
+			unsigned char *d = (unsigned char *)buf + (size_t)i * es;
+			if (src_es == 8) {
+				uint64_t x;
+				memcpy(&x, s, 8);
+				if (es == 4) {
+					uint32_t y = (uint32_t)x;
+					memcpy(d, &y, 4);
+				} else {
+					memcpy(d, &x, es);
+				}
+			} else {
+				int32_t x;
+				memcpy(&x, s, 4);
+				if (es == 1) {
+					uint8_t y = (uint8_t)x;
+					memcpy(d, &y, 1);
+				} else if (es == 2) {
+					uint16_t y = (uint16_t)x;
+					memcpy(d, &y, 2);
+				} else {
+					memcpy(d, &x, 4);
+				}
+			}
+		}
+	}
+	t->data = buf;
+	t->owned = true;
+	return NN_OK;
+}
+
+/* An initializer as a constant value (a copy is counted in const_bytes). */
+static enum nn_status init_const(struct exec_plan *p, struct exec_value *v,
+				 const Onnx__TensorProto *init, struct nn_err *e)
+{
+	enum nn_status st = exec_tensor_proto(init, init->name ? init->name : "", &v->t, e);
+	if (st != NN_OK)
+		return st;
+	if (v->t.owned) {
+		v->const_owned = true;
+		v->t.owned = false;
+		size_t b = 0;
+		tensor_nbytes(&v->t, &b, NULL);
+		p->const_bytes += b;
+	}
+	return NN_OK;
+}
+
+/* ---- compile ---- */
+
+static size_t align_up(size_t n)
+{
+	return (n + EXEC_ALIGN - 1) & ~(size_t)(EXEC_ALIGN - 1);
+}
+
+void exec_free(struct exec_plan *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->n_steps; i++) {
+		struct exec_step *s = &p->steps[i];
+		if (s->priv) {
+			if (s->op && s->op->free_priv)
+				s->op->free_priv(s->priv);
+			else
+				free(s->priv);
+		}
+		free(s->in);
+		free(s->out);
+		free(s->in_t);
+		free(s->out_t);
+	}
+	free(p->steps);
+	for (size_t i = 0; i < p->n_values; i++)
+		if (p->values[i].const_owned)
+			free(p->values[i].t.data);
+	free(p->values);
+	free(p->slots);
+	free(p->inputs);
+	free(p->outputs);
+	free(p->in_specs);
+	free(p->out_specs);
+	free(p->arena);
+	free(p);
+}
+
+static enum nn_status input_shape(const Onnx__ValueInfoProto *vi, int64_t batch, struct tensor *t,
+				  struct nn_err *e)
+{
+	const char *nm = vi->name ? vi->name : "";
+	const Onnx__TypeProto *tp = vi->type;
+	if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_operator", "",
+			       "graph input '%.100s' is not a tensor", nm);
+	const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
+	t->dtype = (enum dtype)tt->elem_type;
+	if (dtype_size(t->dtype) == 0 || t->dtype == DT_STRING)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_dtype", "",
+			       "graph input '%.100s' has dtype %s", nm, dtype_name(t->dtype));
+	if (!tt->shape)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_operator", "",
+			       "graph input '%.100s' has no shape", nm);
+	if (tt->shape->n_dim > TENSOR_MAX_DIMS)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_operator", "",
+			       "graph input '%.100s' has %zu dimensions (at most %d)", nm,
+			       tt->shape->n_dim, TENSOR_MAX_DIMS);
+	t->ndim = (int)tt->shape->n_dim;
+	for (size_t d = 0; d < tt->shape->n_dim; d++) {
+		const Onnx__TensorShapeProto__Dimension *dim = tt->shape->dim[d];
+		if (dim && dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE &&
+		    dim->dim_value >= 0) {
+			t->shape[d] = dim->dim_value;
+		} else if (d == 0) {
+			t->shape[d] = batch;
+		} else {
+			return err_set(e, NN_EUNSUPPORTED, "unsupported_operator", "",
+				       "graph input '%.100s' has a symbolic dimension %zu (only the "
+				       "first, batch, dimension may be symbolic)",
+				       nm, d);
+		}
+	}
+	return NN_OK;
+}
+
+/* Output bytes of a value; NN_EINVAL on overflow or unsized dtype. */
+static enum nn_status value_bytes(const struct exec_value *v, const Onnx__NodeProto *n,
+				  size_t *out, struct nn_err *e)
+{
+	size_t es = dtype_size(v->t.dtype);
+	size_t cnt = 1;
+	if (es == 0 || v->t.ndim < 0 || v->t.ndim > TENSOR_MAX_DIMS)
+		return exec_node_err(e, NN_EUNSUPPORTED, n, "output '%.100s' has dtype %s",
+				     v->name, dtype_name(v->t.dtype));
+	for (int d = 0; d < v->t.ndim; d++) {
+		if (v->t.shape[d] < 0 ||
+		    __builtin_mul_overflow(cnt, (size_t)v->t.shape[d], &cnt))
+			return exec_node_err(e, NN_EINVAL, n, "output '%.100s' has a bad shape",
+					     v->name);
+	}
+	if (__builtin_mul_overflow(cnt, es, out) || *out > ((size_t)1 << 40))
+		return exec_node_err(e, NN_ETOOBIG, n, "output '%.100s' is too large", v->name);
+	return NN_OK;
+}
+
+/* Runs a step whose inputs are all constant at compile time; its outputs
+ * become plan-owned constants. */
+static enum nn_status fold_step(struct exec_plan *p, struct exec_step *s, struct nn_err *e)
+{
+	void *scratch = NULL;
+	enum nn_status st = NN_OK;
+	for (size_t j = 0; j < s->n_out; j++) {
+		struct exec_value *v = &p->values[s->out[j]];
+		size_t bytes;
+		if ((st = value_bytes(v, s->node, &bytes, e)) != NN_OK)
+			return st;
+		v->t.data = calloc(1, bytes ? bytes : 1);
+		if (!v->t.data)
+			return exec_node_err(e, NN_ENOMEM, s->node, "folding constant output");
+		v->const_owned = true;
+		v->is_const = true;
+		p->const_bytes += bytes;
+		s->out_t[j] = v->t;
+	}
+	if (s->scratch_bytes) {
+		scratch = aligned_alloc(EXEC_ALIGN, align_up(s->scratch_bytes));
+		if (!scratch)
+			return exec_node_err(e, NN_ENOMEM, s->node, "folding scratch");
+	}
+	struct exec_run_ctx c = {
+		.node = s->node, .opset = s->opset, .priv = s->priv,
+		.in = s->in_t, .n_in = s->n_in, .out = s->out_t, .n_out = s->n_out,
+		.scratch = scratch, .scratch_bytes = s->scratch_bytes,
+	};
+	st = s->op->run(&c, e);
+	free(scratch);
+	s->folded = true;
+	return st;
+}
+
+struct interval {
+	size_t bytes;
+	int start, end;
+	size_t *offset;
+};
+
+static int interval_cmp(const void *a, const void *b)
+{
+	const struct interval *x = a, *y = b;
+	if (x->bytes != y->bytes)
+		return x->bytes < y->bytes ? 1 : -1;
+	return x->start - y->start;
+}
+
+/* Greedy by size, best-fit gap: biggest buffers first, each at the smallest
+ * gap among already placed buffers whose lifetimes overlap it. */
+static enum nn_status plan_offsets(struct interval *iv, size_t n, size_t *total, struct nn_err *e)
+{
+	qsort(iv, n, sizeof *iv, interval_cmp);
+	struct interval **placed = malloc((n ? n : 1) * sizeof *placed);
+	struct interval **live = malloc((n ? n : 1) * sizeof *live);
+	if (!placed || !live) {
+		free(placed);
+		free(live);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "planning buffers");
+	}
+	size_t n_placed = 0;
+	*total = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct interval *c = &iv[i];
+		size_t n_live = 0;
+		/* placed[] is kept sorted by offset, so live[] is too */
+		for (size_t k = 0; k < n_placed; k++)
+			if (placed[k]->start <= c->end && c->start <= placed[k]->end)
+				live[n_live++] = placed[k];
+		size_t best = SIZE_MAX, best_gap = SIZE_MAX, cur = 0;
+		for (size_t k = 0; k < n_live; k++) {
+			size_t off = *live[k]->offset;
+			if (off > cur && off - cur >= c->bytes && off - cur < best_gap) {
+				best_gap = off - cur;
+				best = cur;
+			}
+			size_t end = off + live[k]->bytes;
+			if (end > cur)
+				cur = end;
+		}
+		if (best == SIZE_MAX)
+			best = cur;
+		*c->offset = best;
+		if (best + c->bytes > *total)
+			*total = best + c->bytes;
+		size_t pos = n_placed;
+		while (pos > 0 && *placed[pos - 1]->offset > best) {
+			placed[pos] = placed[pos - 1];
+			pos--;
+		}
+		placed[pos] = c;
+		n_placed++;
+	}
+	free(placed);
+	free(live);
+	return NN_OK;
+}
+
+static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model *m,
+				    const Onnx__GraphProto *g, int64_t batch, struct nn_err *e)
+{
+	enum nn_status st;
+	/* values: initializers, graph inputs, node outputs */
+	size_t cap = g->n_initializer + g->n_input;
+	for (size_t i = 0; i < g->n_node; i++) {
+		if (!g->node[i])
+			return err_set(e, NN_EINVAL, "invalid_model", "", "graph has an empty node");
+		cap += g->node[i]->n_output;
+	}
+	if (cap > EXEC_MAX_VALUES)
+		return err_set(e, NN_ETOOBIG, "model_too_large", "", "graph has too many values");
+	p->cap_values = cap;
+	p->n_slots = 16;
+	while (p->n_slots < cap * 2)
+		p->n_slots *= 2;
+	p->values = calloc(cap ? cap : 1, sizeof *p->values);
+	p->slots = calloc(p->n_slots, sizeof *p->slots);
+	p->steps = calloc(g->n_node ? g->n_node : 1, sizeof *p->steps);
+	p->inputs = calloc(g->n_input ? g->n_input : 1, sizeof *p->inputs);
+	p->outputs = calloc(g->n_output ? g->n_output : 1, sizeof *p->outputs);
+	p->in_specs = calloc(g->n_input ? g->n_input : 1, sizeof *p->in_specs);
+	p->out_specs = calloc(g->n_output ? g->n_output : 1, sizeof *p->out_specs);
+	if (!p->values || !p->slots || !p->steps || !p->inputs || !p->outputs || !p->in_specs ||
+	    !p->out_specs)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+
+	for (size_t i = 0; i < g->n_initializer; i++) {
+		const Onnx__TensorProto *init = g->initializer[i];
+		if (!init || !init->name || !init->name[0])
+			return err_set(e, NN_EINVAL, "invalid_model", "", "unnamed initializer");
+		if (value_find(p, init->name) >= 0)
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "initializer '%.100s' is defined twice", init->name);
+		int idx = value_add(p, init->name, e);
+		if (idx < 0)
+			return e ? e->status : NN_EINTERNAL;
+		struct exec_value *v = &p->values[idx];
+		if ((st = init_const(p, v, init, e)) != NN_OK)
+			return st;
+		v->is_const = true;
+		v->defined = true;
+	}
+	for (size_t i = 0; i < g->n_input; i++) {
+		const Onnx__ValueInfoProto *vi = g->input[i];
+		if (!vi || !vi->name || !vi->name[0])
+			return err_set(e, NN_EINVAL, "invalid_model", "", "unnamed graph input");
+		if (value_find(p, vi->name) >= 0)
+			continue; /* IR < 4: an initializer listed among the inputs is a constant */
+		int idx = value_add(p, vi->name, e);
+		if (idx < 0)
+			return e ? e->status : NN_EINTERNAL;
+		struct exec_value *v = &p->values[idx];
+		if ((st = input_shape(vi, batch, &v->t, e)) != NN_OK)
+			return st;
+		v->defined = true;
+		p->inputs[p->n_inputs] = idx;
+		p->in_specs[p->n_inputs] = v->t;
+		p->in_specs[p->n_inputs].data = NULL;
+		p->n_inputs++;
+	}
+
+	/* topological order: repeated passes (one pass for graphs already in order) */
+	bool *done = calloc(g->n_node ? g->n_node : 1, sizeof *done);
+	if (!done)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+	size_t scheduled = 0;
+	for (;;) {
+		bool progress = false;
+		for (size_t i = 0; i < g->n_node; i++) {
+			if (done[i])
+				continue;
+			const Onnx__NodeProto *n = g->node[i];
+			bool ready = true;
+			for (size_t k = 0; k < n->n_input && ready; k++) {
+				if (!n->input[k] || !n->input[k][0])
+					continue;
+				int vi = value_find(p, n->input[k]);
+				ready = vi >= 0 && p->values[vi].defined;
+			}
+			if (!ready)
+				continue;
+			for (size_t k = 0; k < n->n_output; k++) {
+				const char *on = n->output[k] ? n->output[k] : "";
+				if (on[0] && value_find(p, on) >= 0) {
+					free(done);
+					return exec_node_err(e, NN_EINVAL, n,
+							     "output '%.100s' is defined twice", on);
+				}
+				int vi = value_add(p, on, e);
+				if (vi < 0) {
+					free(done);
+					return e ? e->status : NN_EINTERNAL;
+				}
+				p->values[vi].defined = true;
+				p->values[vi].def = (int)scheduled;
+			}
+			p->steps[scheduled++].node = n;
+			done[i] = true;
+			progress = true;
+		}
+		if (scheduled == g->n_node || !progress)
+			break;
+	}
+	if (scheduled < g->n_node) {
+		for (size_t i = 0; i < g->n_node; i++) {
+			if (done[i])
+				continue;
+			const Onnx__NodeProto *n = g->node[i];
+			for (size_t k = 0; k < n->n_input; k++) {
+				if (!n->input[k] || !n->input[k][0])
+					continue;
+				int vi = value_find(p, n->input[k]);
+				if (vi < 0) {
+					free(done);
+					return exec_node_err(e, NN_EINVAL, n,
+							     "input '%.100s' is not produced by any "
+							     "node, input or initializer",
+							     n->input[k]);
+				}
+			}
+		}
+		free(done);
+		return err_set(e, NN_EINVAL, "invalid_model", "", "graph has a cycle");
+	}
+	free(done);
+	p->n_steps = scheduled;
+
+	/* infer shapes (and fold constants) in order */
+	for (size_t si = 0; si < p->n_steps; si++) {
+		struct exec_step *s = &p->steps[si];
+		const Onnx__NodeProto *n = s->node;
+		s->op = exec_op_find(n->domain, n->op_type);
+		if (!s->op)
+			return exec_node_err(e, NN_EUNSUPPORTED, n, "operator %.60s is not supported",
+					     n->op_type ? n->op_type : "?");
+		s->opset = model_opset_for(m, n->domain);
+		if (s->op->check && (st = s->op->check(n, s->opset, e)) != NN_OK)
+			return st;
+		s->n_in = n->n_input;
+		s->n_out = n->n_output;
+		s->in = calloc(s->n_in ? s->n_in : 1, sizeof *s->in);
+		s->out = calloc(s->n_out ? s->n_out : 1, sizeof *s->out);
+		s->in_t = calloc(s->n_in ? s->n_in : 1, sizeof *s->in_t);
+		s->out_t = calloc(s->n_out ? s->n_out : 1, sizeof *s->out_t);
+		if (!s->in || !s->out || !s->in_t || !s->out_t)
+			return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+		bool all_const = true;
+		for (size_t k = 0; k < s->n_in; k++) {
+			if (!n->input[k] || !n->input[k][0]) {
+				s->in[k] = -1;
+				continue;
+			}
+			s->in[k] = value_find(p, n->input[k]);
+			struct exec_value *v = &p->values[s->in[k]];
+			s->in_t[k] = v->t;
+			if (!v->is_const) {
+				s->in_t[k].data = NULL;
+				all_const = false;
+			}
+			v->last = (int)si;
+		}
+		for (size_t k = 0; k < s->n_out; k++) {
+			const char *on = n->output[k] ? n->output[k] : "";
+			/* unnamed outputs were added in scheduling order too */
+			int vi = -1;
+			if (on[0]) {
+				vi = value_find(p, on);
+			} else {
+				for (size_t q = 0; q < p->n_values; q++)
+					if (p->values[q].def == (int)si && !p->values[q].name[0]) {
+						bool used = false;
+						for (size_t r = 0; r < k; r++)
+							used |= s->out[r] == (int)q;
+						if (!used) {
+							vi = (int)q;
+							break;
+						}
+					}
+			}
+			if (vi < 0)
+				return err_set(e, NN_EINTERNAL, "internal", "",
+					       "lost output %zu of node '%.100s'", k,
+					       n->name ? n->name : "");
+			s->out[k] = vi;
+		}
+		struct exec_infer_ctx ic = {
+			.node = n, .opset = s->opset, .in = s->in_t, .n_in = s->n_in,
+			.out = s->out_t, .n_out = s->n_out,
+		};
+		st = s->op->infer(&ic, e);
+		s->priv = ic.priv;
+		s->scratch_bytes = ic.scratch_bytes;
+		if (st != NN_OK)
+			return st;
+		for (size_t k = 0; k < s->n_out; k++) {
+			struct exec_value *v = &p->values[s->out[k]];
+			v->t = s->out_t[k];
+			v->t.data = NULL;
+			v->t.owned = false;
+			if ((st = value_bytes(v, n, &v->bytes, e)) != NN_OK)
+				return st;
+		}
+		bool is_shape = default_domain(n->domain) && n->op_type &&
+				strcmp(n->op_type, "Shape") == 0;
+		if (all_const || is_shape) {
+			if ((st = fold_step(p, s, e)) != NN_OK)
+				return st;
+		}
+	}
+
+	for (size_t i = 0; i < g->n_output; i++) {
+		const Onnx__ValueInfoProto *vi = g->output[i];
+		int idx = vi && vi->name ? value_find(p, vi->name) : -1;
+		if (idx < 0)
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "graph output '%.100s' is not produced by any node",
+				       vi && vi->name ? vi->name : "");
+		p->values[idx].last = (int)p->n_steps;
+		p->outputs[p->n_outputs] = idx;
+		p->out_specs[p->n_outputs] = p->values[idx].t;
+		p->out_specs[p->n_outputs].data = NULL;
+		p->out_specs[p->n_outputs].owned = false;
+		p->n_outputs++;
+	}
+
+	/* buffer plan: every non-constant value and every step's scratch */
+	size_t n_iv = 0;
+	for (size_t i = 0; i < p->n_values; i++)
+		if (!p->values[i].is_const)
+			n_iv++;
+	for (size_t si = 0; si < p->n_steps; si++)
+		if (!p->steps[si].folded && p->steps[si].scratch_bytes)
+			n_iv++;
+	struct interval *iv = calloc(n_iv ? n_iv : 1, sizeof *iv);
+	if (!iv)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "planning buffers");
+	size_t k = 0;
+	for (size_t i = 0; i < p->n_values; i++) {
+		struct exec_value *v = &p->values[i];
+		if (v->is_const)
+			continue;
+		if (v->def < 0 && v->bytes == 0) {
+			size_t b;
+			if ((st = value_bytes(v, NULL, &b, e)) != NN_OK) {
+				free(iv);
+				return st;
+			}
+			v->bytes = b;
+		}
+		int start = v->def < 0 ? 0 : v->def;
+		int end = v->last < start ? start : v->last;
+		iv[k++] = (struct interval){align_up(v->bytes), start, end, &v->offset};
+	}
+	for (size_t si = 0; si < p->n_steps; si++) {
+		struct exec_step *s = &p->steps[si];
+		if (!s->folded && s->scratch_bytes)
+			iv[k++] = (struct interval){align_up(s->scratch_bytes), (int)si, (int)si,
+						    &s->scratch_off};
+	}
+	st = plan_offsets(iv, n_iv, &p->arena_bytes, e);
+	free(iv);
+	if (st != NN_OK)
+		return st;
+	if (p->arena_bytes) {
+		p->arena = aligned_alloc(EXEC_ALIGN, align_up(p->arena_bytes));
+		if (!p->arena)
+			return err_set(e, NN_ENOMEM, "out_of_memory", "",
+				       "allocating a %zu-byte arena", p->arena_bytes);
+	}
+	for (size_t i = 0; i < p->n_values; i++) {
+		struct exec_value *v = &p->values[i];
+		if (!v->is_const)
+			v->t.data = p->arena ? p->arena + v->offset : NULL;
+	}
+	for (size_t si = 0; si < p->n_steps; si++) {
+		struct exec_step *s = &p->steps[si];
+		for (size_t q = 0; q < s->n_in; q++)
+			if (s->in[q] >= 0)
+				s->in_t[q].data = p->values[s->in[q]].t.data;
+		for (size_t q = 0; q < s->n_out; q++)
+			s->out_t[q].data = p->values[s->out[q]].t.data;
+	}
+	return NN_OK;
+}
+
+enum nn_status exec_compile(const struct onnx_model *m, int64_t batch, struct exec_plan **out,
+			    struct nn_err *e)
+{
+	*out = NULL;
+	const Onnx__GraphProto *g = NULL;
+	enum nn_status st = graph_of(m, &g, e);
+	if (st != NN_OK)
+		return st;
+	if (batch < 1 || batch > ((int64_t)1 << 30))
+		return err_set(e, NN_EINVAL, "invalid_argument", "", "batch %lld out of range",
+			       (long long)batch);
+	struct exec_plan *p = calloc(1, sizeof *p);
+	if (!p)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+	st = compile_graph(p, m, g, batch, e);
+	if (st != NN_OK) {
+		exec_free(p);
+		return st;
+	}
+	*out = p;
+	return NN_OK;
+}
+
+size_t exec_input_count(const struct exec_plan *p)
+{
+	return p->n_inputs;
+}
+
+size_t exec_output_count(const struct exec_plan *p)
+{
+	return p->n_outputs;
+}
+
+const char *exec_input_name(const struct exec_plan *p, size_t i)
+{
+	return i < p->n_inputs ? p->values[p->inputs[i]].name : NULL;
+}
+
+const struct tensor *exec_input_spec(const struct exec_plan *p, size_t i)
+{
+	return i < p->n_inputs ? &p->in_specs[i] : NULL;
+}
+
+const char *exec_output_name(const struct exec_plan *p, size_t i)
+{
+	return i < p->n_outputs ? p->values[p->outputs[i]].name : NULL;
+}
+
+const struct tensor *exec_output_spec(const struct exec_plan *p, size_t i)
+{
+	return i < p->n_outputs ? &p->out_specs[i] : NULL;
+}
+
+size_t exec_plan_bytes(const struct exec_plan *p)
+{
+	return p->arena_bytes + p->const_bytes;
+}
+
+enum nn_status exec_run(struct exec_plan *p, const struct tensor *inputs, size_t n_inputs,
+			struct tensor *outputs, size_t n_outputs, struct nn_err *e)
+{
+	if (n_inputs != p->n_inputs || n_outputs != p->n_outputs)
+		return err_set(e, NN_EINVAL, "invalid_argument", "",
+			       "expected %zu inputs and %zu outputs, got %zu and %zu", p->n_inputs,
+			       p->n_outputs, n_inputs, n_outputs);
+	for (size_t i = 0; i < n_inputs; i++) {
+		const struct tensor *spec = &p->in_specs[i];
+		const struct tensor *in = &inputs[i];
+		bool same = in->dtype == spec->dtype && in->ndim == spec->ndim;
+		for (int d = 0; same && d < spec->ndim; d++)
+			same = in->shape[d] == spec->shape[d];
+		if (!same)
+			return err_set(e, NN_EINVAL, "invalid_argument", "",
+				       "input '%.100s' does not match the plan's dtype and shape",
+				       exec_input_name(p, i));
+		struct exec_value *v = &p->values[p->inputs[i]];
+		if (v->bytes) {
+			if (!in->data)
+				return err_set(e, NN_EINVAL, "invalid_argument", "",
+					       "input '%.100s' has no data", v->name);
+			memcpy(v->t.data, in->data, v->bytes);
+		}
+	}
+	for (size_t si = 0; si < p->n_steps; si++) {
+		struct exec_step *s = &p->steps[si];
+		if (s->folded)
+			continue;
+		struct exec_run_ctx c = {
+			.node = s->node, .opset = s->opset, .priv = s->priv,
+			.in = s->in_t, .n_in = s->n_in, .out = s->out_t, .n_out = s->n_out,
+			.scratch = s->scratch_bytes ? p->arena + s->scratch_off : NULL,
+			.scratch_bytes = s->scratch_bytes,
+		};
+		enum nn_status st = s->op->run(&c, e);
+		if (st != NN_OK)
+			return st;
+	}
+	for (size_t i = 0; i < n_outputs; i++) {
+		const struct exec_value *v = &p->values[p->outputs[i]];
+		tensor_view(&outputs[i], v->t.dtype, v->t.ndim, v->t.shape, v->t.data);
+	}
+	return NN_OK;
+}

@@ -1,0 +1,552 @@
+/* Unit tests for the executor (engine/exec.c, ops_basic.c, ops_quant.c):
+ * operator semantics on tiny models from data/make_exec_cases.py against
+ * references computed here, constant folding of PyTorch's flatten pattern,
+ * buffer planning, support checks, and the MNIST fixtures (float and the
+ * pruned + int8 artifact nncd writes) against ONNX Runtime outputs produced at
+ * test time (exit 77 when tests/oracle/node_modules is absent).
+ * Usage: test_exec CASE DATA_DIR [FIXTURES_DIR NODE ORACLE_NODE_MODULES SCRIPT TMP_DIR] */
+#include <fcntl.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "onnx_io.h"
+#include "pipeline.h"
+
+extern char **environ;
+
+#define CHECK(cond, ...)                                                              \
+	do {                                                                          \
+		if (!(cond)) {                                                        \
+			fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, \
+				#cond);                                               \
+			fprintf(stderr, __VA_ARGS__);                                 \
+			fprintf(stderr, "\n");                                        \
+			return 1;                                                     \
+		}                                                                     \
+	} while (0)
+
+static const char *data_dir = ".";
+
+static struct onnx_model *load(const char *name)
+{
+	char path[1024];
+	snprintf(path, sizeof path, "%s/%s", data_dir, name);
+	struct onnx_model *m = NULL;
+	struct nn_err e;
+	if (onnx_load_file(path, &m, &e) != NN_OK) {
+		fprintf(stderr, "loading %s: %s\n", path, e.message);
+		return NULL;
+	}
+	return m;
+}
+
+static uint32_t lcg = 12345;
+static float frand(void)
+{
+	lcg = lcg * 1103515245u + 12345u;
+	return (float)((lcg >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static void fill(float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = frand();
+}
+
+static bool close_to(float a, float b, float tol)
+{
+	return fabsf(a - b) <= tol * (1.0f + fabsf(b));
+}
+
+/* Compiles, feeds float inputs (filled at random unless given), runs. */
+struct run {
+	struct onnx_model *m;
+	struct exec_plan *p;
+	struct tensor in[8], out[8];
+	float *buf[8];
+};
+
+static int run_model(struct run *r, const char *name, int64_t batch)
+{
+	memset(r, 0, sizeof *r);
+	struct nn_err e;
+	r->m = load(name);
+	CHECK(r->m, "load %s", name);
+	CHECK(exec_check_support(r->m, &e) == NN_OK, "%s", e.message);
+	CHECK(exec_compile(r->m, batch, &r->p, &e) == NN_OK, "compile %s: %s", name, e.message);
+	size_t ni = exec_input_count(r->p);
+	CHECK(ni <= 8 && exec_output_count(r->p) <= 8, "counts");
+	for (size_t i = 0; i < ni; i++) {
+		const struct tensor *s = exec_input_spec(r->p, i);
+		CHECK(s->dtype == DT_FLOAT, "float input");
+		int64_t n = tensor_numel(s);
+		r->buf[i] = malloc(sizeof(float) * (size_t)(n ? n : 1));
+		fill(r->buf[i], (size_t)n);
+		tensor_view(&r->in[i], s->dtype, s->ndim, s->shape, r->buf[i]);
+	}
+	CHECK(exec_run(r->p, r->in, ni, r->out, exec_output_count(r->p), &e) == NN_OK, "run: %s",
+	      e.message);
+	return 0;
+}
+
+static void run_free(struct run *r)
+{
+	for (int i = 0; i < 8; i++)
+		free(r->buf[i]);
+	exec_free(r->p);
+	onnx_free(r->m);
+}
+
+static int test_broadcast(void)
+{
+	struct run r;
+	if (run_model(&r, "exec_bcast.onnx", 1))
+		return 1;
+	const float *a = r.buf[0], *b = r.buf[1], *c = r.buf[2];
+	const float *add = r.out[0].data, *mul = r.out[1].data, *sub = r.out[2].data,
+		    *dv = r.out[3].data;
+	CHECK(r.out[2].ndim == 2 && r.out[2].shape[0] == 3 && r.out[2].shape[1] == 4, "sub shape");
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 3; j++)
+			for (int k = 0; k < 4; k++) {
+				int x = (i * 3 + j) * 4 + k;
+				CHECK(add[x] == a[x] + b[j], "add %d", x);
+				CHECK(mul[x] == a[x] * c[k], "mul %d", x);
+				CHECK(dv[x] == a[x] / b[j], "div %d", x);
+				CHECK(sub[j * 4 + k] == b[j] - c[k], "sub");
+			}
+	run_free(&r);
+	return 0;
+}
+
+static void ref_mm(const float *a, const float *b, float *y, int m, int k, int n)
+{
+	for (int i = 0; i < m; i++)
+		for (int j = 0; j < n; j++) {
+			double s = 0;
+			for (int q = 0; q < k; q++)
+				s += (double)a[i * k + q] * b[q * n + j];
+			y[i * n + j] = (float)s;
+		}
+}
+
+static int test_matmul_batching(void)
+{
+	struct run r;
+	if (run_model(&r, "exec_matmul.onnx", 1))
+		return 1;
+	const float *a = r.buf[0], *b = r.buf[1], *mm = r.buf[2], *v = r.buf[3];
+	/* w: initializer, read back from the model */
+	struct tensor w;
+	struct nn_err e;
+	CHECK(onnx_initializer_view(onnx_find_initializer(r.m, "w"), &w, &e) == NN_OK, "w");
+	const struct tensor *y = &r.out[0];
+	CHECK(y->ndim == 4 && y->shape[0] == 2 && y->shape[1] == 3 && y->shape[2] == 3 &&
+		      y->shape[3] == 5,
+	      "batched shape");
+	float ref[15];
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 3; j++) {
+			ref_mm(a + i * 12, b + j * 20, ref, 3, 4, 5);
+			const float *got = (const float *)y->data + (i * 3 + j) * 15;
+			for (int q = 0; q < 15; q++)
+				CHECK(close_to(got[q], ref[q], 1e-5f), "batched %d %d %d", i, j, q);
+		}
+	CHECK(r.out[1].ndim == 4 && r.out[1].shape[3] == 5, "nd2d shape");
+	for (int i = 0; i < 2; i++) {
+		ref_mm(a + i * 12, w.data, ref, 3, 4, 5);
+		for (int q = 0; q < 15; q++)
+			CHECK(close_to(((const float *)r.out[1].data)[i * 15 + q], ref[q], 1e-5f),
+			      "nd2d");
+	}
+	CHECK(r.out[2].ndim == 1 && r.out[2].shape[0] == 3, "mv shape (1-D B drops a dim)");
+	ref_mm(mm, v, ref, 3, 4, 1);
+	for (int q = 0; q < 3; q++)
+		CHECK(close_to(((const float *)r.out[2].data)[q], ref[q], 1e-5f), "mv");
+	CHECK(r.out[3].ndim == 1 && r.out[3].shape[0] == 5, "vm shape (1-D A drops a dim)");
+	ref_mm(v, w.data, ref, 1, 4, 5);
+	for (int q = 0; q < 5; q++)
+		CHECK(close_to(((const float *)r.out[3].data)[q], ref[q], 1e-5f), "vm");
+	run_free(&r);
+	return 0;
+}
+
+/* opset 13: normalize over dim 1 only; opset 11: over dims 1.. flattened. */
+static int softmax_case(const char *file, bool coerce)
+{
+	struct run r;
+	if (run_model(&r, file, 1))
+		return 1;
+	const float *x = r.buf[0], *sm = r.out[0].data, *lsm = r.out[1].data;
+	for (int i = 0; i < 2; i++) {
+		int groups = coerce ? 1 : 4, len = coerce ? 12 : 3, stride = coerce ? 1 : 4;
+		for (int g = 0; g < groups; g++) {
+			double mx = -1e30, s = 0;
+			for (int q = 0; q < len; q++)
+				mx = fmax(mx, x[i * 12 + g + q * stride]);
+			for (int q = 0; q < len; q++)
+				s += exp(x[i * 12 + g + q * stride] - mx);
+			for (int q = 0; q < len; q++) {
+				int at = i * 12 + g + q * stride;
+				double want = exp(x[at] - mx) / s;
+				CHECK(fabs(sm[at] - want) < 1e-6, "softmax %s at %d: %g vs %g", file, at,
+				      sm[at], want);
+				CHECK(fabs(lsm[at] - log(want)) < 1e-5, "logsoftmax %s at %d", file, at);
+			}
+		}
+	}
+	run_free(&r);
+	return 0;
+}
+
+static int test_softmax_axis(void)
+{
+	return softmax_case("exec_softmax13.onnx", false) || softmax_case("exec_softmax11.onnx", true);
+}
+
+/* Reshape needs a constant shape: compiling at all proves Shape..Concat folded. */
+static int test_flatten_folded(void)
+{
+	for (int64_t batch = 1; batch <= 3; batch += 2) {
+		struct run r;
+		if (run_model(&r, "exec_flatten.onnx", batch))
+			return 1;
+		struct tensor w, b;
+		struct nn_err e;
+		CHECK(onnx_initializer_view(onnx_find_initializer(r.m, "wf"), &w, &e) == NN_OK, "w");
+		CHECK(onnx_initializer_view(onnx_find_initializer(r.m, "bf"), &b, &e) == NN_OK, "b");
+		CHECK(r.in[0].shape[0] == batch && r.out[0].shape[0] == batch &&
+			      r.out[0].shape[1] == 5,
+		      "shapes follow the batch");
+		const float *x = r.buf[0], *y = r.out[0].data, *wd = w.data, *bd = b.data;
+		for (int64_t i = 0; i < batch; i++)
+			for (int j = 0; j < 5; j++) {
+				double s = bd[j];
+				for (int q = 0; q < 24; q++)
+					s += (double)x[i * 24 + q] * wd[j * 24 + q];
+				CHECK(close_to(y[i * 5 + j], (float)s, 1e-5f), "fc %lld %d",
+				      (long long)i, j);
+			}
+		run_free(&r);
+	}
+	return 0;
+}
+
+static int test_buffer_plan_chain(void)
+{
+	struct run r;
+	if (run_model(&r, "exec_chain.onnx", 64))
+		return 1;
+	size_t one = 64 * 256 * sizeof(float);
+	size_t sum = 9 * one; /* input + 8 op outputs */
+	size_t plan = exec_plan_bytes(r.p);
+	printf("chain of 8 ops, batch 64: plan %zu bytes, all values %zu bytes\n", plan, sum);
+	CHECK(plan < sum, "plan %zu not below %zu", plan, sum);
+	CHECK(plan <= 3 * one, "plan %zu holds more than 3 live buffers", plan);
+	const float *x = r.buf[0], *y = r.out[0].data;
+	for (size_t i = 0; i < 64 * 256; i++) {
+		float v = x[i];
+		v = v > 0 ? v : 0;
+		v = 1.0f / (1.0f + expf(-v));
+		v = tanhf(v);
+		v = erff(v);
+		v = v * fmaxf(0.0f, fminf(1.0f, v / 6.0f + 0.5f));
+		v = 1.0f / (1.0f + expf(-v));
+		v = v > 0 ? v : 0;
+		v = tanhf(v);
+		CHECK(close_to(y[i], v, 1e-6f), "chain %zu", i);
+	}
+	/* a second run into the same plan gives the same values */
+	float first = y[100];
+	struct nn_err e;
+	CHECK(exec_run(r.p, r.in, 1, r.out, 1, &e) == NN_OK, "rerun");
+	CHECK(((const float *)r.out[0].data)[100] == first, "rerun value");
+	/* mismatched input shape rejected */
+	struct tensor bad = r.in[0];
+	bad.shape[0] = 63;
+	CHECK(exec_run(r.p, &bad, 1, r.out, 1, &e) == NN_EINVAL, "bad shape accepted");
+	run_free(&r);
+	return 0;
+}
+
+static int test_quant_ops(void)
+{
+	struct run r;
+	if (run_model(&r, "exec_quant.onnx", 1))
+		return 1;
+	const float *x = r.buf[0];
+	const int8_t *xq = r.out[0].data;
+	const float *xdq = r.out[1].data, *mm = r.out[2].data;
+	CHECK(r.out[0].dtype == DT_INT8 && r.out[3].dtype == DT_UINT8 &&
+		      r.out[6].dtype == DT_INT32,
+	      "dtypes");
+	for (int i = 0; i < 8; i++) {
+		float q = rintf(x[i] / 0.1f) + 3.0f;
+		q = q < -128 ? -128 : q > 127 ? 127 : q;
+		CHECK(xq[i] == (int8_t)q, "quantize %d: %d vs %g", i, xq[i], q);
+		CHECK(xdq[i] == ((float)xq[i] - 3.0f) * 0.1f, "dequantize %d", i);
+	}
+	struct nn_err e;
+	Onnx__TensorProto *wq = onnx_find_initializer(r.m, "wq");
+	const int8_t *wd = (const int8_t *)wq->raw_data.data;
+	const float ws[3] = {0.5f, 0.25f, 0.125f};
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 3; j++) {
+			double s = 0;
+			for (int k = 0; k < 4; k++)
+				s += (double)x[i * 4 + k] * (wd[k * 3 + j] * ws[j]);
+			CHECK(close_to(mm[i * 3 + j], (float)s, 1e-5f), "per-axis dq matmul");
+		}
+	/* DynamicQuantizeLinear: scale = (max(0,max) - min(0,min)) / 255 */
+	float mn = 0, mx = 0;
+	for (int i = 0; i < 8; i++) {
+		mn = fminf(mn, x[i]);
+		mx = fmaxf(mx, x[i]);
+	}
+	float scale = (mx - mn) / 255.0f;
+	CHECK(*(const float *)r.out[4].data == scale, "dyn scale");
+	uint8_t zp = *(const uint8_t *)r.out[5].data;
+	CHECK(zp == (uint8_t)rintf(-mn / scale), "dyn zero point");
+	const uint8_t *dy = r.out[3].data;
+	const uint8_t *bq = (const uint8_t *)onnx_find_initializer(r.m, "bq")->raw_data.data;
+	const int32_t *mmi = r.out[6].data;
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 3; j++) {
+			int32_t s = 0;
+			for (int k = 0; k < 4; k++)
+				s += ((int32_t)dy[i * 4 + k] - zp) * ((int32_t)bq[k * 3 + j] - 128);
+			CHECK(mmi[i * 3 + j] == s, "matmulinteger %d %d", i, j);
+		}
+	(void)e;
+	run_free(&r);
+	return 0;
+}
+
+static int test_unsupported_named(void)
+{
+	struct onnx_model *m = load("exec_chain.onnx");
+	CHECK(m, "load");
+	Onnx__NodeProto *n = m->proto->graph->node[3];
+	free(n->op_type);
+	n->op_type = strdup("FancyOp");
+	struct nn_err e;
+	CHECK(exec_check_support(m, &e) == NN_EUNSUPPORTED, "unsupported accepted");
+	CHECK(strcmp(e.code, "unsupported_operator") == 0, "code %s", e.code);
+	CHECK(strstr(e.message, "n3") && strstr(e.message, "FancyOp"), "message: %s", e.message);
+	struct exec_plan *p = NULL;
+	CHECK(exec_compile(m, 1, &p, &e) == NN_EUNSUPPORTED && !p, "compile accepted");
+	onnx_free(m);
+	return 0;
+}
+
+/* ---- against ONNX Runtime ---- */
+
+static const char *fix_dir, *node_bin, *modules, *script, *tmp_dir;
+
+static int spawn_wait(char *const argv[], const char *out_path)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	if (out_path)
+		posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	pid_t pid;
+	int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rc != 0)
+		return -1;
+	int status;
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+static float *read_f32(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	float *d = malloc((size_t)len + 4);
+	*n = fread(d, 1, (size_t)len, f) / sizeof(float);
+	fclose(f);
+	return d;
+}
+
+static bool have_oracle(void)
+{
+	char probe[1024];
+	struct stat sb;
+	snprintf(probe, sizeof probe, "%s/onnxruntime-node", modules ? modules : "");
+	return node_bin && node_bin[0] && access(node_bin, X_OK) == 0 && stat(probe, &sb) == 0;
+}
+
+/* Runs model_path in ORT and in the executor on the same n MNIST images, in
+ * batches of `batch`; outputs must agree to 1e-4 and top-1 must be identical. */
+static int compare_with_ort(const char *model_path, int n, int batch)
+{
+	char nbuf[16], outp[1100], inp[1100], dims[1100];
+	snprintf(nbuf, sizeof nbuf, "%d", n);
+	snprintf(dims, sizeof dims, "%s/dims.txt", tmp_dir);
+	char *argv[] = {(char *)node_bin, (char *)script, (char *)modules, (char *)model_path, nbuf,
+			(char *)tmp_dir, NULL};
+	int rc = spawn_wait(argv, dims);
+	if (rc == 77)
+		return 77;
+	CHECK(rc == 0, "exec_ort_ref.js failed (%d) on %s", rc, model_path);
+	snprintf(inp, sizeof inp, "%s/in.f32", tmp_dir);
+	snprintf(outp, sizeof outp, "%s/out.f32", tmp_dir);
+	size_t nin = 0, nout = 0;
+	float *x = read_f32(inp, &nin), *ref = read_f32(outp, &nout);
+	CHECK(x && ref && nin == (size_t)n * 784 && nout % (size_t)n == 0, "reference files");
+	size_t width = nout / (size_t)n;
+
+	struct onnx_model *m = NULL;
+	struct nn_err e;
+	CHECK(onnx_load_file(model_path, &m, &e) == NN_OK, "%s", e.message);
+	CHECK(exec_check_support(m, &e) == NN_OK, "%s", e.message);
+	struct exec_plan *p = NULL, *tail = NULL;
+	CHECK(exec_compile(m, batch, &p, &e) == NN_OK, "compile: %s", e.message);
+	if (n % batch)
+		CHECK(exec_compile(m, n % batch, &tail, &e) == NN_OK, "compile tail: %s", e.message);
+	double max_abs = 0;
+	int agree = 0;
+	for (int start = 0; start < n; start += batch) {
+		struct exec_plan *pp = start + batch <= n ? p : tail;
+		const struct tensor *spec = exec_input_spec(pp, 0);
+		struct tensor in, out;
+		tensor_view(&in, DT_FLOAT, spec->ndim, spec->shape, x + (size_t)start * 784);
+		CHECK(exec_run(pp, &in, 1, &out, 1, &e) == NN_OK, "run: %s", e.message);
+		int rows = (int)out.shape[0];
+		CHECK(out.ndim == 2 && (size_t)out.shape[1] == width, "output shape");
+		const float *y = out.data;
+		for (int r = 0; r < rows; r++) {
+			const float *a = y + (size_t)r * width, *b = ref + (size_t)(start + r) * width;
+			size_t ia = 0, ib = 0;
+			for (size_t j = 0; j < width; j++) {
+				double d = fabs((double)a[j] - b[j]);
+				if (d > max_abs)
+					max_abs = d;
+				CHECK(d <= 1e-4 * (1.0 + fabs(b[j])), "image %d out %zu: %g vs %g",
+				      start + r, j, a[j], b[j]);
+				if (a[j] > a[ia])
+					ia = j;
+				if (b[j] > b[ib])
+					ib = j;
+			}
+			agree += ia == ib;
+		}
+	}
+	printf("%s: %d images, batch %d, max |exec - ort| %.3g, top-1 agreement %d/%d, plan %zu "
+	       "bytes\n",
+	       model_path, n, batch, max_abs, agree, n, exec_plan_bytes(p));
+	CHECK(agree == n, "top-1 differs on %d images", n - agree);
+	exec_free(p);
+	exec_free(tail);
+	onnx_free(m);
+	free(x);
+	free(ref);
+	return 0;
+}
+
+static int test_lenet_matches_onnxruntime(void)
+{
+	if (!have_oracle())
+		return 77;
+	char path[1024];
+	snprintf(path, sizeof path, "%s/lenet300.onnx", fix_dir);
+	int rc = compare_with_ort(path, 1000, 64);
+	if (rc)
+		return rc;
+	return compare_with_ort(path, 1000, 1000);
+}
+
+static int test_lenet_compressed_matches_onnxruntime(void)
+{
+	if (!have_oracle())
+		return 77;
+	char path[1024], out[1100];
+	snprintf(path, sizeof path, "%s/lenet300.onnx", fix_dir);
+	snprintf(out, sizeof out, "%s/lenet300_pq.onnx", tmp_dir);
+	struct onnx_model *m = NULL;
+	struct nn_err e;
+	CHECK(onnx_load_file(path, &m, &e) == NN_OK, "%s", e.message);
+	json_error_t je;
+	json_t *spec = json_loads("{\"steps\":[{\"op\":\"prune\",\"sparsity\":0.8},"
+				  "{\"op\":\"quantize\",\"scheme\":\"int8\"}]}",
+				  0, &je);
+	CHECK(spec, "spec");
+	CHECK(pipeline_run(m, spec, NULL, &e) == NN_OK, "pipeline: %s", e.message);
+	json_decref(spec);
+	CHECK(onnx_save_file(m, out, &e) == NN_OK, "%s", e.message);
+	onnx_free(m);
+	return compare_with_ort(out, 1000, 64);
+}
+
+static int test_cnn_matches_onnxruntime(void)
+{
+	if (!have_oracle())
+		return 77;
+	char path[1024];
+	snprintf(path, sizeof path, "%s/cnn.onnx", fix_dir);
+	struct onnx_model *m = NULL;
+	struct nn_err e;
+	CHECK(onnx_load_file(path, &m, &e) == NN_OK, "%s", e.message);
+	enum nn_status st = exec_check_support(m, &e);
+	onnx_free(m);
+	if (st == NN_EUNSUPPORTED) {
+		printf("skipped: %s\n", e.message);
+		return 77;
+	}
+	return compare_with_ort(path, 1000, 64);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: test_exec CASE DATA_DIR [FIXTURES NODE MODULES SCRIPT TMP]\n");
+		return 2;
+	}
+	data_dir = argv[2];
+	if (argc >= 8) {
+		fix_dir = argv[3];
+		node_bin = argv[4];
+		modules = argv[5];
+		script = argv[6];
+		/* one folder per case: cases run in parallel */
+		static char tmp[1024];
+		snprintf(tmp, sizeof tmp, "%s/exec_%s", argv[7], argv[1]);
+		mkdir(argv[7], 0755);
+		mkdir(tmp, 0755);
+		tmp_dir = tmp;
+	}
+	static const struct {
+		const char *name;
+		int (*fn)(void);
+	} cases[] = {
+		{"broadcast", test_broadcast},
+		{"matmul_batching", test_matmul_batching},
+		{"softmax_axis", test_softmax_axis},
+		{"flatten_folded", test_flatten_folded},
+		{"buffer_plan_chain", test_buffer_plan_chain},
+		{"quant_ops", test_quant_ops},
+		{"unsupported_named", test_unsupported_named},
+		{"lenet_ort", test_lenet_matches_onnxruntime},
+		{"lenet_compressed_ort", test_lenet_compressed_matches_onnxruntime},
+		{"cnn_ort", test_cnn_matches_onnxruntime},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (strcmp(argv[1], cases[i].name) == 0)
+			return cases[i].fn();
+	fprintf(stderr, "unknown case %s\n", argv[1]);
+	return 2;
+}
