@@ -641,9 +641,9 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 		if (idx < 0)
 			return e ? e->status : NN_EINTERNAL;
 		struct exec_value *v = &p->values[idx];
+		v->defined = true;
 		if ((st = input_shape(vi, batch, &v->t, e)) != NN_OK)
 			return st;
-		v->defined = true;
 		p->inputs[p->n_inputs] = idx;
 		p->in_specs[p->n_inputs] = v->t;
 		p->in_specs[p->n_inputs].data = NULL;
@@ -882,7 +882,7 @@ enum nn_status exec_compile(const struct onnx_model *m, int64_t batch, struct ex
 	enum nn_status st = graph_of(m, &g, e);
 	if (st != NN_OK)
 		return st;
-	if (batch < 1 || batch > ((int64_t)1 << 30))
+	if (batch < 0 || batch > ((int64_t)1 << 30))
 		return err_set(e, NN_EINVAL, "invalid_argument", "", "batch %lld out of range",
 			       (long long)batch);
 	struct exec_plan *p = calloc(1, sizeof *p);

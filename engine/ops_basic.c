@@ -136,13 +136,32 @@ static enum binop binop_of(const char *op)
 	return op[0] == 'A' ? B_ADD : op[0] == 'S' ? B_SUB : op[0] == 'M' ? B_MUL : B_DIV;
 }
 
+static bool bin_dtype_ok(enum dtype dt)
+{
+	switch (dt) {
+	case DT_FLOAT:
+	case DT_DOUBLE:
+	case DT_INT8:
+	case DT_UINT8:
+	case DT_INT16:
+	case DT_UINT16:
+	case DT_INT32:
+	case DT_UINT32:
+	case DT_INT64:
+	case DT_UINT64:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static enum nn_status infer_binary(struct exec_infer_ctx *c, struct nn_err *e)
 {
 	enum nn_status st = want_io(c, 2, 2, e);
 	if (st != NN_OK)
 		return st;
 	enum dtype dt = c->in[0].dtype;
-	if (dt != DT_FLOAT && dt != DT_INT64 && dt != DT_INT32)
+	if (!bin_dtype_ok(dt))
 		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "dtype %s is not supported",
 				     dtype_name(dt));
 	if (c->in[1].dtype != dt)
@@ -185,16 +204,49 @@ DEF_BIN(bin_f32, float, x / d)
 /* integer division by zero has no ONNX result; 0 keeps it defined */
 DEF_BIN(bin_i64, int64_t, d == 0 ? 0 : (d == -1 ? (int64_t)(0 - (uint64_t)x) : x / d))
 DEF_BIN(bin_i32, int32_t, d == 0 ? 0 : (d == -1 ? (int32_t)(0 - (uint32_t)x) : x / d))
+DEF_BIN(bin_f64, double, x / d)
+DEF_BIN(bin_i8, int8_t, d == 0 ? 0 : (int8_t)(x / d))
+DEF_BIN(bin_u8, uint8_t, d == 0 ? 0 : (uint8_t)(x / d))
+DEF_BIN(bin_i16, int16_t, d == 0 ? 0 : (int16_t)(x / d))
+DEF_BIN(bin_u16, uint16_t, d == 0 ? 0 : (uint16_t)(x / d))
+DEF_BIN(bin_u32, uint32_t, d == 0 ? 0 : x / d)
+DEF_BIN(bin_u64, uint64_t, d == 0 ? 0 : x / d)
 
 static void bin_any(enum dtype dt, enum binop op, const void *a, ptrdiff_t sa, const void *b,
 		    ptrdiff_t sb, void *y, int64_t n)
 {
-	if (dt == DT_FLOAT)
+	switch (dt) {
+	case DT_FLOAT:
 		bin_f32(op, a, sa, b, sb, y, n);
-	else if (dt == DT_INT64)
+		break;
+	case DT_INT64:
 		bin_i64(op, a, sa, b, sb, y, n);
-	else
+		break;
+	case DT_INT32:
 		bin_i32(op, a, sa, b, sb, y, n);
+		break;
+	case DT_DOUBLE:
+		bin_f64(op, a, sa, b, sb, y, n);
+		break;
+	case DT_INT8:
+		bin_i8(op, a, sa, b, sb, y, n);
+		break;
+	case DT_UINT8:
+		bin_u8(op, a, sa, b, sb, y, n);
+		break;
+	case DT_INT16:
+		bin_i16(op, a, sa, b, sb, y, n);
+		break;
+	case DT_UINT16:
+		bin_u16(op, a, sa, b, sb, y, n);
+		break;
+	case DT_UINT32:
+		bin_u32(op, a, sa, b, sb, y, n);
+		break;
+	default:
+		bin_u64(op, a, sa, b, sb, y, n);
+		break;
+	}
 }
 
 /* Element strides of t broadcast to y's shape (0 on broadcast dims). */
@@ -383,33 +435,86 @@ static enum nn_status run_hard_swish(const struct exec_run_ctx *c, struct nn_err
 	return NN_OK;
 }
 
+static bool clip_int_dtype(enum dtype dt)
+{
+	return dt == DT_INT8 || dt == DT_UINT8 || dt == DT_INT16 || dt == DT_UINT16 ||
+	       dt == DT_INT32 || dt == DT_UINT32 || dt == DT_INT64;
+}
+
+/* Integer Clip (opset 12+): bounds default to the dtype's range. */
+static void clip_int(const struct exec_run_ctx *c)
+{
+	const struct tensor *x = &c->in[0];
+	int64_t lo = INT64_MIN, hi = INT64_MAX;
+	if (run_has_in(c, 1))
+		lo = ops_int_at(&c->in[1], 0);
+	if (run_has_in(c, 2))
+		hi = ops_int_at(&c->in[2], 0);
+	int64_t n = exec_numel(x);
+	for (int64_t i = 0; i < n; i++) {
+		int64_t v = ops_int_at(x, i);
+		v = v < lo ? lo : v;
+		v = v > hi ? hi : v;
+		switch (x->dtype) {
+		case DT_INT8:
+			((int8_t *)c->out[0].data)[i] = (int8_t)v;
+			break;
+		case DT_UINT8:
+			((uint8_t *)c->out[0].data)[i] = (uint8_t)v;
+			break;
+		case DT_INT16:
+			((int16_t *)c->out[0].data)[i] = (int16_t)v;
+			break;
+		case DT_UINT16:
+			((uint16_t *)c->out[0].data)[i] = (uint16_t)v;
+			break;
+		case DT_INT32:
+			((int32_t *)c->out[0].data)[i] = (int32_t)v;
+			break;
+		case DT_UINT32:
+			((uint32_t *)c->out[0].data)[i] = (uint32_t)v;
+			break;
+		default:
+			((int64_t *)c->out[0].data)[i] = v;
+			break;
+		}
+	}
+}
+
 /* Clip: min/max attributes before opset 11, optional scalar inputs from 11. */
 static enum nn_status infer_clip(struct exec_infer_ctx *c, struct nn_err *e)
 {
 	enum nn_status st = want_io(c, 1, 3, e);
-	if (st == NN_OK)
-		st = want_dtype(c, 0, DT_FLOAT, e);
 	if (st != NN_OK)
 		return st;
+	enum dtype dt = c->in[0].dtype;
+	if (dt != DT_FLOAT && !clip_int_dtype(dt))
+		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "dtype %s is not supported",
+				     dtype_name(dt));
 	for (size_t k = 1; k < 3; k++) {
 		if (!has_in(c, k))
 			continue;
-		if (c->in[k].dtype != DT_FLOAT || exec_numel(&c->in[k]) != 1)
+		if (c->in[k].dtype != dt || exec_numel(&c->in[k]) != 1)
 			return exec_node_err(e, NN_EINVAL, c->node,
-					     "input %zu must be a float32 scalar", k);
+					     "input %zu must be a %s scalar", k, dtype_name(dt));
 	}
-	set_out(&c->out[0], DT_FLOAT, c->in[0].ndim, c->in[0].shape);
+	set_out(&c->out[0], dt, c->in[0].ndim, c->in[0].shape);
 	return NN_OK;
 }
 
 static enum nn_status run_clip(const struct exec_run_ctx *c, struct nn_err *e)
 {
 	(void)e;
+	if (c->in[0].dtype != DT_FLOAT) {
+		clip_int(c);
+		return NN_OK;
+	}
 	float lo = -FLT_MAX, hi = FLT_MAX;
 	if (c->opset < 11) {
 		lo = exec_attr_float(c->node, "min", -FLT_MAX);
 		hi = exec_attr_float(c->node, "max", FLT_MAX);
 	} else {
+		lo = -INFINITY, hi = INFINITY; /* absent bound: no clipping, even of inf */
 		if (run_has_in(c, 1))
 			lo = *(const float *)c->in[1].data;
 		if (run_has_in(c, 2))
