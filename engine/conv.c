@@ -224,7 +224,10 @@ static void im2col_2d(const struct geo2 *g, int64_t channels, const float *x, fl
 					for (int64_t ow = 0; ow < lo; ow++)
 						col[ow] = 0.0f;
 					if (g->sw == 1) {
-						memcpy(col + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
+						/* A loop, not memcpy: rows are a few
+						 * dozen floats, call overhead dominates. */
+						for (int64_t ow = lo; ow < hi; ow++)
+							col[ow] = xr[ow];
 					} else {
 						for (int64_t ow = lo; ow < hi; ow++)
 							col[ow] = xr[ow * g->sw];
@@ -432,8 +435,126 @@ static void plane_strides(const struct conv_window *w, int64_t *row, int64_t *co
 		colm[i] = colm[i - 1] * w->in[i - 1];
 }
 
+/* Kernel taps [lo, hi) of one window dim that land inside [0, in). */
+static inline void tap_range(int64_t start, int64_t k, int64_t d, int64_t in, int64_t *lo,
+			     int64_t *hi)
+{
+	int64_t l, h;
+	if (d == 1) {
+		l = start >= 0 ? 0 : -start;
+		h = in - start;
+	} else {
+		l = start >= 0 ? 0 : (-start + d - 1) / d;
+		h = in - start <= 0 ? 0 : (in - start + d - 1) / d;
+	}
+	if (h > k)
+		h = k;
+	if (l > h)
+		l = h;
+	*lo = l;
+	*hi = h;
+}
+
+/* 1-D and 2-D pools: the shapes CNNs use, without the N-D odometer. */
+static void maxpool_2d(const struct conv_pool_params *p, const float *x, float *y,
+		       int64_t *indices)
+{
+	struct geo2 g = geo2_of(&p->win);
+	int64_t inn = g.h * g.w, outn = g.oh * g.ow;
+	for (int64_t plane = 0; plane < p->batch * p->channels; plane++) {
+		const float *xp = x + plane * inn;
+		float *yp = y + plane * outn;
+		int64_t *ip = indices ? indices + plane * outn : NULL;
+		for (int64_t oh = 0; oh < g.oh; oh++) {
+			int64_t hs = oh * g.sh - g.pt, hlo, hhi;
+			tap_range(hs, g.kh, g.dh, g.h, &hlo, &hhi);
+			for (int64_t ow = 0; ow < g.ow; ow++) {
+				int64_t ws = ow * g.sw - g.pl, wlo, whi;
+				tap_range(ws, g.kw, g.dw, g.w, &wlo, &whi);
+				float best = -INFINITY;
+				int64_t best_off = -1;
+				if (!ip) {
+					/* Branch-free max (NaN never wins): the
+					 * compare-and-branch of the index path
+					 * mispredicts on every other tap. */
+					for (int64_t a = hlo; a < hhi; a++) {
+						const float *row = xp + (hs + a * g.dh) * g.w + ws;
+						for (int64_t b = wlo; b < whi; b++) {
+							float v = row[b * g.dw];
+							best = v > best ? v : best;
+						}
+					}
+					yp[oh * g.ow + ow] = best;
+					continue;
+				}
+				for (int64_t a = hlo; a < hhi; a++) {
+					int64_t roff = (hs + a * g.dh) * g.w + ws;
+					const float *row = xp + roff;
+					for (int64_t b = wlo; b < whi; b++) {
+						float v = row[b * g.dw];
+						/* The first non-NaN tap names the index,
+						 * so a window of -inf still has one. */
+						if (v > best || (best_off < 0 && v == v)) {
+							best = v;
+							best_off = roff + b * g.dw;
+						}
+					}
+				}
+				yp[oh * g.ow + ow] = best;
+				{
+					int64_t idx = -1;
+					if (best_off >= 0)
+						idx = plane * inn +
+						      (p->column_major
+							       ? (best_off % g.w) * g.h + best_off / g.w
+							       : best_off);
+					ip[oh * g.ow + ow] = idx;
+				}
+			}
+		}
+	}
+}
+
+static void avgpool_2d(const struct conv_pool_params *p, const float *x, float *y)
+{
+	struct geo2 g = geo2_of(&p->win);
+	const struct conv_window *w = &p->win;
+	int64_t pad_end_h = w->nspatial == 1 ? 0 : w->pads[2];
+	int64_t pad_end_w = w->nspatial == 1 ? w->pads[1] : w->pads[3];
+	int64_t inn = g.h * g.w, outn = g.oh * g.ow;
+	for (int64_t plane = 0; plane < p->batch * p->channels; plane++) {
+		const float *xp = x + plane * inn;
+		float *yp = y + plane * outn;
+		for (int64_t oh = 0; oh < g.oh; oh++) {
+			int64_t hs = oh * g.sh - g.pt, hlo, hhi, hpad, junk;
+			tap_range(hs, g.kh, g.dh, g.h, &hlo, &hhi);
+			/* Taps before the end of the end padding (the start is
+			 * never before the begin padding). */
+			tap_range(hs, g.kh, g.dh, g.h + pad_end_h, &junk, &hpad);
+			for (int64_t ow = 0; ow < g.ow; ow++) {
+				int64_t ws = ow * g.sw - g.pl, wlo, whi, wpad;
+				tap_range(ws, g.kw, g.dw, g.w, &wlo, &whi);
+				tap_range(ws, g.kw, g.dw, g.w + pad_end_w, &junk, &wpad);
+				float sum = 0.0f;
+				for (int64_t a = hlo; a < hhi; a++) {
+					const float *row = xp + (hs + a * g.dh) * g.w + ws;
+					for (int64_t b = wlo; b < whi; b++)
+						sum += row[b * g.dw];
+				}
+				int64_t div = p->count_include_pad ? hpad * wpad
+								   : (hhi - hlo) * (whi - wlo);
+				yp[oh * g.ow + ow] = div > 0 ? sum / (float)div : 0.0f;
+			}
+		}
+	}
+}
+
 void conv_maxpool(const struct conv_pool_params *p, const float *x, float *y, int64_t *indices)
 {
+	if (p->win.nspatial <= 2) {
+		maxpool_2d(p, x, y, indices);
+		return;
+	}
 	const struct conv_window *w = &p->win;
 	int ns = w->nspatial;
 	int64_t inn = 1, outn = 1;
@@ -455,7 +576,7 @@ void conv_maxpool(const struct conv_pool_params *p, const float *x, float *y, in
 				if (sp[i].lo >= sp[i].hi)
 					empty = true;
 			}
-			float best = -FLT_MAX;
+			float best = -INFINITY;
 			int64_t best_off = -1;
 			if (!empty) {
 				int64_t kk[CONV_MAX_SPATIAL];
@@ -514,6 +635,10 @@ void conv_maxpool(const struct conv_pool_params *p, const float *x, float *y, in
 
 void conv_avgpool(const struct conv_pool_params *p, const float *x, float *y)
 {
+	if (p->win.nspatial <= 2) {
+		avgpool_2d(p, x, y);
+		return;
+	}
 	const struct conv_window *w = &p->win;
 	int ns = w->nspatial;
 	int64_t inn = 1, outn = 1;
@@ -594,10 +719,9 @@ void conv_global_maxpool(int64_t nc, int64_t spatial, const float *x, float *y)
 {
 	for (int64_t c = 0; c < nc; c++) {
 		const float *xp = x + c * spatial;
-		float best = -FLT_MAX;
+		float best = -INFINITY;
 		for (int64_t i = 0; i < spatial; i++)
-			if (xp[i] > best)
-				best = xp[i];
+			best = xp[i] > best ? xp[i] : best;
 		y[c] = best;
 	}
 }

@@ -94,7 +94,7 @@ enum nn_status conv_pool_check(const struct conv_pool_params *p, struct nn_err *
 /* indices (optional): int64 per output element, the flat index of the max in
  * x (including the batch and channel offsets, as the ONNX spec says), row- or
  * column-major over the spatial dims. NaN inputs never win; a window with no
- * in-range element gives -FLT_MAX and index -1. */
+ * in-range (or only NaN) element gives -inf and index -1. */
 void conv_maxpool(const struct conv_pool_params *p, const float *x, float *y, int64_t *indices);
 void conv_avgpool(const struct conv_pool_params *p, const float *x, float *y);
 
