@@ -196,6 +196,18 @@ static struct geo2 geo2_of(const struct conv_window *w)
 	return g;
 }
 
+/* Copies n floats in fixed 8-float blocks: the rows im2col copies are a few
+ * dozen floats, where a memcpy call or a vectorised loop with its alias
+ * check and remainder handling costs more than the copy. */
+static inline void copy_run(float *restrict dst, const float *restrict src, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		memcpy(dst + i, src + i, 8 * sizeof(float));
+	for (; i < n; i++)
+		dst[i] = src[i];
+}
+
 /* Rows (c, kh, kw), columns (oh, ow): col[(c*KH+kh)*KW+kw][oh*OW+ow] =
  * x[c][oh*sh-pt+kh*dh][ow*sw-pl+kw*dw], 0 outside the input. */
 static void im2col_2d(const struct geo2 *g, int64_t channels, const float *x, float *col)
@@ -224,10 +236,7 @@ static void im2col_2d(const struct geo2 *g, int64_t channels, const float *x, fl
 					for (int64_t ow = 0; ow < lo; ow++)
 						col[ow] = 0.0f;
 					if (g->sw == 1) {
-						/* A loop, not memcpy: rows are a few
-						 * dozen floats, call overhead dominates. */
-						for (int64_t ow = lo; ow < hi; ow++)
-							col[ow] = xr[ow];
+						copy_run(col + lo, xr + lo, hi - lo);
 					} else {
 						for (int64_t ow = lo; ow < hi; ow++)
 							col[ow] = xr[ow * g->sw];
@@ -468,7 +477,52 @@ static void maxpool_2d(const struct conv_pool_params *p, const float *x, float *
 		for (int64_t oh = 0; oh < g.oh; oh++) {
 			int64_t hs = oh * g.sh - g.pt, hlo, hhi;
 			tap_range(hs, g.kh, g.dh, g.h, &hlo, &hhi);
+			/* Columns whose window lies inside the input: no clipping,
+			 * fixed tap counts (the whole row of an unpadded pool). */
+			int64_t ilo = 0, ihi = 0;
+			if (!ip && hlo == 0 && hhi == g.kh) {
+				ilo = (g.pl + g.sw - 1) / g.sw;
+				int64_t last = g.w - 1 + g.pl - (g.kw - 1) * g.dw;
+				ihi = last < 0 ? 0 : last / g.sw + 1;
+				if (ihi > g.ow)
+					ihi = g.ow;
+				if (ilo > ihi)
+					ilo = ihi;
+			}
+			if (ilo < ihi) {
+				const float *base = xp + hs * g.w - g.pl;
+				float *yr = yp + oh * g.ow;
+				if (g.kh == 2 && g.kw == 2 && g.dh == 1 && g.dw == 1) {
+					const float *r0 = base, *r1 = base + g.w;
+					for (int64_t ow = ilo; ow < ihi; ow++) {
+						int64_t c = ow * g.sw;
+						float best = -INFINITY;
+						best = r0[c] > best ? r0[c] : best;
+						best = r0[c + 1] > best ? r0[c + 1] : best;
+						best = r1[c] > best ? r1[c] : best;
+						best = r1[c + 1] > best ? r1[c + 1] : best;
+						yr[ow] = best;
+					}
+				} else {
+					for (int64_t ow = ilo; ow < ihi; ow++) {
+						float best = -INFINITY;
+						for (int64_t a = 0; a < g.kh; a++) {
+							const float *row =
+								base + a * g.dh * g.w + ow * g.sw;
+							for (int64_t b = 0; b < g.kw; b++) {
+								float v = row[b * g.dw];
+								best = v > best ? v : best;
+							}
+						}
+						yr[ow] = best;
+					}
+				}
+			}
 			for (int64_t ow = 0; ow < g.ow; ow++) {
+				if (ow == ilo && ilo < ihi) {
+					ow = ihi - 1;
+					continue;
+				}
 				int64_t ws = ow * g.sw - g.pl, wlo, whi;
 				tap_range(ws, g.kw, g.dw, g.w, &wlo, &whi);
 				float best = -INFINITY;
