@@ -402,6 +402,99 @@ static int case_avgpool_values(void)
 	return 0;
 }
 
+/* The 1-D/2-D pool paths (unclipped rows, branch-free max) against the N-D
+ * path, reached by the same pool with a leading spatial dim of 1: equal
+ * values and indices on random shapes, pads, strides, dilations and
+ * ceil_mode; y equals x at the index. */
+static int case_pool_paths_match_nd(void)
+{
+	int runs = 0;
+	for (int t = 0; t < 4000 && runs < 400; t++) {
+		struct conv_pool_params p2, p3;
+		memset(&p2, 0, sizeof(p2));
+		p2.batch = rnd_in(1, 2), p2.channels = rnd_in(1, 3);
+		p2.win.nspatial = (int)rnd_in(1, 2);
+		int ns = p2.win.nspatial;
+		for (int i = 0; i < ns; i++) {
+			p2.win.in[i] = rnd_in(1, 12);
+			p2.win.kernel[i] = rnd_in(1, 4);
+			p2.win.strides[i] = rnd_in(1, 3);
+			p2.win.dilations[i] = rnd_in(1, 2);
+			p2.win.pads[i] = rnd_in(0, 2);
+			p2.win.pads[ns + i] = rnd_in(0, 2);
+		}
+		p2.count_include_pad = rnd_in(0, 1);
+		p2.column_major = rnd_in(0, 1);
+		enum conv_auto_pad ap = (enum conv_auto_pad)rnd_in(0, 3);
+		bool ceil_mode = rnd_in(0, 1);
+		struct nn_err e;
+		if (conv_window_resolve(&p2.win, ap, ceil_mode, &e) != NN_OK)
+			continue;
+		p3 = p2;
+		p3.win.nspatial = ns + 1;
+		p3.win.in[0] = 1, p3.win.kernel[0] = 1, p3.win.strides[0] = 1;
+		p3.win.dilations[0] = 1, p3.win.out[0] = 1;
+		for (int i = 0; i < ns; i++) {
+			p3.win.in[1 + i] = p2.win.in[i], p3.win.kernel[1 + i] = p2.win.kernel[i];
+			p3.win.strides[1 + i] = p2.win.strides[i];
+			p3.win.dilations[1 + i] = p2.win.dilations[i];
+			p3.win.out[1 + i] = p2.win.out[i];
+		}
+		for (int i = 0; i < 2 * (ns + 1); i++)
+			p3.win.pads[i] = 0;
+		for (int i = 0; i < ns; i++) {
+			p3.win.pads[1 + i] = p2.win.pads[i];
+			p3.win.pads[ns + 2 + i] = p2.win.pads[ns + i];
+		}
+		int64_t nx = p2.batch * p2.channels * prod(p2.win.in, ns);
+		int64_t ny = p2.batch * p2.channels * prod(p2.win.out, ns);
+		float *x = rand_array(nx);
+		float *a = malloc((size_t)ny * sizeof(float)), *b = malloc((size_t)ny * sizeof(float));
+		float *c = malloc((size_t)ny * sizeof(float));
+		int64_t *ia = malloc((size_t)ny * sizeof(int64_t)), *ib = malloc((size_t)ny * sizeof(int64_t));
+		CHECK(x && a && b && c && ia && ib, "oom");
+		conv_maxpool(&p2, x, a, NULL);
+		conv_maxpool(&p2, x, b, ia);
+		conv_maxpool(&p3, x, c, ib);
+		int rc = 0;
+		for (int64_t i = 0; i < ny && rc == 0; i++) {
+			if (a[i] != b[i] || b[i] != c[i] || ia[i] != ib[i]) {
+				fprintf(stderr, "max %lld: fast %g indexed %g nd %g, index %lld vs %lld\n",
+					(long long)i, (double)a[i], (double)b[i], (double)c[i],
+					(long long)ia[i], (long long)ib[i]);
+				rc = 1;
+			}
+			/* Map the (possibly column-major) index back to x. */
+			int64_t idx = ia[i], plane = idx / prod(p2.win.in, ns), r = idx % prod(p2.win.in, ns);
+			if (p2.column_major && ns == 2)
+				r = (r % p2.win.in[0]) * p2.win.in[1] + r / p2.win.in[0];
+			if (rc == 0 && idx >= 0 && x[plane * prod(p2.win.in, ns) + r] != a[i]) {
+				fprintf(stderr, "max %lld: index %lld does not hold the max\n",
+					(long long)i, (long long)idx);
+				rc = 1;
+			}
+		}
+		conv_avgpool(&p2, x, a);
+		conv_avgpool(&p3, x, c);
+		for (int64_t i = 0; i < ny && rc == 0; i++) {
+			if (fabsf(a[i] - c[i]) > 1e-6f * (1.0f + fabsf(c[i]))) {
+				fprintf(stderr, "avg %lld: 2-D path %.9g, N-D path %.9g\n", (long long)i,
+					(double)a[i], (double)c[i]);
+				rc = 1;
+			}
+		}
+		free(x), free(a), free(b), free(c), free(ia), free(ib);
+		CHECK(rc == 0, "run %d: ns %d k0 %lld s0 %lld d0 %lld pads %lld/%lld auto_pad %d ceil %d",
+		      runs, ns, (long long)p2.win.kernel[0], (long long)p2.win.strides[0],
+		      (long long)p2.win.dilations[0], (long long)p2.win.pads[0],
+		      (long long)p2.win.pads[ns], (int)ap, (int)ceil_mode);
+		runs++;
+	}
+	CHECK(runs >= 400, "only %d valid random pools", runs);
+	printf("%d random pools: 1-D/2-D paths match the N-D path\n", runs);
+	return 0;
+}
+
 static int case_global_and_batchnorm(void)
 {
 	float x[12] = {1, 2, 3, -4, 5, 6, 7, 8, -9, 10, 11, 12}, y[12];
@@ -438,6 +531,8 @@ int main(int argc, char **argv)
 		return case_maxpool_values();
 	if (!strcmp(c, "avgpool_values"))
 		return case_avgpool_values();
+	if (!strcmp(c, "pool_paths_match_nd"))
+		return case_pool_paths_match_nd();
 	if (!strcmp(c, "global_and_batchnorm"))
 		return case_global_and_batchnorm();
 	fprintf(stderr, "unknown case %s\n", c);
