@@ -152,7 +152,7 @@ struct exec_value {
 	int last;          /* last reading step (n_steps for graph outputs) */
 	size_t bytes;
 	size_t offset;
-	bool planned;
+	bool direct;       /* graph input read in place from the caller's tensor */
 };
 
 struct exec_step {
@@ -180,6 +180,10 @@ struct exec_plan {
 	struct tensor *in_specs, *out_specs;
 	unsigned char *arena;
 	size_t arena_bytes, const_bytes;
+	/* per graph input: the step input tensors exec_run points at the
+	 * caller's data (direct inputs), so inputs are not copied */
+	struct tensor ***in_refs;
+	size_t *n_in_refs;
 };
 
 static uint32_t name_hash(const char *s)
@@ -278,6 +282,24 @@ static bool aligned_for(const void *p, size_t a)
 	return a <= 1 || ((uintptr_t)p % a) == 0;
 }
 
+/* Every dimension >= 0 and the product of the nonzero ones at most 2^40:
+ * then any product of a tensor's dimensions fits in int64, so operators may
+ * multiply dimensions of one tensor without overflow checks. */
+static bool shape_sane(const struct tensor *t)
+{
+	int64_t prod = 1;
+	if (t->ndim < 0 || t->ndim > TENSOR_MAX_DIMS)
+		return false;
+	for (int d = 0; d < t->ndim; d++) {
+		if (t->shape[d] < 0 || t->shape[d] > ((int64_t)1 << 40))
+			return false;
+		if (t->shape[d] > 0 && (__builtin_mul_overflow(prod, t->shape[d], &prod) ||
+					prod > ((int64_t)1 << 40)))
+			return false;
+	}
+	return true;
+}
+
 enum nn_status exec_tensor_proto(const Onnx__TensorProto *init, const char *nm,
 				 struct tensor *t, struct nn_err *e)
 {
@@ -300,7 +322,7 @@ enum nn_status exec_tensor_proto(const Onnx__TensorProto *init, const char *nm,
 		t->shape[d] = init->dims[d];
 	int64_t numel = tensor_numel(t);
 	size_t bytes;
-	if (numel < 0 || __builtin_mul_overflow((size_t)numel, es, &bytes))
+	if (numel < 0 || !shape_sane(t) || __builtin_mul_overflow((size_t)numel, es, &bytes))
 		return err_set(e, NN_EINVAL, "invalid_model", "",
 			       "tensor '%.100s' has a bad shape", nm);
 	const void *src = NULL;
@@ -425,6 +447,10 @@ void exec_free(struct exec_plan *p)
 	free(p->inputs);
 	free(p->outputs);
 	free(p->in_specs);
+	for (size_t i = 0; p->in_refs && i < p->n_inputs; i++)
+		free(p->in_refs[i]);
+	free(p->in_refs);
+	free(p->n_in_refs);
 	free(p->out_specs);
 	free(p->arena);
 	free(p);
@@ -469,22 +495,34 @@ static enum nn_status input_shape(const Onnx__ValueInfoProto *vi, int64_t batch,
 }
 
 /* Output bytes of a value; NN_EINVAL on overflow or unsized dtype. */
+
+/* Bytes of a value (graph input when n is NULL, else an output of n);
+ * refuses unsized dtypes and shapes shape_sane rejects or over 1 TiB. */
 static enum nn_status value_bytes(const struct exec_value *v, const Onnx__NodeProto *n,
 				  size_t *out, struct nn_err *e)
 {
 	size_t es = dtype_size(v->t.dtype);
-	size_t cnt = 1;
-	if (es == 0 || v->t.ndim < 0 || v->t.ndim > TENSOR_MAX_DIMS)
-		return exec_node_err(e, NN_EUNSUPPORTED, n, "output '%.100s' has dtype %s",
-				     v->name, dtype_name(v->t.dtype));
-	for (int d = 0; d < v->t.ndim; d++) {
-		if (v->t.shape[d] < 0 ||
-		    __builtin_mul_overflow(cnt, (size_t)v->t.shape[d], &cnt))
-			return exec_node_err(e, NN_EINVAL, n, "output '%.100s' has a bad shape",
-					     v->name);
+	const char *what = n ? "output" : "graph input";
+	if (es == 0 || v->t.dtype == DT_STRING) {
+		if (n)
+			return exec_node_err(e, NN_EUNSUPPORTED, n, "output '%.100s' has dtype %s",
+					     v->name, dtype_name(v->t.dtype));
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_dtype", "",
+			       "graph input '%.100s' has dtype %s", v->name, dtype_name(v->t.dtype));
 	}
-	if (__builtin_mul_overflow(cnt, es, out) || *out > ((size_t)1 << 40))
-		return exec_node_err(e, NN_ETOOBIG, n, "output '%.100s' is too large", v->name);
+	size_t cnt = 1;
+	bool ok = shape_sane(&v->t);
+	for (int d = 0; ok && d < v->t.ndim; d++)
+		ok = !__builtin_mul_overflow(cnt, (size_t)v->t.shape[d], &cnt);
+	if (ok)
+		ok = !__builtin_mul_overflow(cnt, es, out) && *out <= ((size_t)1 << 40);
+	if (!ok) {
+		if (n)
+			return exec_node_err(e, NN_EINVAL, n, "output '%.100s' has a bad or too "
+					     "large shape", v->name);
+		return err_set(e, NN_EINVAL, "invalid_model", "",
+			       "%s '%.100s' has a bad or too large shape", what, v->name);
+	}
 	return NN_OK;
 }
 
@@ -642,7 +680,8 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 			return e ? e->status : NN_EINTERNAL;
 		struct exec_value *v = &p->values[idx];
 		v->defined = true;
-		if ((st = input_shape(vi, batch, &v->t, e)) != NN_OK)
+		if ((st = input_shape(vi, batch, &v->t, e)) != NN_OK ||
+		    (st = value_bytes(v, NULL, &v->bytes, e)) != NN_OK)
 			return st;
 		p->inputs[p->n_inputs] = idx;
 		p->in_specs[p->n_inputs] = v->t;
@@ -814,10 +853,37 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 		p->n_outputs++;
 	}
 
+	/* Graph inputs are read where the caller has them, unless one is also a
+	 * graph output (outputs are views of plan-owned buffers). */
+	p->in_refs = calloc(p->n_inputs ? p->n_inputs : 1, sizeof *p->in_refs);
+	p->n_in_refs = calloc(p->n_inputs ? p->n_inputs : 1, sizeof *p->n_in_refs);
+	if (!p->in_refs || !p->n_in_refs)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+	for (size_t i = 0; i < p->n_inputs; i++) {
+		struct exec_value *v = &p->values[p->inputs[i]];
+		bool is_out = false;
+		for (size_t o = 0; o < p->n_outputs; o++)
+			is_out |= p->outputs[o] == p->inputs[i];
+		if (is_out)
+			continue;
+		size_t n = 0;
+		for (size_t si = 0; si < p->n_steps; si++)
+			for (size_t q = 0; q < p->steps[si].n_in; q++)
+				n += p->steps[si].in[q] == p->inputs[i];
+		p->in_refs[i] = calloc(n ? n : 1, sizeof **p->in_refs);
+		if (!p->in_refs[i])
+			return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+		for (size_t si = 0; si < p->n_steps; si++)
+			for (size_t q = 0; q < p->steps[si].n_in; q++)
+				if (p->steps[si].in[q] == p->inputs[i])
+					p->in_refs[i][p->n_in_refs[i]++] = &p->steps[si].in_t[q];
+		v->direct = true;
+	}
+
 	/* buffer plan: every non-constant value and every step's scratch */
 	size_t n_iv = 0;
 	for (size_t i = 0; i < p->n_values; i++)
-		if (!p->values[i].is_const)
+		if (!p->values[i].is_const && !p->values[i].direct)
 			n_iv++;
 	for (size_t si = 0; si < p->n_steps; si++)
 		if (!p->steps[si].folded && p->steps[si].scratch_bytes)
@@ -828,7 +894,7 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 	size_t k = 0;
 	for (size_t i = 0; i < p->n_values; i++) {
 		struct exec_value *v = &p->values[i];
-		if (v->is_const)
+		if (v->is_const || v->direct)
 			continue;
 		if (v->def < 0 && v->bytes == 0) {
 			size_t b;
@@ -861,7 +927,7 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 	for (size_t i = 0; i < p->n_values; i++) {
 		struct exec_value *v = &p->values[i];
 		if (!v->is_const)
-			v->t.data = p->arena ? p->arena + v->offset : NULL;
+			v->t.data = p->arena && !v->direct ? p->arena + v->offset : NULL;
 	}
 	for (size_t si = 0; si < p->n_steps; si++) {
 		struct exec_step *s = &p->steps[si];
@@ -950,10 +1016,13 @@ enum nn_status exec_run(struct exec_plan *p, const struct tensor *inputs, size_t
 				       "input '%.100s' does not match the plan's dtype and shape",
 				       exec_input_name(p, i));
 		struct exec_value *v = &p->values[p->inputs[i]];
-		if (v->bytes) {
-			if (!in->data)
-				return err_set(e, NN_EINVAL, "invalid_argument", "",
-					       "input '%.100s' has no data", v->name);
+		if (v->bytes && !in->data)
+			return err_set(e, NN_EINVAL, "invalid_argument", "",
+				       "input '%.100s' has no data", v->name);
+		if (v->direct) {
+			for (size_t r = 0; r < p->n_in_refs[i]; r++)
+				p->in_refs[i][r]->data = in->data; /* kernels only read inputs */
+		} else if (v->bytes) {
 			memcpy(v->t.data, in->data, v->bytes);
 		}
 	}

@@ -730,8 +730,11 @@ static enum nn_status infer_matmul(struct exec_infer_ctx *c, struct nn_err *e)
 	memcpy(g->bshape, bo.shape, sizeof(int64_t) * (size_t)bo.ndim);
 	bcast_strides(&ba, &bo, g->sa);
 	bcast_strides(&bb, &bo, g->sb);
+	bool big = false;
 	for (int d = 0; d < bo.ndim; d++)
-		g->batch *= bo.shape[d];
+		big |= __builtin_mul_overflow(g->batch, bo.shape[d], &g->batch);
+	int64_t mb = 0;
+	big |= __builtin_mul_overflow(g->m, g->batch, &mb);
 	g->fold_a = b->ndim <= 2;
 	int64_t shape[TENSOR_MAX_DIMS];
 	int nd = 0;
@@ -741,7 +744,7 @@ static enum nn_status infer_matmul(struct exec_infer_ctx *c, struct nn_err *e)
 		shape[nd++] = g->m;
 	if (b->ndim > 1)
 		shape[nd++] = g->n;
-	if (nd > TENSOR_MAX_DIMS || g->m * g->batch > INT32_MAX || g->n > INT32_MAX ||
+	if (big || nd > TENSOR_MAX_DIMS || mb > INT32_MAX || g->n > INT32_MAX ||
 	    g->k > INT32_MAX) {
 		free(g);
 		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "shape too large");
@@ -1036,7 +1039,8 @@ static enum nn_status infer_concat(struct exec_infer_ctx *c, struct nn_err *e)
 			if (d != axis && x->shape[d] != x0->shape[d])
 				return exec_node_err(e, NN_EINVAL, c->node,
 						     "input %zu differs in dimension %d", k, d);
-		shape[axis] += x->shape[axis];
+		if (__builtin_add_overflow(shape[axis], x->shape[axis], &shape[axis]))
+			return exec_node_err(e, NN_EINVAL, c->node, "output too large");
 	}
 	set_out(&c->out[0], x0->dtype, x0->ndim, shape);
 	return NN_OK;

@@ -316,7 +316,8 @@ static enum nn_status infer_mmi(struct exec_infer_ctx *c, struct nn_err *e)
 	strides_to(&ba, &bo, g.sa);
 	strides_to(&bb, &bo, g.sb);
 	for (int d = 0; d < bo.ndim; d++)
-		g.batch *= bo.shape[d];
+		if (__builtin_mul_overflow(g.batch, bo.shape[d], &g.batch))
+			return exec_node_err(e, NN_EINVAL, c->node, "output too large");
 	struct tensor *o = &c->out[0];
 	memset(o, 0, sizeof *o);
 	o->dtype = DT_INT32;

@@ -347,6 +347,41 @@ static int test_unsupported_named(void)
 	return 0;
 }
 
+/* Input also an output; absurd shapes refused; batch 0 plans and runs. */
+static int test_edge_cases(void)
+{
+	struct run r;
+	if (run_model(&r, "exec_passthrough.onnx", 2))
+		return 1;
+	const float *x = r.buf[0], *y0 = r.out[0].data, *y1 = r.out[1].data;
+	CHECK(y0 != x, "output 0 must be a plan buffer, not the caller's input");
+	for (int i = 0; i < 6; i++) {
+		CHECK(y0[i] == x[i], "passthrough %d", i);
+		CHECK(y1[i] == (x[i] > 0 ? x[i] : 0), "relu %d", i);
+	}
+	run_free(&r);
+
+	struct nn_err e;
+	struct exec_plan *p = NULL;
+	struct onnx_model *m = load("exec_chain.onnx");
+	CHECK(m, "load");
+	m->proto->graph->input[0]->type->tensor_type->shape->dim[1]->dim_value = (int64_t)1 << 50;
+	CHECK(exec_compile(m, 4, &p, &e) == NN_EINVAL && !p, "2^50-wide input accepted");
+	CHECK(strstr(e.message, "too large"), "message: %s", e.message);
+	CHECK(exec_compile(m, 0, &p, &e) == NN_EINVAL && !p, "0 x 2^50 input accepted");
+	m->proto->graph->input[0]->type->tensor_type->shape->dim[1]->dim_value = 256;
+	CHECK(exec_compile(m, -1, &p, &e) == NN_EINVAL, "negative batch accepted");
+	CHECK(exec_compile(m, 0, &p, &e) == NN_OK, "batch 0: %s", e.message);
+	struct tensor in, out;
+	int64_t shape[2] = {0, 256};
+	tensor_view(&in, DT_FLOAT, 2, shape, NULL);
+	CHECK(exec_run(p, &in, 1, &out, 1, &e) == NN_OK, "batch 0 run: %s", e.message);
+	CHECK(out.ndim == 2 && out.shape[0] == 0 && out.shape[1] == 256, "batch 0 output shape");
+	exec_free(p);
+	onnx_free(m);
+	return 0;
+}
+
 /* ---- against ONNX Runtime ---- */
 
 static const char *fix_dir, *node_bin, *modules, *script, *tmp_dir;
@@ -540,6 +575,7 @@ int main(int argc, char **argv)
 		{"buffer_plan_chain", test_buffer_plan_chain},
 		{"quant_ops", test_quant_ops},
 		{"unsupported_named", test_unsupported_named},
+		{"edge_cases", test_edge_cases},
 		{"lenet_ort", test_lenet_matches_onnxruntime},
 		{"lenet_compressed_ort", test_lenet_compressed_matches_onnxruntime},
 		{"cnn_ort", test_cnn_matches_onnxruntime},

@@ -7,6 +7,7 @@
   exec_softmax11.onnx the same at opset 11 (coerced to 2-D at axis 1)
   exec_flatten.onnx   PyTorch's flatten: Shape->Gather->Unsqueeze->Concat->Reshape->Gemm
   exec_chain.onnx     a chain of 8 element-wise ops (buffer planning)
+  exec_passthrough.onnx a graph input that is also a graph output
   exec_quant.onnx     QuantizeLinear -> DequantizeLinear round trip, per-axis int8
                       DequantizeLinear weights feeding MatMul, DynamicQuantizeLinear,
                       MatMulInteger
@@ -105,3 +106,7 @@ write("exec_quant", [
      numpy_helper.from_array(wq, "wq"), numpy_helper.from_array(ws, "ws"),
      numpy_helper.from_array(bq, "bq"),
      numpy_helper.from_array(np.array(128, dtype=np.uint8), "bz")])
+
+# a graph input that is also a graph output (the plan must copy it, not read it in place)
+write("exec_passthrough", [helper.make_node("Relu", ["x"], ["r"], name="relu")],
+      [vi("x", F, ["N", 3])], [vi("x", F, ["N", 3]), vi("r", F, ["N", 3])])
