@@ -198,6 +198,11 @@ def check(args):
     summarize(rows, results, args.list)
     if newly or changed:
         print("hint: statuses changed; rewrite the list with --update (docs/conformance.md)")
+    if args.expect_regressions is not None:
+        # Self-check of this script on a list that is wrong on purpose.
+        ok = len(regressions) == args.expect_regressions
+        print(f"expected {args.expect_regressions} regression(s), found {len(regressions)}")
+        return 0 if ok else 1
     if regressions:
         print(f"{len(regressions)} case(s) listed as passing do not pass", file=sys.stderr)
         return 1
@@ -209,6 +214,8 @@ def main():
     ap.add_argument("--run-case", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--list", required=True)
+    ap.add_argument("--expect-regressions", type=int, metavar="N",
+                    help="exit 0 only if exactly N listed passes fail (tests this script)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--update", action="store_true")
     mode.add_argument("--selftest", action="store_true")
