@@ -6,6 +6,9 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* ---- window geometry ---- */
 
@@ -464,6 +467,21 @@ static inline void tap_range(int64_t start, int64_t k, int64_t d, int64_t in, in
 	*hi = h;
 }
 
+#ifdef __SSE2__
+/* Four outputs of a 2x2 stride-2 max pool from rows r0, r1 (8 floats each). */
+static inline void max2x2_s2_x4(const float *r0, const float *r1, float *y)
+{
+	__m128 a0 = _mm_loadu_ps(r0), a1 = _mm_loadu_ps(r0 + 4);
+	__m128 b0 = _mm_loadu_ps(r1), b1 = _mm_loadu_ps(r1 + 4);
+	__m128 best = _mm_set1_ps(-INFINITY);
+	best = _mm_max_ps(_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0)), best);
+	best = _mm_max_ps(_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1)), best);
+	best = _mm_max_ps(_mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0)), best);
+	best = _mm_max_ps(_mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1)), best);
+	_mm_storeu_ps(y, best);
+}
+#endif
+
 /* 1-D and 2-D pools: the shapes CNNs use, without the N-D odometer. */
 static void maxpool_2d(const struct conv_pool_params *p, const float *x, float *y,
 		       int64_t *indices)
@@ -494,7 +512,18 @@ static void maxpool_2d(const struct conv_pool_params *p, const float *x, float *
 				float *yr = yp + oh * g.ow;
 				if (g.kh == 2 && g.kw == 2 && g.dh == 1 && g.dw == 1) {
 					const float *r0 = base, *r1 = base + g.w;
-					for (int64_t ow = ilo; ow < ihi; ow++) {
+					int64_t ow = ilo;
+#ifdef __SSE2__
+					/* The 2x2 stride-2 pool of LeNet/VGG, four outputs
+					 * at a time: even and odd columns split by shuffles.
+					 * maxps returns its second operand when one is NaN,
+					 * so with the running max second NaN never wins. */
+					if (g.sw == 2) {
+						for (; ow + 4 <= ihi; ow += 4)
+							max2x2_s2_x4(r0 + 2 * ow, r1 + 2 * ow, yr + ow);
+					}
+#endif
+					for (; ow < ihi; ow++) {
 						int64_t c = ow * g.sw;
 						float best = -INFINITY;
 						best = r0[c] > best ? r0[c] : best;

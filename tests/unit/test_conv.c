@@ -332,6 +332,18 @@ static int case_maxpool_values(void)
 	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
 	conv_maxpool(&p, nanx, y, idx);
 	CHECK(y[0] == 2 && idx[0] == 1, "nan");
+	/* The same through the 2x2 stride-2 path, four outputs at a time. */
+	float nan8[16] = {NAN, 1, 5, NAN, -INFINITY, NAN, 7, 8,
+			  2, NAN, NAN, NAN, -INFINITY, -INFINITY, NAN, 9};
+	memset(&p, 0, sizeof(p));
+	p.batch = 1, p.channels = 1, p.win.nspatial = 2;
+	p.win.in[0] = 2, p.win.in[1] = 8;
+	for (int i = 0; i < 2; i++)
+		p.win.kernel[i] = 2, p.win.strides[i] = 2, p.win.dilations[i] = 1;
+	CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s", e.message);
+	conv_maxpool(&p, nan8, y, NULL);
+	CHECK(y[0] == 2 && y[1] == 5 && y[2] == -INFINITY && y[3] == 9,
+	      "2x2 stride 2: %g %g %g %g", (double)y[0], (double)y[1], (double)y[2], (double)y[3]);
 	/* 1-D and 3-D. */
 	float x1[6] = {3, 1, 4, 1, 5, 9};
 	struct conv_pool_params q;
