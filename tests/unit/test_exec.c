@@ -1,6 +1,7 @@
 /* Unit tests for the executor (engine/exec.c, ops_basic.c, ops_quant.c):
  * operator semantics on tiny models from data/make_exec_cases.py against
- * references computed here, constant folding of PyTorch's flatten pattern,
+ * references computed here, PyTorch exports (data/make_exec_torch_models.py)
+ * against ONNX Runtime, constant folding of PyTorch's flatten pattern,
  * buffer planning, support checks, and the MNIST fixtures (float and the
  * pruned + int8 artifact nncd writes) against ONNX Runtime outputs produced at
  * test time (exit 77 when tests/oracle/node_modules is absent).
@@ -505,16 +506,23 @@ static int test_lenet_matches_onnxruntime(void)
 	return compare_with_ort(path, 1000, 1000);
 }
 
-static int test_lenet_compressed_matches_onnxruntime(void)
+/* fixture -> prune 0.8 + int8 (pipeline_run, the artifact nncd writes:
+ * per-channel int8 DequantizeLinear feeding Gemm/Conv) -> ORT vs exec. */
+static int compressed_vs_ort(const char *fixture)
 {
 	if (!have_oracle())
 		return 77;
 	char path[1024], out[1100];
-	snprintf(path, sizeof path, "%s/lenet300.onnx", fix_dir);
-	snprintf(out, sizeof out, "%s/lenet300_pq.onnx", tmp_dir);
+	snprintf(path, sizeof path, "%s/%s.onnx", fix_dir, fixture);
+	snprintf(out, sizeof out, "%s/%s_pq.onnx", tmp_dir, fixture);
 	struct onnx_model *m = NULL;
 	struct nn_err e;
 	CHECK(onnx_load_file(path, &m, &e) == NN_OK, "%s", e.message);
+	if (exec_check_support(m, &e) == NN_EUNSUPPORTED) {
+		printf("skipped: %s\n", e.message);
+		onnx_free(m);
+		return 77;
+	}
 	json_error_t je;
 	json_t *spec = json_loads("{\"steps\":[{\"op\":\"prune\",\"sparsity\":0.8},"
 				  "{\"op\":\"quantize\",\"scheme\":\"int8\"}]}",
@@ -525,6 +533,16 @@ static int test_lenet_compressed_matches_onnxruntime(void)
 	CHECK(onnx_save_file(m, out, &e) == NN_OK, "%s", e.message);
 	onnx_free(m);
 	return compare_with_ort(out, 1000, 64);
+}
+
+static int test_lenet_compressed_matches_onnxruntime(void)
+{
+	return compressed_vs_ort("lenet300");
+}
+
+static int test_cnn_compressed_matches_onnxruntime(void)
+{
+	return compressed_vs_ort("cnn");
 }
 
 static int test_cnn_matches_onnxruntime(void)
@@ -543,6 +561,24 @@ static int test_cnn_matches_onnxruntime(void)
 		return 77;
 	}
 	return compare_with_ort(path, 1000, 64);
+}
+
+/* PyTorch exports (data/make_exec_torch_models.py): GELU's Erf pattern, a
+ * BatchNorm residual block with an Add skip, shape plumbing around Reshape. */
+static int test_torch_models_match_onnxruntime(void)
+{
+	if (!have_oracle())
+		return 77;
+	static const char *models[] = {"exec_torch_gelu.onnx", "exec_torch_res.onnx",
+				       "exec_torch_mix.onnx"};
+	for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+		char path[1024];
+		snprintf(path, sizeof path, "%s/%s", data_dir, models[i]);
+		int rc = compare_with_ort(path, 1000, 64);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -579,6 +615,8 @@ int main(int argc, char **argv)
 		{"lenet_ort", test_lenet_matches_onnxruntime},
 		{"lenet_compressed_ort", test_lenet_compressed_matches_onnxruntime},
 		{"cnn_ort", test_cnn_matches_onnxruntime},
+		{"cnn_compressed_ort", test_cnn_compressed_matches_onnxruntime},
+		{"torch_ort", test_torch_models_match_onnxruntime},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		if (strcmp(argv[1], cases[i].name) == 0)
