@@ -989,9 +989,9 @@ static enum nn_status run_transpose(const struct exec_run_ctx *c, struct nn_err 
 	char *dst = y->data;
 	int64_t inner = y->shape[nd - 1], is = st[nd - 1], off = 0;
 	for (int64_t o = 0; o < n; o += inner) {
-		if (es == 4) {
-			const float *sp = (const float *)src + off;
-			float *dp = (float *)dst + o;
+		if (es == 4) { /* integer moves: bit patterns kept for every 4-byte dtype */
+			const uint32_t *sp = (const uint32_t *)src + off;
+			uint32_t *dp = (uint32_t *)dst + o;
 			for (int64_t i = 0; i < inner; i++)
 				dp[i] = sp[i * is];
 		} else {
