@@ -215,6 +215,28 @@ static inline void copy_run(float *restrict dst, const float *restrict src, int6
  * x[c][oh*sh-pt+kh*dh][ow*sw-pl+kw*dw], 0 outside the input. */
 static void im2col_2d(const struct geo2 *g, int64_t channels, const float *x, float *col)
 {
+	if (g->pt == 0 && g->pl == 0 && g->sh == 1 && g->sw == 1 &&
+	    g->oh + (g->kh - 1) * g->dh <= g->h && g->ow + (g->kw - 1) * g->dw <= g->w) {
+		/* Unpadded stride 1 (LeNet-style valid convolutions): every
+		 * row segment is in range, nothing to clip or zero. */
+		const int64_t ow = g->ow, oh = g->oh, w = g->w;
+		for (int64_t c = 0; c < channels; c++) {
+			const float *xc = x + c * g->h * w;
+			for (int64_t kh = 0; kh < g->kh; kh++) {
+				for (int64_t kw = 0; kw < g->kw; kw++) {
+					const float *src = xc + kh * g->dh * w + kw * g->dw;
+					if (ow == 8) {
+						for (int64_t r = 0; r < oh; r++, col += 8)
+							memcpy(col, src + r * w, 8 * sizeof(float));
+					} else {
+						for (int64_t r = 0; r < oh; r++, col += ow)
+							copy_run(col, src + r * w, ow);
+					}
+				}
+			}
+		}
+		return;
+	}
 	for (int64_t c = 0; c < channels; c++) {
 		const float *xc = x + c * g->h * g->w;
 		for (int64_t kh = 0; kh < g->kh; kh++) {

@@ -65,7 +65,7 @@ static int64_t prod(const int64_t *d, int n)
 
 /* One random Conv configuration run both ways. Returns 0 ok, 1 mismatch,
  * 2 when the drawn parameters are invalid (the caller draws again). */
-static int one_random_conv(int ns, int *used_pointwise, double *max_err)
+static int one_random_conv(int ns, int *paths_seen, double *max_err)
 {
 	struct conv_params p;
 	memset(&p, 0, sizeof(p));
@@ -82,17 +82,18 @@ static int one_random_conv(int ns, int *used_pointwise, double *max_err)
 	p.in_channels = cg * p.group;
 	p.out_channels = mg * p.group;
 	bool pointwise = kind == 2;
+	bool valid_s1 = kind == 3; /* unpadded stride 1: im2col's unclipped path */
 	enum conv_auto_pad ap = CONV_PAD_NOTSET;
-	if (!pointwise && rnd_in(0, 3) == 0)
+	if (!pointwise && !valid_s1 && rnd_in(0, 3) == 0)
 		ap = (enum conv_auto_pad)rnd_in(1, 3);
 	for (int i = 0; i < ns; i++) {
 		int64_t maxin = ns == 1 ? 40 : ns == 2 ? 14 : 6;
 		p.win.in[i] = rnd_in(1, maxin);
 		p.win.kernel[i] = pointwise ? 1 : rnd_in(1, ns >= 3 ? 3 : 5);
-		p.win.strides[i] = pointwise ? 1 : rnd_in(1, 3);
-		p.win.dilations[i] = pointwise ? rnd_in(1, 2) : rnd_in(1, 2);
-		p.win.pads[i] = pointwise ? 0 : rnd_in(0, 2);
-		p.win.pads[ns + i] = pointwise ? 0 : rnd_in(0, 2);
+		p.win.strides[i] = pointwise || valid_s1 ? 1 : rnd_in(1, 3);
+		p.win.dilations[i] = rnd_in(1, 2);
+		p.win.pads[i] = pointwise || valid_s1 ? 0 : rnd_in(0, 2);
+		p.win.pads[ns + i] = pointwise || valid_s1 ? 0 : rnd_in(0, 2);
 	}
 	struct nn_err e;
 	if (conv_window_resolve(&p.win, ap, false, &e) != NN_OK)
@@ -106,7 +107,9 @@ static int one_random_conv(int ns, int *used_pointwise, double *max_err)
 		fprintf(stderr, "pointwise conv asked for %zu scratch bytes\n", scratch_bytes);
 		return 1;
 	}
-	*used_pointwise |= pointwise;
+	*paths_seen |= pointwise;
+	if (valid_s1 && ns == 2 && p.win.out[1] == 8)
+		*paths_seen |= 2; /* the 8-wide block copy */
 	int64_t nx = p.batch * p.in_channels * prod(p.win.in, ns);
 	int64_t ny = p.batch * p.out_channels * prod(p.win.out, ns);
 	int64_t nw = p.out_channels * cg * prod(p.win.kernel, ns);
@@ -151,12 +154,12 @@ done:
 
 static int case_conv_matches_reference(void)
 {
-	int pointwise = 0, runs = 0;
+	int paths = 0, runs = 0; /* bit 0: 1x1 path drawn, bit 1: 8-wide valid stride 1 */
 	double max_err = 0.0;
 	for (int ns = 1; ns <= 3; ns++) {
 		int target = ns == 3 ? 60 : 300;
 		for (int done = 0, tries = 0; done < target && tries < target * 20; tries++) {
-			int rc = one_random_conv(ns, &pointwise, &max_err);
+			int rc = one_random_conv(ns, &paths, &max_err);
 			if (rc == 2)
 				continue;
 			CHECK(rc == 0, "random conv %d with %d spatial dims", done, ns);
@@ -165,7 +168,8 @@ static int case_conv_matches_reference(void)
 		}
 	}
 	CHECK(runs >= 600, "only %d valid random configurations", runs);
-	CHECK(pointwise, "the 1x1 path was never drawn");
+	CHECK(paths & 1, "the 1x1 path was never drawn");
+	CHECK(paths & 2, "an unpadded stride-1 conv 8 wide was never drawn");
 	printf("%d random convs match the reference, max |diff| %.3g\n", runs, max_err);
 	return 0;
 }
