@@ -139,10 +139,10 @@ enum nn_status conv_check(const struct conv_params *p, size_t *scratch_bytes, st
 	if (w->nspatial < 1 || w->nspatial > CONV_MAX_SPATIAL)
 		return err_set(e, NN_EINVAL, "invalid_model", "", "Conv: %d spatial dims",
 			       w->nspatial);
-	if (p->batch < 1 || p->in_channels < 1 || p->out_channels < 1)
+	if (p->batch < 0 || p->in_channels < 1 || p->out_channels < 1)
 		return err_set(e, NN_EINVAL, "invalid_model", "",
 			       "Conv: batch %lld, input channels %lld, output channels %lld "
-			       "(each must be >= 1)",
+			       "(batch must be >= 0, channels >= 1)",
 			       (long long)p->batch, (long long)p->in_channels,
 			       (long long)p->out_channels);
 	if (p->group < 1 || p->in_channels % p->group != 0 || p->out_channels % p->group != 0)
@@ -424,9 +424,9 @@ enum nn_status conv_pool_check(const struct conv_pool_params *p, struct nn_err *
 	if (w->nspatial < 1 || w->nspatial > CONV_MAX_SPATIAL)
 		return err_set(e, NN_EINVAL, "invalid_model", "", "pool: %d spatial dims",
 			       w->nspatial);
-	if (p->batch < 1 || p->channels < 1)
+	if (p->batch < 0 || p->channels < 1)
 		return err_set(e, NN_EINVAL, "invalid_model", "",
-			       "pool: batch %lld, channels %lld (each must be >= 1)",
+			       "pool: batch %lld, channels %lld (batch must be >= 0, channels >= 1)",
 			       (long long)p->batch, (long long)p->channels);
 	int64_t ks;
 	if (!tensor_fits(p->batch, p->channels, w->in, w->nspatial) ||

@@ -61,7 +61,8 @@ enum nn_status conv_window_resolve(struct conv_window *w, enum conv_auto_pad aut
 				   bool ceil_mode, struct nn_err *e);
 
 /* Conv: x [batch, in_channels, in...], w [out_channels, in_channels/group,
- * kernel...], optional bias [out_channels], y [batch, out_channels, out...]. */
+ * kernel...], optional bias [out_channels], y [batch, out_channels, out...].
+ * batch may be 0 (nothing is computed). */
 struct conv_params {
 	int64_t batch, in_channels, out_channels, group;
 	struct conv_window win; /* resolved */

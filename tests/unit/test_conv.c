@@ -253,6 +253,19 @@ static int case_window_shapes(void)
 	size_t sb;
 	CHECK(conv_check(&p, &sb, &e) == NN_EINVAL && strstr(e.message, "group"), "group: %s",
 	      e.message);
+	/* An empty batch is valid and computes nothing. */
+	p.batch = 0, p.out_channels = 3;
+	CHECK(conv_check(&p, &sb, &e) == NN_OK, "batch 0: %s", e.message);
+	conv_run(&p, NULL, NULL, NULL, NULL, NULL);
+	struct conv_pool_params pp;
+	memset(&pp, 0, sizeof(pp));
+	pp.win = p.win;
+	pp.channels = 2;
+	CHECK(conv_pool_check(&pp, &e) == NN_OK, "pool batch 0: %s", e.message);
+	conv_maxpool(&pp, NULL, NULL, NULL);
+	conv_avgpool(&pp, NULL, NULL);
+	pp.batch = -1;
+	CHECK(conv_pool_check(&pp, &e) == NN_EINVAL, "pool batch -1");
 	return 0;
 }
 
