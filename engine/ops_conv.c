@@ -1,6 +1,7 @@
 /* ops_conv: ONNX adapters for the convolution family (see ops_conv.h). */
 #include "ops_conv.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,8 @@ static enum nn_status parse_auto_pad(const Onnx__NodeProto *node, enum conv_auto
 {
 	char buf[32];
 	exec_attr_string(node, "auto_pad", buf, sizeof(buf), "NOTSET");
+	if (!buf[0]) /* some exporters write "", which ONNX Runtime reads as NOTSET */
+		snprintf(buf, sizeof(buf), "NOTSET");
 	static const char *const names[] = {"NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"};
 	for (int i = 0; i < 4; i++) {
 		if (!strcmp(buf, names[i])) {

@@ -61,7 +61,7 @@ def conv_ops():
           group=2, auto_pad="SAME_UPPER", strides=[2, 2], kernel_shape=[3, 3]),
         N("Conv", ["x", "wc"], ["yc"], name="conv_depthwise_same_lower",
           group=4, auto_pad="SAME_LOWER", strides=[1, 3]),
-        N("Conv", ["x", "wd"], ["yd"], name="conv_pointwise"),
+        N("Conv", ["x", "wd"], ["yd"], name="conv_pointwise", auto_pad=""),
         N("Conv", ["x", "we", "be"], ["ye"], name="conv_valid", auto_pad="VALID",
           strides=[3, 2]),
         N("BatchNormalization", ["ya", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["ybn"],
