@@ -153,6 +153,7 @@ struct exec_value {
 	size_t bytes;
 	size_t offset;
 	bool direct;       /* graph input read in place from the caller's tensor */
+	int alias;         /* value whose buffer this one shares (alias_in0 ops), or -1 */
 };
 
 struct exec_step {
@@ -561,6 +562,21 @@ static enum nn_status fold_step(struct exec_plan *p, struct exec_step *s, struct
 	return st;
 }
 
+/* Default-domain ops whose output 0 is input 0's bytes unchanged: the
+ * planner gives both one buffer and their kernels (run_copy) then skip the
+ * copy because out[0].data == in[0].data. */
+static bool aliases_in0(const Onnx__NodeProto *n)
+{
+	static const char *const ops[] = {"Reshape", "Flatten", "Squeeze", "Unsqueeze",
+					  "Identity", "Dropout"};
+	if (!default_domain(n->domain) || !n->op_type)
+		return false;
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+		if (strcmp(n->op_type, ops[i]) == 0)
+			return true;
+	return false;
+}
+
 struct interval {
 	size_t bytes;
 	int start, end;
@@ -880,10 +896,30 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 		v->direct = true;
 	}
 
+	/* alias_in0 ops share their input's buffer; the shared buffer lives until
+	 * the last reader of either value */
+	for (size_t i = 0; i < p->n_values; i++)
+		p->values[i].alias = -1;
+	for (size_t si = 0; si < p->n_steps; si++) {
+		struct exec_step *s = &p->steps[si];
+		if (s->folded || !aliases_in0(s->node) || s->n_in < 1 || s->n_out < 1 ||
+		    s->in[0] < 0)
+			continue;
+		int root = s->in[0];
+		while (p->values[root].alias >= 0)
+			root = p->values[root].alias;
+		struct exec_value *rv = &p->values[root], *ov = &p->values[s->out[0]];
+		if (rv->is_const || rv->direct || rv->bytes != ov->bytes)
+			continue;
+		ov->alias = root;
+		if (ov->last > rv->last)
+			rv->last = ov->last;
+	}
+
 	/* buffer plan: every non-constant value and every step's scratch */
 	size_t n_iv = 0;
 	for (size_t i = 0; i < p->n_values; i++)
-		if (!p->values[i].is_const && !p->values[i].direct)
+		if (!p->values[i].is_const && !p->values[i].direct && p->values[i].alias < 0)
 			n_iv++;
 	for (size_t si = 0; si < p->n_steps; si++)
 		if (!p->steps[si].folded && p->steps[si].scratch_bytes)
@@ -894,7 +930,7 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 	size_t k = 0;
 	for (size_t i = 0; i < p->n_values; i++) {
 		struct exec_value *v = &p->values[i];
-		if (v->is_const || v->direct)
+		if (v->is_const || v->direct || v->alias >= 0)
 			continue;
 		if (v->def < 0 && v->bytes == 0) {
 			size_t b;
@@ -929,6 +965,9 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 		if (!v->is_const)
 			v->t.data = p->arena && !v->direct ? p->arena + v->offset : NULL;
 	}
+	for (size_t i = 0; i < p->n_values; i++) /* roots precede their aliases' readers */
+		if (p->values[i].alias >= 0)
+			p->values[i].t.data = p->values[p->values[i].alias].t.data;
 	for (size_t si = 0; si < p->n_steps; si++) {
 		struct exec_step *s = &p->steps[si];
 		for (size_t q = 0; q < s->n_in; q++)

@@ -348,6 +348,23 @@ static int test_unsupported_named(void)
 	return 0;
 }
 
+/* a = Relu(x), b = Identity(a), f = Flatten(b), y = a + f: b and f share a's
+ * buffer, so the plan holds two buffers (a and y), not four. */
+static int test_alias_views(void)
+{
+	struct run r;
+	if (run_model(&r, "exec_alias.onnx", 64))
+		return 1;
+	size_t one = 64 * 256 * sizeof(float);
+	printf("alias model, batch 64: plan %zu bytes (one value %zu)\n", exec_plan_bytes(r.p), one);
+	CHECK(exec_plan_bytes(r.p) <= 2 * one, "plan %zu > 2 buffers", exec_plan_bytes(r.p));
+	const float *x = r.buf[0], *y = r.out[0].data;
+	for (size_t i = 0; i < 64 * 256; i++)
+		CHECK(y[i] == 2.0f * (x[i] > 0 ? x[i] : 0.0f), "y %zu", i);
+	run_free(&r);
+	return 0;
+}
+
 /* Input also an output; absurd shapes refused; batch 0 plans and runs. */
 static int test_edge_cases(void)
 {
@@ -612,6 +629,7 @@ int main(int argc, char **argv)
 		{"quant_ops", test_quant_ops},
 		{"unsupported_named", test_unsupported_named},
 		{"edge_cases", test_edge_cases},
+		{"alias_views", test_alias_views},
 		{"lenet_ort", test_lenet_matches_onnxruntime},
 		{"lenet_compressed_ort", test_lenet_compressed_matches_onnxruntime},
 		{"cnn_ort", test_cnn_matches_onnxruntime},

@@ -8,6 +8,7 @@
   exec_flatten.onnx   PyTorch's flatten: Shape->Gather->Unsqueeze->Concat->Reshape->Gemm
   exec_chain.onnx     a chain of 8 element-wise ops (buffer planning)
   exec_passthrough.onnx a graph input that is also a graph output
+  exec_alias.onnx     Identity/Flatten sharing their input buffer
   exec_quant.onnx     QuantizeLinear -> DequantizeLinear round trip, per-axis int8
                       DequantizeLinear weights feeding MatMul, DynamicQuantizeLinear,
                       MatMulInteger
@@ -110,3 +111,11 @@ write("exec_quant", [
 # a graph input that is also a graph output (the plan must copy it, not read it in place)
 write("exec_passthrough", [helper.make_node("Relu", ["x"], ["r"], name="relu")],
       [vi("x", F, ["N", 3])], [vi("x", F, ["N", 3]), vi("r", F, ["N", 3])])
+
+# Identity/Flatten outputs share their input's buffer: a, b and f are one buffer
+write("exec_alias", [
+    helper.make_node("Relu", ["x"], ["a"], name="relu"),
+    helper.make_node("Identity", ["a"], ["b"], name="identity"),
+    helper.make_node("Flatten", ["b"], ["f"], name="flatten", axis=1),
+    helper.make_node("Add", ["a", "f"], ["y"], name="add"),
+], [vi("x", F, ["N", 256])], [vi("y", F, ["N", 256])])
