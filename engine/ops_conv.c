@@ -484,12 +484,19 @@ static enum nn_status bn_run_node(const struct exec_run_ctx *c, struct nn_err *e
 	return NN_OK;
 }
 
+/* Designated initializers: fields exec_op.h adds later default to zero. */
 const struct exec_op exec_ops_conv[] = {
-	{"", "Conv", conv_check_node, conv_infer, conv_run_node, NULL},
-	{"", "MaxPool", maxpool_check_node, maxpool_infer, maxpool_run_node, NULL},
-	{"", "AveragePool", avgpool_check_node, avgpool_infer, avgpool_run_node, NULL},
-	{"", "GlobalAveragePool", global_check_node, global_infer, gap_run_node, NULL},
-	{"", "GlobalMaxPool", global_check_node, global_infer, gmp_run_node, NULL},
-	{"", "BatchNormalization", bn_check_node, bn_infer, bn_run_node, NULL},
+	{.domain = "", .op_type = "Conv", .check = conv_check_node, .infer = conv_infer,
+	 .run = conv_run_node},
+	{.domain = "", .op_type = "MaxPool", .check = maxpool_check_node, .infer = maxpool_infer,
+	 .run = maxpool_run_node},
+	{.domain = "", .op_type = "AveragePool", .check = avgpool_check_node,
+	 .infer = avgpool_infer, .run = avgpool_run_node},
+	{.domain = "", .op_type = "GlobalAveragePool", .check = global_check_node,
+	 .infer = global_infer, .run = gap_run_node},
+	{.domain = "", .op_type = "GlobalMaxPool", .check = global_check_node,
+	 .infer = global_infer, .run = gmp_run_node},
+	{.domain = "", .op_type = "BatchNormalization", .check = bn_check_node, .infer = bn_infer,
+	 .run = bn_run_node},
 };
 const size_t exec_ops_conv_count = sizeof(exec_ops_conv) / sizeof(exec_ops_conv[0]);
