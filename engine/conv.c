@@ -133,6 +133,42 @@ static bool conv_is_pointwise(const struct conv_window *w)
 	return true;
 }
 
+/* 2-D geometry; 1-D windows are run as 2-D with a height of 1. */
+struct geo2 {
+	int64_t h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow;
+};
+
+static struct geo2 geo2_of(const struct conv_window *w)
+{
+	struct geo2 g;
+	if (w->nspatial == 1) {
+		g.h = 1, g.kh = 1, g.sh = 1, g.dh = 1, g.pt = 0, g.oh = 1;
+		g.w = w->in[0], g.kw = w->kernel[0], g.sw = w->strides[0], g.dw = w->dilations[0];
+		g.pl = w->pads[0], g.ow = w->out[0];
+	} else {
+		g.h = w->in[0], g.kh = w->kernel[0], g.sh = w->strides[0], g.dh = w->dilations[0];
+		g.pt = w->pads[0], g.oh = w->out[0];
+		g.w = w->in[1], g.kw = w->kernel[1], g.sw = w->strides[1], g.dw = w->dilations[1];
+		g.pl = w->pads[1], g.ow = w->out[1];
+	}
+	return g;
+}
+
+/* im2col of 1-D/2-D convolutions runs over bands of output rows whose
+ * columns fit CONV_BAND_FLOATS (128 KiB): the band stays in L2 between
+ * im2col writing it and sgemm packing it, and scratch stays small. A band is
+ * never narrower than one output row. */
+#define CONV_BAND_FLOATS 32768
+
+static int64_t band_rows(int64_t k, int64_t oh, int64_t ow)
+{
+	int64_t per_row = k * ow; /* no overflow: conv_check bounded k * oh * ow */
+	int64_t rows = per_row > 0 ? CONV_BAND_FLOATS / per_row : oh;
+	if (rows < 1)
+		rows = 1;
+	return rows < oh ? rows : oh;
+}
+
 enum nn_status conv_check(const struct conv_params *p, size_t *scratch_bytes, struct nn_err *e)
 {
 	const struct conv_window *w = &p->win;
@@ -173,31 +209,15 @@ enum nn_status conv_check(const struct conv_params *p, size_t *scratch_bytes, st
 			return err_set(e, NN_ETOOBIG, "too_large", "",
 				       "Conv: im2col buffer size overflows");
 		bytes = (size_t)elems;
+		if (w->nspatial <= 2) {
+			struct geo2 g2 = geo2_of(w);
+			bytes = (size_t)(k * band_rows(k, g2.oh, g2.ow) * g2.ow) * sizeof(float);
+		}
 	}
 	*scratch_bytes = bytes;
 	return NN_OK;
 }
 
-/* 2-D geometry; 1-D windows are run as 2-D with a height of 1. */
-struct geo2 {
-	int64_t h, w, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow;
-};
-
-static struct geo2 geo2_of(const struct conv_window *w)
-{
-	struct geo2 g;
-	if (w->nspatial == 1) {
-		g.h = 1, g.kh = 1, g.sh = 1, g.dh = 1, g.pt = 0, g.oh = 1;
-		g.w = w->in[0], g.kw = w->kernel[0], g.sw = w->strides[0], g.dw = w->dilations[0];
-		g.pl = w->pads[0], g.ow = w->out[0];
-	} else {
-		g.h = w->in[0], g.kh = w->kernel[0], g.sh = w->strides[0], g.dh = w->dilations[0];
-		g.pt = w->pads[0], g.oh = w->out[0];
-		g.w = w->in[1], g.kw = w->kernel[1], g.sw = w->strides[1], g.dw = w->dilations[1];
-		g.pl = w->pads[1], g.ow = w->out[1];
-	}
-	return g;
-}
 
 /* Copies n floats in fixed 8-float blocks: the rows im2col copies are a few
  * dozen floats, where a memcpy call or a vectorised loop with its alias
@@ -207,29 +227,58 @@ static inline void copy_run(float *restrict dst, const float *restrict src, int6
 	int64_t i = 0;
 	for (; i + 8 <= n; i += 8)
 		memcpy(dst + i, src + i, 8 * sizeof(float));
-	for (; i < n; i++)
+	/* The tail without a loop, which the compiler would turn into a
+	 * memmove call again. */
+	if (n - i >= 4) {
+		memcpy(dst + i, src + i, 4 * sizeof(float));
+		i += 4;
+	}
+	if (n - i >= 2) {
+		memcpy(dst + i, src + i, 2 * sizeof(float));
+		i += 2;
+	}
+	if (n - i >= 1)
 		dst[i] = src[i];
+}
+
+/* Zeroes n floats the same way (padding columns are one or two floats). */
+static inline void zero_run(float *dst, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		memset(dst + i, 0, 8 * sizeof(float));
+	if (n - i >= 4) {
+		memset(dst + i, 0, 4 * sizeof(float));
+		i += 4;
+	}
+	if (n - i >= 2) {
+		memset(dst + i, 0, 2 * sizeof(float));
+		i += 2;
+	}
+	if (n - i >= 1)
+		dst[i] = 0.0f;
 }
 
 /* Rows (c, kh, kw), columns (oh, ow): col[(c*KH+kh)*KW+kw][oh*OW+ow] =
  * x[c][oh*sh-pt+kh*dh][ow*sw-pl+kw*dw], 0 outside the input. */
-static void im2col_2d(const struct geo2 *g, int64_t channels, const float *x, float *col)
+static void im2col_2d(const struct geo2 *g, int64_t channels, const float *x, int64_t oh0,
+		      int64_t oh1, float *col)
 {
 	if (g->pt == 0 && g->pl == 0 && g->sh == 1 && g->sw == 1 &&
 	    g->oh + (g->kh - 1) * g->dh <= g->h && g->ow + (g->kw - 1) * g->dw <= g->w) {
 		/* Unpadded stride 1 (LeNet-style valid convolutions): every
 		 * row segment is in range, nothing to clip or zero. */
-		const int64_t ow = g->ow, oh = g->oh, w = g->w;
+		const int64_t ow = g->ow, w = g->w;
 		for (int64_t c = 0; c < channels; c++) {
 			const float *xc = x + c * g->h * w;
 			for (int64_t kh = 0; kh < g->kh; kh++) {
 				for (int64_t kw = 0; kw < g->kw; kw++) {
 					const float *src = xc + kh * g->dh * w + kw * g->dw;
 					if (ow == 8) {
-						for (int64_t r = 0; r < oh; r++, col += 8)
+						for (int64_t r = oh0; r < oh1; r++, col += 8)
 							memcpy(col, src + r * w, 8 * sizeof(float));
 					} else {
-						for (int64_t r = 0; r < oh; r++, col += ow)
+						for (int64_t r = oh0; r < oh1; r++, col += ow)
 							copy_run(col, src + r * w, ow);
 					}
 				}
@@ -250,24 +299,22 @@ static void im2col_2d(const struct geo2 *g, int64_t channels, const float *x, fl
 					hi = g->ow;
 				if (lo > hi)
 					lo = hi;
-				for (int64_t oh = 0; oh < g->oh; oh++) {
+				for (int64_t oh = oh0; oh < oh1; oh++) {
 					int64_t ih = oh * g->sh - g->pt + kh * g->dh;
 					if (ih < 0 || ih >= g->h) {
-						memset(col, 0, (size_t)g->ow * sizeof(float));
+						zero_run(col, g->ow);
 						col += g->ow;
 						continue;
 					}
 					const float *xr = xc + ih * g->w + off;
-					for (int64_t ow = 0; ow < lo; ow++)
-						col[ow] = 0.0f;
+					zero_run(col, lo);
 					if (g->sw == 1) {
 						copy_run(col + lo, xr + lo, hi - lo);
 					} else {
 						for (int64_t ow = lo; ow < hi; ow++)
 							col[ow] = xr[ow * g->sw];
 					}
-					for (int64_t ow = hi; ow < g->ow; ow++)
-						col[ow] = 0.0f;
+					zero_run(col + hi, g->ow - hi);
 					col += g->ow;
 				}
 			}
@@ -319,6 +366,17 @@ static void im2col_nd(const struct conv_window *w, int64_t channels, const float
 	}
 }
 
+/* Rows m < mg of Y (row stride ld), columns [0, n), set to bias[m]. */
+static void fill_bias(float *y, int64_t mg, int64_t n, int64_t ld, const float *bias)
+{
+	for (int64_t m = 0; m < mg; m++) {
+		float b = bias[m];
+		float *row = y + m * ld;
+		for (int64_t j = 0; j < n; j++)
+			row[j] = b;
+	}
+}
+
 void conv_run(const struct conv_params *p, const float *x, const float *w, const float *bias,
 	      float *y, float *scratch)
 {
@@ -334,31 +392,40 @@ void conv_run(const struct conv_params *p, const float *x, const float *w, const
 	int64_t k = cg * ks;
 	bool pointwise = conv_is_pointwise(win);
 	struct geo2 g2 = geo2_of(win);
+	int64_t rows = band_rows(k, g2.oh, g2.ow);
 	for (int64_t n = 0; n < p->batch; n++) {
 		for (int64_t g = 0; g < p->group; g++) {
 			const float *xg = x + (n * p->in_channels + g * cg) * inn;
-			const float *col = xg;
-			if (!pointwise) {
-				if (ns <= 2)
-					im2col_2d(&g2, cg, xg, scratch);
-				else
-					im2col_nd(win, cg, xg, scratch);
-				col = scratch;
-			}
+			const float *wg = w + g * mg * k;
 			float *yg = y + (n * p->out_channels + g * mg) * outn;
-			float beta = 0.0f;
-			if (bias) {
-				for (int64_t m = 0; m < mg; m++) {
-					float b = bias[g * mg + m];
-					float *row = yg + m * outn;
-					for (int64_t j = 0; j < outn; j++)
-						row[j] = b;
+			const float *bg = bias ? bias + g * mg : NULL;
+			float beta = bias ? 1.0f : 0.0f;
+			if (pointwise || ns > 2) {
+				if (bg)
+					fill_bias(yg, mg, outn, outn, bg);
+				const float *col = xg;
+				if (!pointwise) {
+					im2col_nd(win, cg, xg, scratch);
+					col = scratch;
 				}
-				beta = 1.0f;
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg,
+					    (int)outn, (int)k, 1.0f, wg, (int)k, col, (int)outn, beta,
+					    yg, (int)outn);
+				continue;
 			}
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)outn,
-				    (int)k, 1.0f, w + g * mg * k, (int)k, col, (int)outn, beta, yg,
-				    (int)outn);
+			/* Bands of output rows: columns [oh0 * OW, oh1 * OW) of Y. */
+			for (int64_t oh0 = 0; oh0 < g2.oh; oh0 += rows) {
+				int64_t oh1 = oh0 + rows < g2.oh ? oh0 + rows : g2.oh;
+				int64_t nc = (oh1 - oh0) * g2.ow;
+				im2col_2d(&g2, cg, xg, oh0, oh1, scratch);
+				/* The band's bias right before sgemm reads it back:
+				 * still in cache, unlike a whole-image fill. */
+				if (bg)
+					fill_bias(yg + oh0 * g2.ow, mg, nc, outn, bg);
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg,
+					    (int)nc, (int)k, 1.0f, wg, (int)k, scratch, (int)nc, beta,
+					    yg + oh0 * g2.ow, (int)outn);
+			}
 		}
 	}
 }

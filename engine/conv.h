@@ -6,9 +6,10 @@
  * conv_window_resolve / conv_check / conv_pool_check (which also report the
  * scratch a kernel needs); the kernels then run on caller-owned arrays and
  * caller-provided scratch and never allocate. conv_run is im2col + OpenBLAS
- * sgemm per image and group, with a 1x1 stride-1 unpadded path that feeds the
- * input to sgemm directly; conv_reference is the plain direct-loop version the
- * tests hold it to.
+ * sgemm per image and group (1-D/2-D: in bands of output rows of at most
+ * 128 KiB of im2col columns, so scratch stays small and in cache), with a 1x1
+ * stride-1 unpadded path that feeds the input to sgemm directly;
+ * conv_reference is the plain direct-loop version the tests hold it to.
  *
  * Threading: the kernels keep no state; distinct calls may run on distinct
  * threads given distinct output and scratch buffers. sgemm may use OpenBLAS's

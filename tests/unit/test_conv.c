@@ -174,6 +174,69 @@ static int case_conv_matches_reference(void)
 	return 0;
 }
 
+/* Convolutions large enough that conv_run's im2col runs in several bands of
+ * output rows (and one with a single row per band), against the reference. */
+static int case_bands_match_reference(void)
+{
+	static const struct {
+		int64_t c, m, group, h, w, k, s, d, pad;
+	} shapes[] = {
+		{16, 8, 1, 40, 40, 3, 1, 1, 1},  /* K 144, OW 40: 5 rows a band */
+		{64, 4, 1, 12, 62, 3, 1, 1, 0},  /* K 576, OW 60: one row a band */
+		{12, 6, 2, 37, 45, 5, 2, 1, 2},  /* strided, padded, grouped */
+		{8, 8, 1, 30, 50, 3, 1, 2, 0},   /* dilated, unpadded stride 1 */
+		{6, 6, 6, 70, 70, 3, 1, 1, 1},   /* depthwise: K 9, many rows */
+	};
+	double max_err = 0.0;
+	for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
+		struct conv_params p;
+		memset(&p, 0, sizeof(p));
+		p.batch = 2, p.in_channels = shapes[t].c, p.out_channels = shapes[t].m;
+		p.group = shapes[t].group;
+		p.win.nspatial = 2;
+		p.win.in[0] = shapes[t].h, p.win.in[1] = shapes[t].w;
+		for (int i = 0; i < 2; i++) {
+			p.win.kernel[i] = shapes[t].k, p.win.strides[i] = shapes[t].s;
+			p.win.dilations[i] = shapes[t].d;
+			p.win.pads[i] = shapes[t].pad, p.win.pads[2 + i] = shapes[t].pad;
+		}
+		struct nn_err e;
+		size_t sb = 0;
+		CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s",
+		      e.message);
+		CHECK(conv_check(&p, &sb, &e) == NN_OK, "%s", e.message);
+		int64_t k = shapes[t].c / shapes[t].group * shapes[t].k * shapes[t].k;
+		/* Bands keep scratch near 128 KiB, never below one output row. */
+		size_t row_bytes = (size_t)(k * p.win.out[1]) * sizeof(float);
+		CHECK(sb <= (row_bytes > 131072 ? row_bytes : 131072) && sb >= row_bytes,
+		      "shape %zu: scratch %zu bytes", t, sb);
+		int64_t nx = p.batch * p.in_channels * p.win.in[0] * p.win.in[1];
+		int64_t ny = p.batch * p.out_channels * p.win.out[0] * p.win.out[1];
+		int64_t nw = p.out_channels * k;
+		float *x = rand_array(nx), *w = rand_array(nw), *b = rand_array(p.out_channels);
+		float *y = malloc((size_t)ny * sizeof(float)), *yr = malloc((size_t)ny * sizeof(float));
+		float *scratch = malloc(sb);
+		CHECK(x && w && b && y && yr && scratch, "oom");
+		conv_run(&p, x, w, b, y, scratch);
+		conv_reference(&p, x, w, b, yr);
+		int bad = -1;
+		for (int64_t i = 0; i < ny && bad < 0; i++) {
+			double d = fabs((double)y[i] - (double)yr[i]);
+			if (d > max_err)
+				max_err = d;
+			if (!(d <= CONV_TOL_ABS + CONV_TOL_REL * fabs((double)yr[i])))
+				bad = (int)i;
+		}
+		if (bad >= 0)
+			fprintf(stderr, "shape %zu: element %d fast %.9g ref %.9g\n", t, bad,
+				(double)y[bad], (double)yr[bad]);
+		free(x), free(w), free(b), free(y), free(yr), free(scratch);
+		CHECK(bad < 0, "banded conv %zu differs from the reference", t);
+	}
+	printf("banded convs match the reference, max |diff| %.3g\n", max_err);
+	return 0;
+}
+
 /* Hand-computed output shapes and pads for each auto_pad mode and ceil_mode. */
 static int case_window_shapes(void)
 {
@@ -554,6 +617,8 @@ int main(int argc, char **argv)
 	const char *c = argv[1];
 	if (!strcmp(c, "matches_reference"))
 		return case_conv_matches_reference();
+	if (!strcmp(c, "bands_match_reference"))
+		return case_bands_match_reference();
 	if (!strcmp(c, "window_shapes"))
 		return case_window_shapes();
 	if (!strcmp(c, "maxpool_values"))
