@@ -2,7 +2,6 @@
 #include "conv.h"
 
 #include <cblas.h>
-#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <string.h>
@@ -217,7 +216,6 @@ enum nn_status conv_check(const struct conv_params *p, size_t *scratch_bytes, st
 	*scratch_bytes = bytes;
 	return NN_OK;
 }
-
 
 /* Copies n floats in fixed 8-float blocks: the rows im2col copies are a few
  * dozen floats, where a memcpy call or a vectorised loop with its alias

@@ -3,7 +3,6 @@
  * geometry against hand-computed shapes, and the pools and BatchNormalization
  * against hand-computed values.
  * Usage: test_conv CASE */
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
