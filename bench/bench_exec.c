@@ -3,8 +3,11 @@
  * Issue 3, acceptance point 5. For the two fixture models (tests/fixtures:
  * lenet300.onnx, an MLP, and cnn.onnx, a small CNN) on the 10,000 real MNIST
  * test images (pixels / 255), measures
- *   - throughput at batch 64: exec_compile once, exec_run over the first
- *     9,984 images (156 full batches) PASSES times, in images/s;
+ *   - throughput at batch 64: exec_compile_threads once per thread count
+ *     (the T-thread line splits the batch into T slices run in parallel,
+ *     OpenBLAS single-threaded inside them; top-1 checked identical to the
+ *     1-thread plan), exec_run over the first 9,984 images (156 full
+ *     batches) PASSES times, in images/s;
  *   - latency at batch 1: median of LAT_RUNS exec_run calls (images cycled);
  *   - exec_plan_bytes of both plans and the process's peak RSS growth
  *     (VmHWM after, VmRSS before; the peak is reset through
@@ -13,7 +16,7 @@
  * and the same figures from ONNX Runtime (npm onnxruntime-node, driven by
  * bench/ort_bench.js, which times session.run inside node: process start and
  * model load excluded, the binding's per-call cost included). Same data, same
- * batch sizes, same thread count (OpenBLAS via openblas_set_num_threads here,
+ * batch sizes, same thread count (batch slices and OpenBLAS threads here,
  * intraOpNumThreads there, interOpNumThreads 1, optimisation level 'all').
  *
  * Noise control (shared 2-vCPU VM): every round takes one exec sample and
@@ -76,6 +79,7 @@ struct bmodel {
 	struct onnx_model *m;
 	struct exec_plan *pb; /* batch opt.batch */
 	struct exec_plan *p1; /* batch 1 */
+	struct exec_plan *pt; /* batch opt.batch, exec_compile_threads for the current line */
 	size_t plan_bytes_b, plan_bytes_1;
 	long rss_growth_kib;
 };
@@ -248,21 +252,27 @@ static int exec_top1(struct bmodel *bm, const struct images *im, int batch, unsi
 	return 0;
 }
 
+/* Throughput through bm->pt (the line's batch-split plan): OpenBLAS runs
+ * single-threaded while the plan's slices run in parallel (BLAS threads x
+ * executor threads <= cores), with `threads` BLAS threads when the plan did
+ * not split. Batch-1 latency: one plan, `threads` BLAS threads. */
 static int measure_exec(struct bmodel *bm, const struct images *im, const struct opts *o,
-			struct sample *s)
+			int threads, struct sample *s)
 {
 	struct tensor out;
 	int nb = im->n / o->batch;
+	openblas_set_num_threads(exec_threads(bm->pt) > 1 ? 1 : threads);
 	for (int b = 0; b < nb / 10 + 1; b++)
-		if (run_one(bm->pb, im->x + (size_t)b * o->batch * PIXELS, &out))
+		if (run_one(bm->pt, im->x + (size_t)b * o->batch * PIXELS, &out))
 			return -1;
 	double t0 = now_s();
 	for (int p = 0; p < o->passes; p++)
 		for (int b = 0; b < nb; b++)
-			if (run_one(bm->pb, im->x + (size_t)b * o->batch * PIXELS, &out))
+			if (run_one(bm->pt, im->x + (size_t)b * o->batch * PIXELS, &out))
 				return -1;
 	double dt = now_s() - t0;
 	s->exec_ips = (double)o->passes * nb * o->batch / dt;
+	openblas_set_num_threads(threads);
 
 	int cyc = im->n < 1000 ? im->n : 1000;
 	double *lat = malloc((size_t)o->lat_runs * sizeof(*lat));
@@ -283,6 +293,56 @@ static int measure_exec(struct bmodel *bm, const struct images *im, const struct
 fail:
 	free(lat);
 	return -1;
+}
+
+/* Compiles bm->pt for `threads` threads and checks it against the 1-thread
+ * plan bm->pb on every full batch: top-1 identical (exit 1 otherwise), and
+ * counts the batches whose outputs are bit-identical (all of them when the
+ * GEMM's result for a row does not depend on the slice's row count). */
+static int prepare_threads(struct bmodel *bm, const struct images *im, const struct opts *o,
+			   int threads)
+{
+	struct nn_err e;
+	exec_free(bm->pt);
+	bm->pt = NULL;
+	if (exec_compile_threads(bm->m, o->batch, (unsigned)threads, &bm->pt, &e) != NN_OK) {
+		fprintf(stderr, "bench_exec: %s: exec_compile_threads: %s\n", bm->path, e.message);
+		return -1;
+	}
+	unsigned char *ta = malloc((size_t)o->batch), *tb = malloc((size_t)o->batch);
+	int rc = -1, batches = 0, exact = 0;
+	if (!ta || !tb)
+		goto out;
+	openblas_set_num_threads(exec_threads(bm->pt) > 1 ? 1 : threads);
+	for (int start = 0; start + o->batch <= im->n; start += o->batch) {
+		struct tensor a, b;
+		size_t na = 0, nbytes = 0;
+		if (run_one(bm->pb, im->x + (size_t)start * PIXELS, &a) ||
+		    run_one(bm->pt, im->x + (size_t)start * PIXELS, &b) ||
+		    argmax_rows(&a, ta, o->batch) || argmax_rows(&b, tb, o->batch))
+			goto out;
+		if (memcmp(ta, tb, (size_t)o->batch) != 0) {
+			fprintf(stderr,
+				"bench_exec: %s: CHECK FAILED: %d-thread plan top-1 differs from the "
+				"1-thread plan at images %d..%d\n",
+				bm->label, threads, start, start + o->batch - 1);
+			goto out;
+		}
+		batches++;
+		exact += tensor_nbytes(&a, &na, NULL) == NN_OK &&
+			 tensor_nbytes(&b, &nbytes, NULL) == NN_OK && na == nbytes &&
+			 memcmp(a.data, b.data, na) == 0;
+	}
+	printf("check %s %d thread%s: plan runs %u slice%s of the batch; top-1 identical to the "
+	       "1-thread plan on all %d full batches, outputs bit-identical on %d\n",
+	       bm->label, threads, threads > 1 ? "s" : "", exec_threads(bm->pt),
+	       exec_threads(bm->pt) > 1 ? "s" : "", batches, exact);
+	rc = 0;
+out:
+	openblas_set_num_threads(threads);
+	free(ta);
+	free(tb);
+	return rc;
 }
 
 /* Runs ort_bench.js once; parses its JSON line into s (ORT fields). */
@@ -676,11 +736,13 @@ int main(int argc, char **argv)
 			struct bmodel *bm = &models[k];
 			if (!bm->m)
 				continue;
+			if (prepare_threads(bm, &im, &o, o.threads[t]))
+				goto done;
 			for (int r = 0; r < o.reps; r++) {
 				int exec_first = r % 2 == 0;
 				for (int half = 0; half < 2; half++) {
 					int rc = (half == 0) == exec_first
-							 ? measure_exec(bm, &im, &o, &s[r])
+							 ? measure_exec(bm, &im, &o, o.threads[t], &s[r])
 							 : measure_ort(bm, &o, o.threads[t], o.passes,
 								       o.lat_runs, NULL, &s[r]);
 					if (rc)
@@ -714,6 +776,7 @@ int main(int argc, char **argv)
 done:
 	for (int k = 0; k < 2; k++) {
 		exec_free(models[k].pb);
+		exec_free(models[k].pt);
 		exec_free(models[k].p1);
 		onnx_free(models[k].m);
 	}

@@ -8,6 +8,7 @@
  * Threading: a plan is used by one thread at a time; no global state. */
 #include "exec.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,6 +186,9 @@ struct exec_plan {
 	 * caller's data (direct inputs), so inputs are not copied */
 	struct tensor ***in_refs;
 	size_t *n_in_refs;
+	/* exec_compile_threads with more than one slice: the plan above is
+	 * shapes-only (full batch, for the queries) and par runs the slices */
+	struct exec_par *par;
 };
 
 static uint32_t name_hash(const char *s)
@@ -422,10 +426,13 @@ static size_t align_up(size_t n)
 	return (n + EXEC_ALIGN - 1) & ~(size_t)(EXEC_ALIGN - 1);
 }
 
+static void par_free(struct exec_par *par);
+
 void exec_free(struct exec_plan *p)
 {
 	if (!p)
 		return;
+	par_free(p->par);
 	for (size_t i = 0; i < p->n_steps; i++) {
 		struct exec_step *s = &p->steps[i];
 		if (s->priv) {
@@ -641,8 +648,12 @@ static enum nn_status plan_offsets(struct interval *iv, size_t n, size_t *total,
 	return NN_OK;
 }
 
+/* shapes_only: stop once every shape is inferred and the graph outputs are
+ * known (no input references, no buffer plan, no arena); such a plan only
+ * answers the exec_input_* / exec_output_* queries. */
 static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model *m,
-				    const Onnx__GraphProto *g, int64_t batch, struct nn_err *e)
+				    const Onnx__GraphProto *g, int64_t batch, bool shapes_only,
+				    struct nn_err *e)
 {
 	enum nn_status st;
 	/* values: initializers, graph inputs, node outputs */
@@ -869,6 +880,9 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 		p->n_outputs++;
 	}
 
+	if (shapes_only)
+		return NN_OK;
+
 	/* Graph inputs are read where the caller has them, unless one is also a
 	 * graph output (outputs are views of plan-owned buffers). */
 	p->in_refs = calloc(p->n_inputs ? p->n_inputs : 1, sizeof *p->in_refs);
@@ -993,7 +1007,7 @@ enum nn_status exec_compile(const struct onnx_model *m, int64_t batch, struct ex
 	struct exec_plan *p = calloc(1, sizeof *p);
 	if (!p)
 		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
-	st = compile_graph(p, m, g, batch, e);
+	st = compile_graph(p, m, g, batch, false, e);
 	if (st != NN_OK) {
 		exec_free(p);
 		return st;
@@ -1032,14 +1046,26 @@ const struct tensor *exec_output_spec(const struct exec_plan *p, size_t i)
 	return i < p->n_outputs ? &p->out_specs[i] : NULL;
 }
 
+static size_t par_bytes(const struct exec_par *par);
+
 size_t exec_plan_bytes(const struct exec_plan *p)
 {
-	return p->arena_bytes + p->const_bytes;
+	return p->arena_bytes + p->const_bytes + (p->par ? par_bytes(p->par) : 0);
 }
+
+static enum nn_status par_run(struct exec_plan *p, const struct tensor *inputs,
+			      struct tensor *outputs, struct nn_err *e);
 
 enum nn_status exec_run(struct exec_plan *p, const struct tensor *inputs, size_t n_inputs,
 			struct tensor *outputs, size_t n_outputs, struct nn_err *e)
 {
+	if (p->par) {
+		if (n_inputs != p->n_inputs || n_outputs != p->n_outputs)
+			return err_set(e, NN_EINVAL, "invalid_argument", "",
+				       "expected %zu inputs and %zu outputs, got %zu and %zu",
+				       p->n_inputs, p->n_outputs, n_inputs, n_outputs);
+		return par_run(p, inputs, outputs, e);
+	}
 	if (n_inputs != p->n_inputs || n_outputs != p->n_outputs)
 		return err_set(e, NN_EINVAL, "invalid_argument", "",
 			       "expected %zu inputs and %zu outputs, got %zu and %zu", p->n_inputs,
@@ -1082,6 +1108,334 @@ enum nn_status exec_run(struct exec_plan *p, const struct tensor *inputs, size_t
 	for (size_t i = 0; i < n_outputs; i++) {
 		const struct exec_value *v = &p->values[p->outputs[i]];
 		tensor_view(&outputs[i], v->t.dtype, v->t.ndim, v->t.shape, v->t.data);
+	}
+	return NN_OK;
+}
+
+/* ---- batch-split plans (exec_compile_threads) ----
+ *
+ * The batch is cut into n slices, each run by its own sub-plan (a plain
+ * exec_compile plan for the slice's size: own arena, own op state, so slices
+ * share nothing writable). Slice 0 runs on the caller's thread, slice s > 0 on
+ * worker s, created at compile and joined in exec_free. One exec_run is one
+ * generation: the caller bumps gen under mu and broadcasts go; each worker
+ * runs its slice, copies its rows of every output into the plan-owned output
+ * buffers and decrements pending; the caller waits on done until pending is 0.
+ * The mutex orders the caller's input pointers before the workers' reads and
+ * the workers' output rows before the caller returns. Nothing is allocated
+ * per run. */
+
+struct exec_worker {
+	struct exec_par *par;
+	unsigned idx;
+	enum nn_status st;
+	struct nn_err err;
+	pthread_t th;
+	bool started;
+};
+
+struct exec_par {
+	unsigned n;               /* slices (sub-plans) */
+	size_t n_in, n_out;
+	struct exec_plan **sub;
+	int64_t *off;             /* first batch row of each slice */
+	size_t *in_row, *out_row; /* bytes per batch row of each input / output */
+	struct tensor *sub_in;    /* n * n_in: each slice's views of the caller's inputs */
+	struct tensor *sub_out;   /* n * n_out: each sub-plan's outputs */
+	unsigned char **out_buf;  /* n_out full-batch output buffers */
+	size_t out_bytes;
+	struct exec_worker *w;    /* n; w[0] stands for the caller */
+	pthread_mutex_t mu;
+	pthread_cond_t go, done;
+	bool sync_ready;
+	unsigned long gen;        /* generation of the current run (guarded by mu) */
+	unsigned pending;         /* workers still running it (guarded by mu) */
+	bool quit;                /* guarded by mu */
+};
+
+/* Runs slice s and copies its output rows into the full-batch buffers. */
+static void par_slice(struct exec_par *par, unsigned s)
+{
+	struct exec_worker *w = &par->w[s];
+	struct tensor *out = &par->sub_out[(size_t)s * par->n_out];
+	w->st = exec_run(par->sub[s], &par->sub_in[(size_t)s * par->n_in], par->n_in, out,
+			 par->n_out, &w->err);
+	if (w->st != NN_OK)
+		return;
+	for (size_t o = 0; o < par->n_out; o++) {
+		size_t rows = (size_t)out[o].shape[0], bytes = rows * par->out_row[o];
+		if (bytes)
+			memcpy(par->out_buf[o] + (size_t)par->off[s] * par->out_row[o], out[o].data,
+			       bytes);
+	}
+}
+
+static void *par_worker(void *arg)
+{
+	struct exec_worker *w = arg;
+	struct exec_par *par = w->par;
+	unsigned long seen = 0;
+	for (;;) {
+		pthread_mutex_lock(&par->mu);
+		while (par->gen == seen && !par->quit)
+			pthread_cond_wait(&par->go, &par->mu);
+		if (par->quit) {
+			pthread_mutex_unlock(&par->mu);
+			return NULL;
+		}
+		seen = par->gen;
+		pthread_mutex_unlock(&par->mu);
+		par_slice(par, w->idx);
+		pthread_mutex_lock(&par->mu);
+		if (--par->pending == 0)
+			pthread_cond_signal(&par->done);
+		pthread_mutex_unlock(&par->mu);
+	}
+}
+
+static void par_free(struct exec_par *par)
+{
+	if (!par)
+		return;
+	if (par->sync_ready) {
+		pthread_mutex_lock(&par->mu);
+		par->quit = true;
+		pthread_cond_broadcast(&par->go);
+		pthread_mutex_unlock(&par->mu);
+		for (unsigned s = 1; par->w && s < par->n; s++)
+			if (par->w[s].started)
+				pthread_join(par->w[s].th, NULL);
+		pthread_cond_destroy(&par->done);
+		pthread_cond_destroy(&par->go);
+		pthread_mutex_destroy(&par->mu);
+	}
+	for (unsigned s = 0; par->sub && s < par->n; s++)
+		exec_free(par->sub[s]);
+	for (size_t o = 0; par->out_buf && o < par->n_out; o++)
+		free(par->out_buf[o]);
+	free(par->out_buf);
+	free(par->sub);
+	free(par->off);
+	free(par->in_row);
+	free(par->out_row);
+	free(par->sub_in);
+	free(par->sub_out);
+	free(par->w);
+	free(par);
+}
+
+static size_t par_bytes(const struct exec_par *par)
+{
+	size_t b = par->out_bytes;
+	for (unsigned s = 0; s < par->n; s++)
+		b += exec_plan_bytes(par->sub[s]);
+	return b;
+}
+
+/* Same dtype and shape except the first dimension, which is `rows`. */
+static bool same_but_batch(const struct tensor *full, const struct tensor *part, int64_t rows)
+{
+	if (full->dtype != part->dtype || full->ndim != part->ndim || part->ndim < 1 ||
+	    part->shape[0] != rows)
+		return false;
+	for (int d = 1; d < full->ndim; d++)
+		if (full->shape[d] != part->shape[d])
+			return false;
+	return true;
+}
+
+/* Row bytes of a spec whose first dimension is batch (> 0). */
+static size_t row_bytes(const struct tensor *spec, int64_t batch)
+{
+	size_t b = 0;
+	if (tensor_nbytes(spec, &b, NULL) != NN_OK)
+		return 0;
+	return b / (size_t)batch;
+}
+
+/* Builds p->par for n slices of batch. NN_EUNSUPPORTED (no message) when the
+ * graph turns out not to be splittable: the caller falls back to one plan. */
+static enum nn_status par_build(struct exec_plan *p, const struct onnx_model *m, int64_t batch,
+				unsigned n, struct nn_err *e)
+{
+	struct exec_par *par = calloc(1, sizeof *par);
+	if (!par)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+	p->par = par;
+	par->n = n;
+	par->n_in = p->n_inputs;
+	par->n_out = p->n_outputs;
+	par->sub = calloc(n, sizeof *par->sub);
+	par->off = calloc(n, sizeof *par->off);
+	par->in_row = calloc(par->n_in, sizeof *par->in_row);
+	par->out_row = calloc(par->n_out ? par->n_out : 1, sizeof *par->out_row);
+	par->sub_in = calloc((size_t)n * par->n_in, sizeof *par->sub_in);
+	par->sub_out = calloc((size_t)n * (par->n_out ? par->n_out : 1), sizeof *par->sub_out);
+	par->out_buf = calloc(par->n_out ? par->n_out : 1, sizeof *par->out_buf);
+	par->w = calloc(n, sizeof *par->w);
+	if (!par->sub || !par->off || !par->in_row || !par->out_row || !par->sub_in ||
+	    !par->sub_out || !par->out_buf || !par->w)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+
+	int64_t at = 0;
+	for (unsigned s = 0; s < n; s++) {
+		int64_t rows = batch / n + ((int64_t)s < batch % n ? 1 : 0);
+		par->off[s] = at;
+		at += rows;
+		enum nn_status st = exec_compile(m, rows, &par->sub[s], e);
+		if (st == NN_ENOMEM)
+			return st;
+		if (st != NN_OK) /* e.g. a Reshape to a constant shape naming the batch */
+			return NN_EUNSUPPORTED;
+		struct exec_plan *q = par->sub[s];
+		if (q->n_inputs != p->n_inputs || q->n_outputs != p->n_outputs)
+			return NN_EUNSUPPORTED;
+		for (size_t i = 0; i < p->n_inputs; i++) {
+			if (!same_but_batch(&p->in_specs[i], &q->in_specs[i], rows))
+				return NN_EUNSUPPORTED;
+			par->sub_in[(size_t)s * par->n_in + i] = q->in_specs[i];
+		}
+		for (size_t o = 0; o < p->n_outputs; o++)
+			if (!same_but_batch(&p->out_specs[o], &q->out_specs[o], rows))
+				return NN_EUNSUPPORTED;
+	}
+	for (size_t i = 0; i < par->n_in; i++)
+		par->in_row[i] = row_bytes(&p->in_specs[i], batch);
+	for (size_t o = 0; o < par->n_out; o++) {
+		par->out_row[o] = row_bytes(&p->out_specs[o], batch);
+		size_t bytes = par->out_row[o] * (size_t)batch;
+		if (bytes == 0)
+			continue;
+		par->out_buf[o] = aligned_alloc(EXEC_ALIGN, align_up(bytes));
+		if (!par->out_buf[o])
+			return err_set(e, NN_ENOMEM, "out_of_memory", "",
+				       "allocating a %zu-byte output buffer", bytes);
+		par->out_bytes += align_up(bytes);
+	}
+
+	if (pthread_mutex_init(&par->mu, NULL) != 0)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "creating a mutex");
+	if (pthread_cond_init(&par->go, NULL) != 0) {
+		pthread_mutex_destroy(&par->mu);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "creating a condition variable");
+	}
+	if (pthread_cond_init(&par->done, NULL) != 0) {
+		pthread_cond_destroy(&par->go);
+		pthread_mutex_destroy(&par->mu);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "creating a condition variable");
+	}
+	par->sync_ready = true;
+	for (unsigned s = 0; s < n; s++) {
+		par->w[s].par = par;
+		par->w[s].idx = s;
+	}
+	for (unsigned s = 1; s < n; s++) {
+		if (pthread_create(&par->w[s].th, NULL, par_worker, &par->w[s]) != 0)
+			return err_set(e, NN_ENOMEM, "out_of_memory", "",
+				       "creating executor thread %u of %u", s + 1, n);
+		par->w[s].started = true;
+	}
+	return NN_OK;
+}
+
+enum nn_status exec_compile_threads(const struct onnx_model *m, int64_t batch, unsigned threads,
+				    struct exec_plan **out, struct nn_err *e)
+{
+	*out = NULL;
+	const Onnx__GraphProto *g = NULL;
+	enum nn_status st = graph_of(m, &g, e);
+	if (st != NN_OK)
+		return st;
+	if (batch < 0 || batch > ((int64_t)1 << 30))
+		return err_set(e, NN_EINVAL, "invalid_argument", "", "batch %lld out of range",
+			       (long long)batch);
+	unsigned n = threads < 1 ? 1 : threads;
+	if ((int64_t)n > batch)
+		n = (unsigned)batch; /* every slice has at least one row */
+	if (n < 2)
+		return exec_compile(m, batch, out, e);
+
+	struct exec_plan *p = calloc(1, sizeof *p);
+	if (!p)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+	st = compile_graph(p, m, g, batch, true, e);
+	if (st != NN_OK) {
+		exec_free(p);
+		return st;
+	}
+	/* Splittable: every graph input and output has the batch as its first
+	 * dimension at the full batch and the slice's size in each slice (so no
+	 * fixed dimension merely equals the batch), other dimensions unchanged. */
+	bool split = p->n_inputs > 0;
+	for (size_t i = 0; split && i < p->n_inputs; i++)
+		split = p->in_specs[i].ndim >= 1 && p->in_specs[i].shape[0] == batch;
+	for (size_t o = 0; split && o < p->n_outputs; o++)
+		split = p->out_specs[o].ndim >= 1 && p->out_specs[o].shape[0] == batch;
+	if (split) {
+		struct nn_err pe;
+		err_clear(&pe);
+		st = par_build(p, m, batch, n, &pe);
+		if (st == NN_OK) {
+			*out = p;
+			return NN_OK;
+		}
+		if (st != NN_EUNSUPPORTED) {
+			if (e)
+				*e = pe;
+			exec_free(p);
+			return st;
+		}
+	}
+	exec_free(p);
+	return exec_compile(m, batch, out, e);
+}
+
+unsigned exec_threads(const struct exec_plan *p)
+{
+	return p->par ? p->par->n : 1;
+}
+
+static enum nn_status par_run(struct exec_plan *p, const struct tensor *inputs,
+			      struct tensor *outputs, struct nn_err *e)
+{
+	struct exec_par *par = p->par;
+	for (size_t i = 0; i < par->n_in; i++) {
+		const struct tensor *spec = &p->in_specs[i], *in = &inputs[i];
+		bool same = in->dtype == spec->dtype && in->ndim == spec->ndim;
+		for (int d = 0; same && d < spec->ndim; d++)
+			same = in->shape[d] == spec->shape[d];
+		if (!same)
+			return err_set(e, NN_EINVAL, "invalid_argument", "",
+				       "input '%.100s' does not match the plan's dtype and shape",
+				       exec_input_name(p, i));
+		if (par->in_row[i] && !in->data)
+			return err_set(e, NN_EINVAL, "invalid_argument", "",
+				       "input '%.100s' has no data", exec_input_name(p, i));
+		for (unsigned s = 0; s < par->n; s++)
+			par->sub_in[(size_t)s * par->n_in + i].data =
+				par->in_row[i] ? (unsigned char *)in->data +
+							 (size_t)par->off[s] * par->in_row[i]
+					       : in->data;
+	}
+	pthread_mutex_lock(&par->mu);
+	par->pending = par->n - 1;
+	par->gen++;
+	pthread_cond_broadcast(&par->go);
+	pthread_mutex_unlock(&par->mu);
+	par_slice(par, 0);
+	pthread_mutex_lock(&par->mu);
+	while (par->pending > 0)
+		pthread_cond_wait(&par->done, &par->mu);
+	pthread_mutex_unlock(&par->mu);
+	for (unsigned s = 0; s < par->n; s++)
+		if (par->w[s].st != NN_OK) {
+			if (e)
+				*e = par->w[s].err;
+			return par->w[s].st;
+		}
+	for (size_t o = 0; o < par->n_out; o++) {
+		const struct tensor *spec = &p->out_specs[o];
+		tensor_view(&outputs[o], spec->dtype, spec->ndim, spec->shape, par->out_buf[o]);
 	}
 	return NN_OK;
 }

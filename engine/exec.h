@@ -7,7 +7,8 @@
  * flatten pattern are folded to constants), and a buffer plan (intermediate
  * tensors share a few arenas by lifetime; nothing is allocated per node per
  * run). exec_run then only executes kernels into the planned buffers.
- * A plan is used by one thread at a time; distinct plans are independent.
+ * A plan is used by one thread at a time; distinct plans are independent
+ * (exec_compile_threads plans run their own worker threads inside exec_run).
  * The model must outlive the plan (initializers are borrowed, not copied). */
 #ifndef NNCD_EXEC_H
 #define NNCD_EXEC_H
@@ -32,6 +33,27 @@ enum nn_status exec_check_support(const struct onnx_model *m, struct nn_err *e);
 enum nn_status exec_compile(const struct onnx_model *m, int64_t batch, struct exec_plan **out,
 			    struct nn_err *e);
 void exec_free(struct exec_plan *p);
+
+/* exec_compile for up to `threads` threads by splitting the batch: the plan
+ * holds min(threads, batch) sub-plans, one per slice of the batch (sizes as
+ * equal as possible, each >= 1 row), and that many - 1 worker threads it owns
+ * (created here, joined by exec_free; nothing global). exec_run hands each
+ * slice its rows of the inputs (pointers, no copies), runs slice 0 on the
+ * calling thread and the others on the workers, and gathers the outputs into
+ * plan-owned full-batch buffers; it still allocates nothing. Per-sample
+ * results are those of the 1-thread plan.
+ * The batch is split only when every graph input and output has it as its
+ * first dimension (checked on the inferred shapes at the full batch and at
+ * each slice's size); otherwise, and for threads <= 1 or batch <= 1, this is
+ * exec_compile (exec_threads tells which).
+ * BLAS threads: OpenBLAS's thread count is process-global, so the engine
+ * never sets it; the caller does. Slices each call sgemm, so a caller using
+ * T slices normally runs OpenBLAS single-threaded (the daemon's rule: BLAS
+ * threads x busy executor threads <= cores). */
+enum nn_status exec_compile_threads(const struct onnx_model *m, int64_t batch, unsigned threads,
+				    struct exec_plan **out, struct nn_err *e);
+/* Threads a plan runs on: its slice count (1 for exec_compile plans). */
+unsigned exec_threads(const struct exec_plan *p);
 
 size_t exec_input_count(const struct exec_plan *p);
 size_t exec_output_count(const struct exec_plan *p);
