@@ -846,6 +846,7 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 		};
 		st = s->op->infer(&ic, e);
 		s->priv = ic.priv;
+		p->const_bytes += ic.priv_bytes; /* packed weights etc. */
 		s->scratch_bytes = ic.scratch_bytes;
 		if (st != NN_OK)
 			return st;

@@ -14,7 +14,8 @@
  *   infer (exec_compile, once per plan): from the inputs' dtypes and shapes
  *     (and their data when an input is a compile-time constant) set every
  *     output's dtype, ndim and shape; may declare scratch bytes and attach
- *     op-private state (parsed attributes, packed weights) that run gets back.
+ *     op-private state (parsed attributes, packed weights) that run gets back
+ *     (its size in priv_bytes when large, so the plan's memory counts it).
  *   run (exec_run, and at compile time when every input is constant, to fold
  *     the node): compute outputs into buffers the executor planned. Never
  *     allocates; must not fail for inputs matching what infer accepted.
@@ -52,6 +53,8 @@ struct exec_infer_ctx {
 	size_t n_out;         /* == node->n_output */
 	size_t scratch_bytes; /* set by infer: bytes of scratch run needs (64-byte aligned) */
 	void *priv;           /* set by infer: malloc'd op-private state, or NULL */
+	size_t priv_bytes;    /* set by infer: bytes priv holds worth reporting (packed
+	                       * weights), added to exec_plan_bytes */
 };
 
 /* What run gets. in[i].data/out[i].data point to the values (absent optional

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "exec_op.h"
+#include "gemm.h"
 
 /* ---- shared helpers ---- */
 
@@ -638,7 +639,38 @@ static enum nn_status infer_gemm(struct exec_infer_ctx *c, struct nn_err *e)
 	if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
 		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "dimensions too large for BLAS");
 	set_out(&c->out[0], DT_FLOAT, 2, shape);
+	/* A constant weight is packed once here for gemm.c's kernel, which beats
+	 * OpenBLAS at the executor's small batches; transA stays on BLAS. */
+	if (b->data && !ta && k > 0 && n > 0 && gemm_fast_available()) {
+		struct gemm_packed *pk = malloc(sizeof *pk);
+		if (!pk)
+			return exec_node_err(e, NN_ENOMEM, c->node, "out of memory");
+		enum nn_status pst = gemm_pack(pk, b->data, k, n, tb, e);
+		if (pst != NN_OK) {
+			free(pk);
+			return exec_node_err(e, pst, c->node, "%s",
+					     pst == NN_ENOMEM ? "out of memory packing B"
+							      : "B too large to pack");
+		}
+		c->priv = pk;
+		c->priv_bytes = pk->bytes;
+	}
 	return NN_OK;
+}
+
+/* The packed kernel runs on the calling thread only: when OpenBLAS may use
+ * more threads, its threaded sgemm wins on the large layers, so the packed
+ * weight serves the single-threaded configuration (the daemon's busy workers,
+ * the executor's batch slices). */
+static bool use_packed(bool packed)
+{
+	return packed && openblas_get_num_threads() == 1;
+}
+
+static void free_gemm(void *priv)
+{
+	gemm_packed_free(priv);
+	free(priv);
 }
 
 static enum nn_status run_gemm(const struct exec_run_ctx *c, struct nn_err *e)
@@ -677,6 +709,10 @@ static enum nn_status run_gemm(const struct exec_run_ctx *c, struct nn_err *e)
 			memset(y, 0, sizeof(float) * (size_t)m * (size_t)n);
 		return NN_OK;
 	}
+	if (use_packed(c->priv != NULL)) {
+		gemm_run(c->priv, m, a->data, k, alpha, y, n, gb != 0.0f);
+		return NN_OK;
+	}
 	cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
 		    m, n, k, alpha, a->data, (int)a->shape[1], b->data, (int)b->shape[1], gb, y, n);
 	return NN_OK;
@@ -689,7 +725,16 @@ struct matmul_geom {
 	int nd; /* batch rank */
 	int64_t bshape[TENSOR_MAX_DIMS], sa[TENSOR_MAX_DIMS], sb[TENSOR_MAX_DIMS];
 	bool fold_a; /* B is 2-D: A's batch folds into M */
+	bool packed; /* B is a constant matrix, packed for gemm_run */
+	struct gemm_packed pb;
 };
+
+static void free_matmul(void *priv)
+{
+	struct matmul_geom *g = priv;
+	gemm_packed_free(&g->pb);
+	free(g);
+}
 
 static enum nn_status infer_matmul(struct exec_infer_ctx *c, struct nn_err *e)
 {
@@ -750,6 +795,18 @@ static enum nn_status infer_matmul(struct exec_infer_ctx *c, struct nn_err *e)
 		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "shape too large");
 	}
 	set_out(&c->out[0], DT_FLOAT, nd, shape);
+	/* Constant 2-D weight: pack once for gemm.c (see infer_gemm). */
+	if (g->fold_a && b->data && g->k > 0 && g->n > 0 && gemm_fast_available()) {
+		enum nn_status pst = gemm_pack(&g->pb, b->data, g->k, g->n, false, e);
+		if (pst != NN_OK) {
+			free(g);
+			return exec_node_err(e, pst, c->node, "%s",
+					     pst == NN_ENOMEM ? "out of memory packing B"
+							      : "B too large to pack");
+		}
+		g->packed = true;
+		c->priv_bytes = g->pb.bytes;
+	}
 	c->priv = g;
 	return NN_OK;
 }
@@ -776,6 +833,10 @@ static enum nn_status run_matmul(const struct exec_run_ctx *c, struct nn_err *e)
 	const struct matmul_geom *g = c->priv;
 	const float *a = c->in[0].data, *b = c->in[1].data;
 	float *y = c->out[0].data;
+	if (use_packed(g->packed)) {
+		gemm_run(&g->pb, g->m * g->batch, a, g->k, 1.0f, y, g->n, false);
+		return NN_OK;
+	}
 	if (g->fold_a) {
 		sgemm_nn(g->m * g->batch, g->n, g->k, a, b, y);
 		return NN_OK;
@@ -1367,8 +1428,8 @@ static enum nn_status infer_copy_like(struct exec_infer_ctx *c, struct nn_err *e
 }
 
 const struct exec_op exec_ops_basic[] = {
-	{"", "Gemm", NULL, infer_gemm, run_gemm, NULL},
-	{"", "MatMul", NULL, infer_matmul, run_matmul, NULL},
+	{"", "Gemm", NULL, infer_gemm, run_gemm, free_gemm},
+	{"", "MatMul", NULL, infer_matmul, run_matmul, free_matmul},
 	{"", "Add", NULL, infer_binary, run_binary, NULL},
 	{"", "Sub", NULL, infer_binary, run_binary, NULL},
 	{"", "Mul", NULL, infer_binary, run_binary, NULL},
