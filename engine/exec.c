@@ -27,7 +27,9 @@ struct exec_table {
 };
 
 static const struct exec_table exec_tables[] = {
-	{exec_ops_basic, &exec_ops_basic_count},
+	{exec_ops_math, &exec_ops_math_count},
+	{exec_ops_shape, &exec_ops_shape_count},
+	{exec_ops_gemm, &exec_ops_gemm_count},
 	{exec_ops_quant, &exec_ops_quant_count},
 	{exec_ops_conv, &exec_ops_conv_count},
 };

@@ -1,10 +1,10 @@
 /* exec_op: the interface through which operator modules plug into the
  * executor (exec.c). Internal to engine/; the public contract is exec.h.
  *
- * An operator module (ops_basic.c, ops_quant.c, ops_conv.c, ...) exports one
- * table of struct exec_op:
- *     extern const struct exec_op exec_ops_basic[];
- *     extern const size_t exec_ops_basic_count;
+ * An operator module (ops_math.c, ops_shape.c, ops_gemm.c, ops_quant.c,
+ * ops_conv.c, ...) exports one table of struct exec_op:
+ *     extern const struct exec_op exec_ops_math[];
+ *     extern const size_t exec_ops_math_count;
  * and exec.c's registry lists the tables. Lookup is by (domain, op_type),
  * where domain "" stands for the default domain (also matched by "ai.onnx").
  *
@@ -85,8 +85,12 @@ struct exec_op {
 };
 
 /* The registered tables (each module defines its own pair). */
-extern const struct exec_op exec_ops_basic[];
-extern const size_t exec_ops_basic_count;
+extern const struct exec_op exec_ops_math[];
+extern const size_t exec_ops_math_count;
+extern const struct exec_op exec_ops_shape[];
+extern const size_t exec_ops_shape_count;
+extern const struct exec_op exec_ops_gemm[];
+extern const size_t exec_ops_gemm_count;
 extern const struct exec_op exec_ops_quant[];
 extern const size_t exec_ops_quant_count;
 extern const struct exec_op exec_ops_conv[];

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "exec_op.h"
-#include "ops_basic.h"
+#include "ops_util.h"
 
 int32_t ops_quant_round_sat(float x, int32_t lo, int32_t hi)
 {

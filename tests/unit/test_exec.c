@@ -1,4 +1,5 @@
-/* Unit tests for the executor (engine/exec.c, ops_basic.c, ops_quant.c):
+/* Unit tests for the executor (engine/exec.c, ops_math.c, ops_shape.c,
+ * ops_gemm.c, ops_quant.c):
  * operator semantics on tiny models from data/make_exec_cases.py against
  * references computed here, PyTorch exports (data/make_exec_torch_models.py)
  * against ONNX Runtime, constant folding of PyTorch's flatten pattern,

@@ -2,7 +2,7 @@
  * CPU has it, and the portable one) against gemm_ref on random shapes with
  * ragged M/N/K edges, transB, alpha, accumulation and row strides wider than
  * the matrices (whose padding must stay untouched); pack's argument checks;
- * and through the executor (ops_basic.c's hook): the MNIST MLP fixture (Gemm,
+ * and through the executor (ops_gemm.c's hook): the MNIST MLP fixture (Gemm,
  * transB, bias) and MatMul with a constant 2-D weight run with one OpenBLAS
  * thread (packed kernel) match the two-thread run (cblas_sgemm), and the plan
  * counts the packed weights.

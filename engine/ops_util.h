@@ -1,0 +1,81 @@
+/* ops_util: helpers the operator modules share (private to engine/ops_*.c).
+ * ops_broadcast_shape and ops_int_at are used by ops_math, ops_gemm and
+ * ops_quant; the small infer/run-context checks, set_out and bcast_strides
+ * below are static inline so each op module keeps them file-local (no extra
+ * exported names, same code as when they lived beside the kernels).
+ * Owns nothing. Threading: pure functions, any thread. */
+#ifndef NNCD_OPS_UTIL_H
+#define NNCD_OPS_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "exec_op.h"
+#include "tensor.h"
+
+/* Multidirectional (numpy) broadcast of a's and b's shapes into out
+ * (ndim + shape); false when they do not broadcast. */
+bool ops_broadcast_shape(const struct tensor *a, const struct tensor *b, struct tensor *out);
+
+/* Reads element i of an integer tensor (int64, int32, int8, uint8, ...) as
+ * int64; 0 for non-integer dtypes. */
+int64_t ops_int_at(const struct tensor *t, int64_t i);
+
+static inline bool has_in(const struct exec_infer_ctx *c, size_t k)
+{
+	return k < c->n_in && c->in[k].dtype != DT_UNDEFINED;
+}
+
+static inline bool run_has_in(const struct exec_run_ctx *c, size_t k)
+{
+	return k < c->n_in && c->in[k].dtype != DT_UNDEFINED;
+}
+
+/* The first `need` inputs present, at most `max`, at least one output. */
+static inline enum nn_status want_io(const struct exec_infer_ctx *c, size_t need, size_t max,
+				     struct nn_err *e)
+{
+	if (c->n_in < need || c->n_in > max)
+		return exec_node_err(e, NN_EINVAL, c->node, "takes %zu to %zu inputs, has %zu",
+				     need, max, c->n_in);
+	for (size_t k = 0; k < need; k++)
+		if (c->in[k].dtype == DT_UNDEFINED)
+			return exec_node_err(e, NN_EINVAL, c->node, "input %zu is required", k);
+	if (c->n_out < 1)
+		return exec_node_err(e, NN_EINVAL, c->node, "has no output");
+	return NN_OK;
+}
+
+static inline enum nn_status want_dtype(const struct exec_infer_ctx *c, size_t k, enum dtype dt,
+					struct nn_err *e)
+{
+	if (c->in[k].dtype != dt)
+		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "input %zu has dtype %s (%s expected)",
+				     k, dtype_name(c->in[k].dtype), dtype_name(dt));
+	return NN_OK;
+}
+
+static inline void set_out(struct tensor *o, enum dtype dt, int ndim, const int64_t *shape)
+{
+	memset(o, 0, sizeof *o);
+	o->dtype = dt;
+	o->ndim = ndim;
+	if (ndim > 0)
+		memcpy(o->shape, shape, sizeof(int64_t) * (size_t)ndim);
+}
+
+/* Element strides of t broadcast to y's shape (0 on broadcast dims). */
+static inline void bcast_strides(const struct tensor *t, const struct tensor *y, int64_t *st)
+{
+	int64_t s = 1;
+	for (int i = y->ndim - 1; i >= 0; i--) {
+		int it = i - (y->ndim - t->ndim);
+		int64_t d = it >= 0 ? t->shape[it] : 1;
+		st[i] = d == 1 ? 0 : s;
+		s *= d;
+	}
+}
+
+#endif
