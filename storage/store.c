@@ -102,6 +102,9 @@ static const char *const migrations[] = {
 	"  type TEXT NOT NULL,"
 	"  data TEXT);"
 	"CREATE INDEX job_events_job ON job_events(job_id, id);",
+	/* 2: evaluation of the job's input model (issue 3); the steps' own
+	 * metrics stay in job_metrics. */
+	"ALTER TABLE jobs ADD COLUMN input_metrics TEXT;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 

@@ -178,7 +178,7 @@ static void test_migrations(void)
 	struct store *s = open_store();
 	store_close(s);
 	raw_query("PRAGMA user_version", buf, sizeof buf);
-	CHECK(strcmp(buf, "1") == 0);
+	CHECK(strcmp(buf, "2") == 0);
 	raw_query("SELECT id FROM tenants", buf, sizeof buf);
 	CHECK(strcmp(buf, STORE_DEFAULT_TENANT) == 0);
 	raw_query("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
@@ -194,7 +194,7 @@ static void test_migrations(void)
 	s = open_store();
 	store_close(s);
 	raw_query("PRAGMA user_version", buf, sizeof buf);
-	CHECK(strcmp(buf, "1") == 0);
+	CHECK(strcmp(buf, "2") == 0);
 	raw_query("SELECT count(*) FROM tenants", buf, sizeof buf);
 	CHECK(strcmp(buf, "1") == 0);
 	raw_query("SELECT count(*) FROM models", buf, sizeof buf);
