@@ -305,6 +305,25 @@ int blob_writer_fd(const struct blob_writer *w)
 	return w->fd;
 }
 
+enum nn_status blob_writer_sha256(const struct blob_writer *w, char sha_hex[65],
+				  struct nn_err *e)
+{
+	/* Finalising a copy leaves the writer's own context open for more. */
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned int dlen = 0;
+	EVP_MD_CTX *copy = EVP_MD_CTX_new();
+	if (!copy)
+		return err_set(e, NN_ENOMEM, "out_of_memory", NULL, "sha256 context");
+	bool ok = EVP_MD_CTX_copy_ex(copy, w->md) && EVP_DigestFinal_ex(copy, dig, &dlen) &&
+		  dlen == 32;
+	EVP_MD_CTX_free(copy);
+	if (!ok)
+		return err_set(e, NN_EINTERNAL, "internal", NULL, "sha256 final failed");
+	for (int i = 0; i < 32; i++)
+		snprintf(sha_hex + 2 * i, 3, "%02x", dig[i]);
+	return NN_OK;
+}
+
 void blob_writer_abort(struct blob_writer *w)
 {
 	if (w)

@@ -27,6 +27,10 @@ enum nn_status blob_writer_write(struct blob_writer *w, const void *data, size_t
 int64_t blob_writer_size(const struct blob_writer *w);
 /* Read-only access to what was written so far (for validation before commit). */
 int blob_writer_fd(const struct blob_writer *w);
+/* sha256 of what was written so far, without committing (w stays usable):
+ * for an upload whose hash is reported but whose bytes are not kept. */
+enum nn_status blob_writer_sha256(const struct blob_writer *w, char sha_hex[65],
+				  struct nn_err *e);
 /* Makes the blob visible and frees w (also on failure). sha_hex gets 64 hex chars + NUL. */
 enum nn_status blob_writer_commit(struct blob_writer *w, char sha_hex[65], int64_t *size,
 				  struct nn_err *e);

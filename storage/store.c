@@ -4,8 +4,9 @@
  * Owns: the database file DATA_DIR/nncd.db, a pool of up to STORE_POOL
  * connections (opened lazily), each with its own cache of prepared
  * statements, and the schema migrations; also ids (store_new_id), the
- * blob-in-use query and the health checks. The queries of model rows and of
- * jobs live in store_models.c and store_jobs.c; the SQL helpers all of them
+ * blob-in-use query and the health checks. The queries of model rows, of
+ * jobs and of datasets live in store_models.c, store_jobs.c and
+ * store_datasets.c; the SQL helpers all of them
  * use (statements, transactions, columns, errors) in store_db.c.
  *
  * Threading: every public function borrows one connection from the pool
@@ -105,6 +106,30 @@ static const char *const migrations[] = {
 	/* 2: evaluation of the job's input model (issue 3); the steps' own
 	 * metrics stay in job_metrics. */
 	"ALTER TABLE jobs ADD COLUMN input_metrics TEXT;",
+	/* 3: datasets. Rows are hard-deleted (a job names a dataset only in its
+	 * spec text, which keeps the id after the row is gone); each array is a
+	 * blob of its own, a standalone .npy file. */
+	"CREATE TABLE datasets ("
+	"  id TEXT PRIMARY KEY,"
+	"  tenant_id TEXT NOT NULL REFERENCES tenants(id),"
+	"  seq INTEGER NOT NULL UNIQUE,"
+	"  name TEXT,"
+	"  format TEXT NOT NULL CHECK (format IN ('npy','npz')),"
+	"  sha256 TEXT NOT NULL CHECK (length(sha256) = 64),"
+	"  size INTEGER NOT NULL CHECK (size >= 0),"
+	"  samples INTEGER NOT NULL CHECK (samples >= 1),"
+	"  created_at TEXT NOT NULL);"
+	"CREATE INDEX datasets_tenant_seq ON datasets(tenant_id, seq);"
+	"CREATE TABLE dataset_arrays ("
+	"  dataset_id TEXT NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,"
+	"  position INTEGER NOT NULL CHECK (position >= 0),"
+	"  name TEXT NOT NULL,"
+	"  dtype TEXT NOT NULL,"
+	"  shape TEXT NOT NULL,"
+	"  sha256 TEXT NOT NULL CHECK (length(sha256) = 64),"
+	"  bytes INTEGER NOT NULL CHECK (bytes >= 0),"
+	"  PRIMARY KEY (dataset_id, name)) WITHOUT ROWID;"
+	"CREATE INDEX dataset_arrays_sha256 ON dataset_arrays(sha256);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -443,7 +468,8 @@ enum nn_status store_blob_in_use(struct store *s, const char *sha256, bool *in_u
 		return st;
 	if ((st = sdb_query(c,
 		     "SELECT EXISTS (SELECT 1 FROM models WHERE sha256 = ?1 AND deleted_at IS NULL)"
-		     " OR EXISTS (SELECT 1 FROM artifacts WHERE sha256 = ?1)",
+		     " OR EXISTS (SELECT 1 FROM artifacts WHERE sha256 = ?1)"
+		     " OR EXISTS (SELECT 1 FROM dataset_arrays WHERE sha256 = ?1)",
 		     &q, e, "s", sha256)))
 		goto out;
 	if ((st = sdb_row(c, q, &row, e)))

@@ -13,9 +13,9 @@
  * This header declares what store.c owns: open/close (with the migrations and
  * the connection pool), ids, the blob-in-use query and health. The queries
  * live in their own modules, whose public headers it includes, so
- * "store.h" still gives the whole API: store_models.h (model rows) and
+ * "store.h" still gives the whole API: store_models.h (model rows),
  * store_jobs.h (jobs, steps, events, the worker's claim/finish calls and
- * artifacts). */
+ * artifacts) and store_datasets.h (datasets and their arrays). */
 #ifndef NNCD_STORE_H
 #define NNCD_STORE_H
 
@@ -38,7 +38,7 @@ void store_close(struct store *s);
 /* New opaque id: prefix + 26 chars of base32 from 130 random bits (getrandom). */
 void store_new_id(const char *prefix, char out[STORE_ID_CAP]);
 
-/* Whether any model or artifact row refers to the blob. */
+/* Whether any model, artifact or dataset array row refers to the blob. */
 enum nn_status store_blob_in_use(struct store *s, const char *sha256, bool *in_use,
 				 struct nn_err *e);
 
@@ -50,5 +50,6 @@ enum nn_status store_integrity_check(struct store *s, bool *ok, struct nn_err *e
 
 #include "store_models.h"
 #include "store_jobs.h"
+#include "store_datasets.h"
 
 #endif

@@ -24,7 +24,8 @@
 
 /* arrays: {"<name>": {"dtype": "float32", "shape": [N, ...], "sha256": "<blob hex>"}, ...}
  * in the order the API shows them; format "npy" or "npz"; sha256/size are the
- * upload's. */
+ * upload's. Each array may also carry "bytes" (its blob's size; 0 when absent).
+ * NN_EINVAL when an entry is malformed or its first dimension is not samples. */
 enum nn_status store_dataset_insert(struct store *s, const char *tenant, const char *name,
 				    const char *format, const char *sha256, int64_t size,
 				    int64_t samples, const json_t *arrays, char id_out[STORE_ID_CAP],
@@ -36,8 +37,8 @@ enum nn_status store_dataset_get(struct store *s, const char *tenant, const char
 /* Newest first. {"datasets":[...API view...], "next": cursor|null}; limit 1..1000. */
 enum nn_status store_dataset_list(struct store *s, const char *tenant, const char *after,
 				  int limit, json_t **out, struct nn_err *e);
-/* What a worker or the job check needs: {"<name>": {"dtype","shape","sha256"}} in
- * the stored order. NN_ENOTFOUND (message names the id). */
+/* What a worker or the job check needs: {"<name>": {"dtype","shape","sha256","bytes"}}
+ * in the stored order. NN_ENOTFOUND (message names the id). */
 enum nn_status store_dataset_arrays(struct store *s, const char *tenant, const char *id,
 				    json_t **out, struct nn_err *e);
 /* NN_ENOTFOUND; NN_ECONFLICT while a queued or running job's spec names the

@@ -178,13 +178,14 @@ static void test_migrations(void)
 	struct store *s = open_store();
 	store_close(s);
 	raw_query("PRAGMA user_version", buf, sizeof buf);
-	CHECK(strcmp(buf, "2") == 0);
+	CHECK(strcmp(buf, "3") == 0);
 	raw_query("SELECT id FROM tenants", buf, sizeof buf);
 	CHECK(strcmp(buf, STORE_DEFAULT_TENANT) == 0);
 	raw_query("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
-		  " ('tenants','models','jobs','job_metrics','artifacts','job_events')",
+		  " ('tenants','models','jobs','job_metrics','artifacts','job_events',"
+		  "  'datasets','dataset_arrays')",
 		  buf, sizeof buf);
-	CHECK(strcmp(buf, "6") == 0);
+	CHECK(strcmp(buf, "8") == 0);
 
 	/* Re-open: nothing re-applied (a second tenants insert would fail). */
 	s = open_store();
@@ -194,7 +195,7 @@ static void test_migrations(void)
 	s = open_store();
 	store_close(s);
 	raw_query("PRAGMA user_version", buf, sizeof buf);
-	CHECK(strcmp(buf, "2") == 0);
+	CHECK(strcmp(buf, "3") == 0);
 	raw_query("SELECT count(*) FROM tenants", buf, sizeof buf);
 	CHECK(strcmp(buf, "1") == 0);
 	raw_query("SELECT count(*) FROM models", buf, sizeof buf);
@@ -805,6 +806,240 @@ static void test_succeed_and_fail(void)
 	store_close(s);
 }
 
+/* ---- datasets ---- */
+
+/* {"x": float32 [n, 784], "y": int64 [n]} with the given blob hashes. */
+static json_t *arrays_of(int64_t n, const char *sha_x, const char *sha_y)
+{
+	json_t *a = json_pack("{s:{s:s, s:[I, i], s:s, s:I}}", "x", "dtype", "float32", "shape",
+			      (json_int_t)n, 784, "sha256", sha_x, "bytes",
+			      (json_int_t)(n * 784 * 4 + 128));
+	if (sha_y)
+		json_object_set_new(a, "y",
+				    json_pack("{s:s, s:[I], s:s, s:I}", "dtype", "int64", "shape",
+					      (json_int_t)n, "sha256", sha_y, "bytes",
+					      (json_int_t)(n * 8 + 128)));
+	return a;
+}
+
+static void test_datasets(void)
+{
+	struct nn_err e = {0};
+	struct store *s = open_store();
+	char buf[64], id1[STORE_ID_CAP], id2[STORE_ID_CAP], id3[STORE_ID_CAP];
+	json_t *arrays = arrays_of(100, SHA_A, SHA_B), *j = NULL;
+	bool in_use = true;
+
+	/* Nothing refers to either blob yet. */
+	CHECK_ST(store_blob_in_use(s, SHA_B, &in_use, &e), NN_OK);
+	CHECK(!in_use);
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "digits", "npz", SHA_A, 4242, 100,
+				      arrays, id1, &e),
+		 NN_OK);
+	CHECK(strncmp(id1, "ds_", 3) == 0 && strlen(id1) == 29);
+	/* The upload hash is SHA_A (shared with x), y's blob is only an array. */
+	CHECK_ST(store_blob_in_use(s, SHA_B, &in_use, &e), NN_OK);
+	CHECK(in_use);
+
+	CHECK_ST(store_dataset_get(s, STORE_DEFAULT_TENANT, id1, &j, &e), NN_OK);
+	static const char *const view_keys[] = {"id",	   "name",   "format", "sha256",
+						"size",	   "samples", "arrays", "created_at",
+						NULL};
+	CHECK(has_keys(j, view_keys));
+	CHECK(strcmp(jstr(j, "id"), id1) == 0);
+	CHECK(strcmp(jstr(j, "name"), "digits") == 0);
+	CHECK(strcmp(jstr(j, "format"), "npz") == 0);
+	CHECK(strcmp(jstr(j, "sha256"), SHA_A) == 0);
+	CHECK(json_integer_value(json_object_get(j, "size")) == 4242);
+	CHECK(json_integer_value(json_object_get(j, "samples")) == 100);
+	CHECK(is_timestamp(json_object_get(j, "created_at")));
+	{
+		/* The API view: dtype and shape only, in upload order. */
+		json_t *arr = json_object_get(j, "arrays");
+		void *it = json_object_iter(arr);
+		CHECK(json_object_size(arr) == 2);
+		CHECK(it && strcmp(json_object_iter_key(it), "x") == 0);
+		it = json_object_iter_next(arr, it);
+		CHECK(it && strcmp(json_object_iter_key(it), "y") == 0);
+		json_t *x = json_object_get(arr, "x");
+		static const char *const arr_keys[] = {"dtype", "shape", NULL};
+		CHECK(has_keys(x, arr_keys));
+		CHECK(strcmp(jstr(x, "dtype"), "float32") == 0);
+		json_t *want = json_pack("[i, i]", 100, 784);
+		CHECK(json_equal(json_object_get(x, "shape"), want));
+		json_decref(want);
+	}
+	json_decref(j);
+
+	/* What a worker reads: blob hashes and sizes too. */
+	CHECK_ST(store_dataset_arrays(s, STORE_DEFAULT_TENANT, id1, &j, &e), NN_OK);
+	CHECK(strcmp(jstr(json_object_get(j, "x"), "sha256"), SHA_A) == 0);
+	CHECK(strcmp(jstr(json_object_get(j, "y"), "sha256"), SHA_B) == 0);
+	CHECK(json_integer_value(json_object_get(json_object_get(j, "y"), "bytes")) == 100 * 8 + 128);
+	CHECK(strcmp(jstr(json_object_get(j, "y"), "dtype"), "int64") == 0);
+	json_decref(j);
+	CHECK_ST(store_dataset_arrays(s, STORE_DEFAULT_TENANT, "ds_aaaaaaaaaaaaaaaaaaaaaaaaaa", &j,
+				      &e),
+		 NN_ENOTFOUND);
+	CHECK(strstr(e.message, "ds_aaaaaaaaaaaaaaaaaaaaaaaaaa") != NULL);
+	CHECK_ST(store_dataset_get(s, "other-tenant", id1, &j, &e), NN_ENOTFOUND);
+
+	/* Malformed input is refused and stores nothing. */
+	json_t *bad = arrays_of(99, SHA_A, SHA_B);
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "n", "npz", SHA_A, 1, 100, bad, id3,
+				      &e),
+		 NN_EINVAL); /* x has 99 samples, the dataset 100 */
+	json_decref(bad);
+	bad = json_pack("{s:{s:s, s:[i], s:s}}", "a/b", "dtype", "int64", "shape", 3, "sha256",
+			SHA_A);
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "n", "npz", SHA_A, 1, 3, bad, id3,
+				      &e),
+		 NN_EINVAL);
+	json_decref(bad);
+	bad = json_pack("{s:{s:s, s:[i], s:s}}", "x", "dtype", "int64", "shape", 3, "sha256",
+			"nothex");
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "n", "npz", SHA_A, 1, 3, bad, id3,
+				      &e),
+		 NN_EINVAL);
+	json_decref(bad);
+	bad = json_object();
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "n", "npz", SHA_A, 1, 3, bad, id3,
+				      &e),
+		 NN_EINVAL);
+	json_decref(bad);
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "n", "csv", SHA_A, 1, 100, arrays,
+				      id3, &e),
+		 NN_EINVAL);
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "n", "npz", SHA_A, 1, 0, arrays,
+				      id3, &e),
+		 NN_EINVAL);
+	raw_query("SELECT count(*) FROM datasets", buf, sizeof buf);
+	CHECK(strcmp(buf, "1") == 0);
+	raw_query("SELECT count(*) FROM dataset_arrays", buf, sizeof buf);
+	CHECK(strcmp(buf, "2") == 0);
+
+	/* Identical content again: a second id over the same blobs. */
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "digits", "npz", SHA_A, 4242, 100,
+				      arrays, id2, &e),
+		 NN_OK);
+	CHECK(strcmp(id1, id2) != 0);
+	json_t *only_x = arrays_of(5, SHA_A, NULL);
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, NULL, "npy", SHA_A, 5 * 784 * 4 + 128,
+				      5, only_x, id3, &e),
+		 NN_OK);
+	json_decref(only_x);
+
+	/* Newest first, paged. */
+	CHECK_ST(store_dataset_list(s, STORE_DEFAULT_TENANT, NULL, 2, &j, &e), NN_OK);
+	json_t *page = json_object_get(j, "datasets");
+	CHECK(json_array_size(page) == 2);
+	CHECK(strcmp(jstr(json_array_get(page, 0), "id"), id3) == 0);
+	CHECK(strcmp(jstr(json_array_get(page, 1), "id"), id2) == 0);
+	CHECK(json_is_null(json_object_get(json_array_get(page, 0), "name")));
+	CHECK(json_object_size(json_object_get(json_array_get(page, 0), "arrays")) == 1);
+	CHECK(json_is_string(json_object_get(j, "next")));
+	char cursor[32];
+	snprintf(cursor, sizeof cursor, "%s", jstr(j, "next"));
+	json_decref(j);
+	CHECK_ST(store_dataset_list(s, STORE_DEFAULT_TENANT, cursor, 2, &j, &e), NN_OK);
+	page = json_object_get(j, "datasets");
+	CHECK(json_array_size(page) == 1);
+	CHECK(strcmp(jstr(json_array_get(page, 0), "id"), id1) == 0);
+	CHECK(json_object_size(json_object_get(json_array_get(page, 0), "arrays")) == 2);
+	CHECK(json_is_null(json_object_get(j, "next")));
+	json_decref(j);
+	CHECK_ST(store_dataset_list(s, STORE_DEFAULT_TENANT, NULL, 0, &j, &e), NN_EINVAL);
+	CHECK_ST(store_dataset_list(s, STORE_DEFAULT_TENANT, "x", 10, &j, &e), NN_EINVAL);
+
+	/* Hard delete of both kinds of row; the blob hashes come back once each. */
+	json_t *shas = NULL;
+	CHECK_ST(store_dataset_delete(s, STORE_DEFAULT_TENANT, id1, &shas, &e), NN_OK);
+	CHECK(json_array_size(shas) == 2);
+	json_decref(shas);
+	CHECK_ST(store_dataset_get(s, STORE_DEFAULT_TENANT, id1, &j, &e), NN_ENOTFOUND);
+	CHECK_ST(store_dataset_delete(s, STORE_DEFAULT_TENANT, id1, &shas, &e), NN_ENOTFOUND);
+	CHECK(shas == NULL);
+	{
+		char sql[128], out[16];
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM dataset_arrays WHERE dataset_id = '%s'",
+			 id1);
+		raw_query(sql, out, sizeof out);
+		CHECK(strcmp(out, "0") == 0);
+	}
+	/* id2 still refers to SHA_B... */
+	CHECK_ST(store_blob_in_use(s, SHA_B, &in_use, &e), NN_OK);
+	CHECK(in_use);
+	CHECK_ST(store_dataset_delete(s, STORE_DEFAULT_TENANT, id2, &shas, &e), NN_OK);
+	json_decref(shas);
+	/* ...and once it is gone nothing does, while id3 keeps SHA_A in use. */
+	CHECK_ST(store_blob_in_use(s, SHA_B, &in_use, &e), NN_OK);
+	CHECK(!in_use);
+	CHECK_ST(store_blob_in_use(s, SHA_A, &in_use, &e), NN_OK);
+	CHECK(in_use);
+	CHECK_ST(store_dataset_delete(s, STORE_DEFAULT_TENANT, id3, NULL, &e), NN_OK);
+	CHECK_ST(store_blob_in_use(s, SHA_A, &in_use, &e), NN_OK);
+	CHECK(!in_use);
+	raw_query("SELECT count(*) FROM datasets", buf, sizeof buf);
+	CHECK(strcmp(buf, "0") == 0);
+
+	json_decref(arrays);
+	bool ok = false;
+	CHECK_ST(store_integrity_check(s, &ok, &e), NN_OK);
+	CHECK(ok);
+	store_close(s);
+}
+
+static void test_dataset_delete_conflict(void)
+{
+	struct nn_err e = {0};
+	struct store *s = open_store();
+	char model[STORE_ID_CAP], ds[STORE_ID_CAP], other[STORE_ID_CAP], job[STORE_ID_CAP];
+	json_t *arrays = arrays_of(10, SHA_A, SHA_B), *shas = NULL;
+	new_model(s, SHA_A, model);
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "d", "npz", SHA_A, 1, 10, arrays, ds,
+				      &e),
+		 NN_OK);
+	CHECK_ST(store_dataset_insert(s, STORE_DEFAULT_TENANT, "o", "npz", SHA_A, 1, 10, arrays,
+				      other, &e),
+		 NN_OK);
+	/* A queued job naming the dataset inside eval blocks its delete. */
+	json_t *spec = spec_of(model, 1);
+	json_object_set_new(spec, "eval", json_pack("{s:s}", "dataset", ds));
+	CHECK_ST(store_job_insert(s, STORE_DEFAULT_TENANT, model, spec, job, &e), NN_OK);
+	json_decref(spec);
+	CHECK_ST(store_dataset_delete(s, STORE_DEFAULT_TENANT, ds, &shas, &e), NN_ECONFLICT);
+	CHECK(strstr(e.message, job) != NULL && strstr(e.message, ds) != NULL);
+	CHECK(shas == NULL);
+	json_t *j = NULL;
+	CHECK_ST(store_dataset_get(s, STORE_DEFAULT_TENANT, ds, &j, &e), NN_OK);
+	json_decref(j);
+
+	/* Running, and running with a cancel request: still in use. */
+	struct store_claim cl;
+	bool found = false;
+	CHECK_ST(store_job_claim_next(s, &cl, &found, &e), NN_OK);
+	CHECK(found && strcmp(cl.id, job) == 0);
+	json_decref(cl.spec);
+	CHECK_ST(store_dataset_delete(s, STORE_DEFAULT_TENANT, ds, &shas, &e), NN_ECONFLICT);
+	char now_state[16];
+	CHECK_ST(store_job_cancel(s, STORE_DEFAULT_TENANT, job, now_state, &e), NN_OK);
+	CHECK(strcmp(now_state, "running") == 0);
+	CHECK_ST(store_dataset_delete(s, STORE_DEFAULT_TENANT, ds, &shas, &e), NN_ECONFLICT);
+
+	/* A dataset the job does not name is free to go. */
+	CHECK_ST(store_dataset_delete(s, STORE_DEFAULT_TENANT, other, &shas, &e), NN_OK);
+	json_decref(shas);
+	shas = NULL;
+
+	/* Once the job has finished, the delete goes through. */
+	CHECK_ST(store_job_mark_canceled(s, job, &e), NN_OK);
+	CHECK_ST(store_dataset_delete(s, STORE_DEFAULT_TENANT, ds, &shas, &e), NN_OK);
+	CHECK(json_array_size(shas) == 2);
+	json_decref(shas);
+	json_decref(arrays);
+	store_close(s);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -820,6 +1055,8 @@ int main(int argc, char **argv)
 		{"cancel", test_cancel},
 		{"requeue", test_requeue_after_crash},
 		{"succeed_fail", test_succeed_and_fail},
+		{"datasets", test_datasets},
+		{"dataset_conflict", test_dataset_delete_conflict},
 	};
 	int ran = 0;
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
