@@ -149,10 +149,12 @@ void config_usage(const char *prog)
 		"          [--max-upload BYTES] [--log-level debug|info|warn|error] [--grace SECONDS]\n"
 		"          [--http-threads N]\n"
 		"       %s compress IN.onnx --spec SPEC.json -o OUT.onnx\n"
+		"       %s eval MODEL.onnx --data DATA.npz [--labels Y.npy] [--scale S] [--holdout F]\n"
+		"                 [--metrics accuracy,fidelity,size,latency] [--reference ORIG.onnx] [--threads N]\n"
 		"       %s version\n"
 		"Each serve flag can also come from NNCD_LISTEN, NNCD_DATA_DIR, NNCD_WORKERS,\n"
 		"NNCD_MAX_UPLOAD, NNCD_LOG_LEVEL, NNCD_GRACE, NNCD_HTTP_THREADS (flags win).\n"
 		"Defaults: --listen 127.0.0.1:8080 --data-dir ./data --workers 1 --max-upload 1G\n"
 		"          --log-level info --grace 30 --http-threads 2\n",
-		prog, prog, prog);
+		prog, prog, prog, prog);
 }

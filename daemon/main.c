@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "blob.h"
+#include "cli_eval.h"
 #include "config.h"
 #include "log.h"
 #include "onnx_io.h"
@@ -304,6 +305,8 @@ int main(int argc, char **argv)
 		return cmd_serve(argc - 2, argv + 2);
 	if (strcmp(cmd, "compress") == 0)
 		return cmd_compress(argc - 2, argv + 2);
+	if (strcmp(cmd, "eval") == 0)
+		return cli_eval_main(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("nncd %s\n", NNCD_VERSION);
 		return 0;

@@ -60,6 +60,23 @@ static void on_step(const struct runner *r, size_t i, const char *op, const char
 		r->hooks->on_step(r->hooks->ud, i, op, state, metrics);
 }
 
+/* Runs the evaluation of the model a step produced into metrics["eval"]. */
+static enum nn_status evaluate_step(const struct onnx_model *m, const struct pipeline_eval *ev,
+				    const atomic_bool *cancel, json_t *metrics, struct nn_err *e)
+{
+	struct step_ctx ctx = {.cancel = cancel};
+	json_t *figures = NULL;
+	enum nn_status st = eval_model(m, ev->data, &ev->opts, ev->reference, NULL, &ctx, &figures, e);
+	if (st != NN_OK) {
+		if (st != NN_ECANCELED)
+			err_prefix(e, "evaluating the result");
+		return st;
+	}
+	if (!metrics || json_object_set_new(metrics, "eval", figures))
+		return err_set(e, NN_ENOMEM, NULL, NULL, "out of memory");
+	return NN_OK;
+}
+
 enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 			    const struct pipeline_hooks *hooks, struct nn_err *e)
 {
@@ -96,6 +113,8 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 			if (st == NN_OK)
 				st = quant_run(m, &qp, &ctx, &metrics, e);
 		}
+		if (st == NN_OK && hooks && hooks->eval)
+			st = evaluate_step(m, hooks->eval, cancel, metrics, e);
 		if (st == NN_OK && step_canceled(&ctx)) {
 			json_decref(metrics);
 			metrics = NULL;
@@ -103,6 +122,7 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 				     i, op);
 		}
 		if (st != NN_OK) {
+			json_decref(metrics);
 			on_step(&r, i, op, st == NN_ECANCELED ? "canceled" : "failed", NULL);
 			if (st != NN_ECANCELED) {
 				if (e && e->field[0] == '\0' && !strcmp(e->code, "invalid_spec"))

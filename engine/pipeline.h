@@ -13,7 +13,16 @@
 #include <jansson.h>
 
 #include "err.h"
+#include "eval.h"
 #include "onnx_io.h"
+
+/* Evaluation after every step: the figures land in that step's metrics under
+ * "eval" (eval_model's object), fidelity measured against `reference`. */
+struct pipeline_eval {
+	const struct eval_data *data;
+	struct eval_opts opts;
+	const struct eval_outputs *reference; /* the input model's outputs, or NULL */
+};
 
 struct pipeline_hooks {
 	void *ud;
@@ -25,6 +34,8 @@ struct pipeline_hooks {
 	void (*on_progress)(void *ud, double progress);
 	/* Set by another thread to ask for a stop; may be NULL. */
 	const atomic_bool *cancel;
+	/* Evaluate the model after each step; may be NULL. */
+	const struct pipeline_eval *eval;
 };
 
 /* NN_ECANCELED when the cancel flag was seen; the model is then in an

@@ -949,6 +949,70 @@ static uint64_t init_nonzeros(const Onnx__TensorProto *t, uint64_t numel)
 	return nz;
 }
 
+/* The DequantizeLinear node that reads t as its quantized input and has a
+ * zero-point initializer of t's byte-sized dtype, or NULL. */
+static const Onnx__NodeProto *dq_consumer(const Onnx__GraphProto *g, const Onnx__TensorProto *t,
+					  const Onnx__TensorProto **zp)
+{
+	if (t->data_type != DT_INT8 && t->data_type != DT_UINT8)
+		return NULL;
+	for (size_t i = 0; i < g->n_node; i++) {
+		const Onnx__NodeProto *n = g->node[i];
+		if (strcmp(n->op_type, "DequantizeLinear") || (n->domain && *n->domain) ||
+		    n->n_input < 3 || strcmp(n->input[0], t->name))
+			continue;
+		for (size_t j = 0; j < g->n_initializer; j++) {
+			const Onnx__TensorProto *z = g->initializer[j];
+			if (!strcmp(z->name, n->input[2]) && z->data_type == t->data_type &&
+			    z->has_raw_data) {
+				*zp = z;
+				return n;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* Elements of a DequantizeLinear input that differ from their zero point
+ * (a weight pruned to 0 is stored as the zero point); `numel` when the layout
+ * is not one this module writes (per-tensor or per-axis raw data). */
+static uint64_t dq_nonzeros(const Onnx__TensorProto *t, const Onnx__NodeProto *dq,
+			    const Onnx__TensorProto *zp, uint64_t numel)
+{
+	if (!t->has_raw_data || t->raw_data.len != numel || zp->raw_data.len == 0)
+		return numel;
+	uint64_t channels = zp->raw_data.len, inner = 1;
+	if (channels > 1) {
+		int64_t axis = onnx_node_int_attr(dq, "axis", 1);
+		if (axis < 0)
+			axis += (int64_t)t->n_dims;
+		if (axis < 0 || axis >= (int64_t)t->n_dims || (uint64_t)t->dims[axis] != channels ||
+		    onnx_find_attr(dq, "block_size", NULL))
+			return numel;
+		for (size_t d = (size_t)axis + 1; d < t->n_dims; d++)
+			inner *= (uint64_t)t->dims[d];
+	}
+	uint64_t nz = 0;
+	for (uint64_t i = 0; i < numel; i++)
+		nz += t->raw_data.data[i] != zp->raw_data.data[channels > 1 ? (i / inner) % channels : 0];
+	return nz;
+}
+
+void prune_model_counts(const struct onnx_model *m, uint64_t *parameters, uint64_t *nonzeros)
+{
+	*parameters = *nonzeros = 0;
+	const Onnx__GraphProto *g = m && m->proto ? m->proto->graph : NULL;
+	for (size_t i = 0; g && i < g->n_initializer; i++) {
+		const Onnx__TensorProto *t = g->initializer[i], *zp = NULL;
+		int64_t n = init_numel(t);
+		if (n < 0)
+			continue;
+		*parameters += (uint64_t)n;
+		const Onnx__NodeProto *dq = dq_consumer(g, t, &zp);
+		*nonzeros += dq ? dq_nonzeros(t, dq, zp, (uint64_t)n) : init_nonzeros(t, (uint64_t)n);
+	}
+}
+
 static json_t *shape_json(const struct tensor *t)
 {
 	json_t *a = json_array();

@@ -99,6 +99,11 @@ enum nn_status prune_zero(float *const *arrays, const size_t *lens, size_t n_arr
 enum nn_status prune_arrays(float *const *arrays, const size_t *lens, size_t n_arrays, uint64_t k,
 			    const struct step_ctx *ctx, float *threshold, struct nn_err *e);
 
+/* Parameters (elements of every initializer) and non-zeros of a whole model.
+ * A weight read by DequantizeLinear counts the elements that differ from
+ * their zero point, so a pruned-then-quantized model keeps its sparsity. */
+void prune_model_counts(const struct onnx_model *m, uint64_t *parameters, uint64_t *nonzeros);
+
 /* Runs the prune step on m in place. On NN_OK *metrics is a new JSON object
  * the caller owns (see docs/internals/prune.md for its fields). */
 enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,

@@ -6,11 +6,14 @@
  * fit). */
 #include "spec.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "eval.h"
 #include "prune.h"
 #include "quant.h"
+#include "step.h"
 
 #define SPEC_MAX_STEPS 64
 
@@ -74,6 +77,125 @@ static enum nn_status check_opset_upgrade(const json_t *summary, const char *fie
 		       why ? why : "the conversion is not supported");
 }
 
+static enum nn_status parse_dataset_id(const json_t *v, const char *field, char out[SPEC_ID_CAP],
+				       struct nn_err *e)
+{
+	char got[96];
+	const char *id = json_string_value(v);
+	if (!id || strncmp(id, "ds_", 3) || strlen(id) >= SPEC_ID_CAP)
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "must be the id of an uploaded dataset (\"ds_…\"), got %s",
+			       step_describe_json(v, got, sizeof got));
+	snprintf(out, SPEC_ID_CAP, "%s", id);
+	return NN_OK;
+}
+
+/* DATA = "ds_…" | {"id", "labels", "scale"} */
+static enum nn_status parse_dataset(const json_t *v, const char *field, struct spec_dataset *out,
+				    struct nn_err *e)
+{
+	char sub[128], got[96];
+	enum nn_status st;
+	memset(out, 0, sizeof *out);
+	out->set = true;
+	out->scale = 1.0;
+	if (json_is_string(v))
+		return parse_dataset_id(v, field, out->id, e);
+	if (!json_is_object(v))
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "must be a dataset id or {\"id\", \"labels\", \"scale\"}, got %s",
+			       step_describe_json(v, got, sizeof got));
+	const char *key;
+	json_t *x;
+	json_object_foreach((json_t *)v, key, x) {
+		snprintf(sub, sizeof sub, "%s.%.60s", field, key);
+		if (!strcmp(key, "id")) {
+			st = parse_dataset_id(x, sub, out->id, e);
+		} else if (!strcmp(key, "labels")) {
+			st = parse_dataset_id(x, sub, out->labels_id, e);
+		} else if (!strcmp(key, "scale")) {
+			double s = json_is_number(x) ? json_number_value(x) : NAN;
+			st = isfinite(s) && s > 0 ? NN_OK
+						  : err_set(e, NN_EINVAL, "invalid_spec", sub,
+							    "scale must be a number > 0, got %s",
+							    step_describe_json(x, got, sizeof got));
+			out->scale = s;
+		} else {
+			st = err_set(e, NN_EINVAL, "invalid_spec", sub,
+				     "unknown field '%.60s'; allowed: id, labels, scale", key);
+		}
+		if (st != NN_OK)
+			return st;
+	}
+	if (!out->id[0]) {
+		snprintf(sub, sizeof sub, "%s.id", field);
+		return err_set(e, NN_EINVAL, "invalid_spec", sub, "missing required field 'id'");
+	}
+	return NN_OK;
+}
+
+enum nn_status spec_parse_eval(const json_t *spec, struct spec_eval *out, struct nn_err *e)
+{
+	enum nn_status st;
+	char got[96];
+	memset(out, 0, sizeof *out);
+	const json_t *top = json_object_get(spec, "dataset");
+	if (top && (st = parse_dataset(top, "dataset", &out->train, e)) != NN_OK)
+		return st;
+	const json_t *h = json_object_get(spec, "holdout");
+	if (h) {
+		double f = json_is_number(h) ? json_number_value(h) : NAN;
+		if (!(f > 0 && f < 1))
+			return err_set(e, NN_EINVAL, "invalid_spec", "holdout",
+				       "holdout must be a fraction in (0, 1), got %s",
+				       step_describe_json(h, got, sizeof got));
+		if (!top)
+			return err_set(e, NN_EINVAL, "invalid_spec", "holdout",
+				       "holdout splits the top-level \"dataset\", and there is none");
+		out->holdout = f;
+	}
+	const json_t *ev = json_object_get(spec, "eval");
+	if (!ev)
+		return NN_OK;
+	if (!json_is_object(ev))
+		return err_set(e, NN_EINVAL, "invalid_spec", "eval",
+			       "eval must be an object like {\"dataset\": \"ds_…\", \"metrics\": "
+			       "[\"accuracy\"]}, got %s",
+			       step_describe_json(ev, got, sizeof got));
+	out->requested = true;
+	const char *key;
+	json_t *x;
+	json_object_foreach((json_t *)ev, key, x) {
+		if (strcmp(key, "dataset") && strcmp(key, "metrics")) {
+			char sub[128];
+			snprintf(sub, sizeof sub, "eval.%.80s", key);
+			return err_set(e, NN_EINVAL, "invalid_spec", sub,
+				       "unknown field '%.80s' in eval; allowed: dataset, metrics", key);
+		}
+	}
+	if ((st = eval_parse_metrics(json_object_get(ev, "metrics"), "eval.metrics", &out->metrics,
+				     e)) != NN_OK)
+		return st;
+	const json_t *ds = json_object_get(ev, "dataset");
+	if (ds) {
+		if ((st = parse_dataset(ds, "eval.dataset", &out->data, e)) != NN_OK)
+			return st;
+		if (h)
+			return err_set(e, NN_EINVAL, "invalid_spec", "holdout",
+				       "holdout is for evaluating on part of the top-level dataset; "
+				       "eval.dataset names a separate one: give one or the other");
+	} else if (top) {
+		out->data = out->train;
+		out->from_holdout = out->holdout > 0;
+	} else if (out->metrics & EVAL_NEEDS_DATA) {
+		return err_set(e, NN_EINVAL, "invalid_spec", "eval.dataset",
+			       "accuracy, fidelity and latency are measured on data: name a dataset "
+			       "(eval.dataset, or a top-level dataset with holdout), or ask only for "
+			       "[\"size\"]");
+	}
+	return NN_OK;
+}
+
 enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, struct nn_err *e)
 {
 	enum nn_status st;
@@ -99,11 +221,16 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 		} else if (!strcmp(key, "output")) {
 			if ((st = check_output(v, e)) != NN_OK)
 				return st;
-		} else {
+		} else if (strcmp(key, "dataset") && strcmp(key, "holdout") && strcmp(key, "eval")) {
 			return err_set(e, NN_EINVAL, "invalid_spec", key,
-				       "unknown field '%.80s'; allowed: model, steps, output", key);
+				       "unknown field '%.80s'; allowed: model, dataset, holdout, steps, "
+				       "eval, output",
+				       key);
 		}
 	}
+	struct spec_eval ev;
+	if ((st = spec_parse_eval(spec, &ev, e)) != NN_OK)
+		return st;
 
 	const json_t *steps = json_object_get(spec, "steps");
 	size_t n = steps ? json_array_size(steps) : 0;

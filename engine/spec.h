@@ -1,7 +1,10 @@
 /* spec: validation of a job spec (JSON) against a model before it is queued.
  *
  * The spec shape (docs/API.md is the user-facing reference):
- *   {"model": "mdl_…", "steps": [STEP, ...], "output": {"format": "onnx"}}
+ *   {"model": "mdl_…", "dataset": DATA, "holdout": 0.2, "steps": [STEP, ...],
+ *    "eval": {"dataset": DATA, "metrics": ["accuracy","fidelity","size","latency"]},
+ *    "output": {"format": "onnx"}}
+ *   DATA = "ds_…" | {"id": "ds_…", "labels": "ds_…", "scale": 0.00392156862745098}
  *   STEP = {"op": "prune", "method": "magnitude", "sparsity": 0.8, "scope": "global"|"layer"}
  *        | {"op": "quantize", "scheme": "int8", "granularity": "per_channel"|"per_tensor",
  *           "symmetric": true}
@@ -10,9 +13,37 @@
 #ifndef NNCD_SPEC_H
 #define NNCD_SPEC_H
 
+#include <stdbool.h>
+
 #include <jansson.h>
 
 #include "err.h"
+
+#define SPEC_ID_CAP 48
+
+/* A dataset as a spec names it: the dataset's id, optionally a second
+ * dataset holding the labels (two .npy uploads), and the factor inputs are
+ * multiplied by (1 when absent; 1/255 for uint8 images). */
+struct spec_dataset {
+	bool set;
+	char id[SPEC_ID_CAP];
+	char labels_id[SPEC_ID_CAP]; /* "" when the labels are in `id` */
+	double scale;
+};
+
+/* What a job evaluates, and on which data. */
+struct spec_eval {
+	bool requested;            /* the spec has "eval" */
+	unsigned metrics;          /* EVAL_* bits (eval.h) */
+	struct spec_dataset data;  /* eval.dataset, or the top-level dataset */
+	double holdout;            /* 0, or the fraction of `data` held out */
+	bool from_holdout;         /* evaluate on the held-out part of the top-level dataset */
+	struct spec_dataset train; /* the top-level dataset (calibration/training) */
+};
+
+/* Reads "dataset", "holdout" and "eval" of a spec (which spec_validate has
+ * accepted, or which it checks the same way). */
+enum nn_status spec_parse_eval(const json_t *spec, struct spec_eval *out, struct nn_err *e);
 
 /* model_summary is onnx_summarize_fd's JSON; the spec must fit it (e.g. a
  * prune step needs prunable weights; a per-channel quantize needs an opset
