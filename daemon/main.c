@@ -4,6 +4,7 @@
  *
  * Signals: SIGINT/SIGTERM are blocked in every thread and taken by sigwait()
  * in the main thread, so no handler runs in a random thread. */
+#include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -171,6 +172,11 @@ static int cmd_serve(int argc, char **argv)
 		log_json(lg, LOG_INFO, "recovered from an unclean stop", fields);
 		json_decref(fields);
 	}
+	/* OpenBLAS's thread count is process-global: keep it at 1 and let each
+	 * job's executor split its batches over cores / workers threads (the
+	 * worker pool's rule), so BLAS threads x busy threads never exceed the
+	 * cores. */
+	openblas_set_num_threads(1);
 	if (worker_pool_start(store, blobs, lg, cfg.workers, &pool, &e) != NN_OK) {
 		rc = fail_start(lg, "cannot start workers", &e);
 		goto done;

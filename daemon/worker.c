@@ -8,8 +8,13 @@
 #include <string.h>
 #include <time.h>
 
+#include <unistd.h>
+
+#include "eval.h"
+#include "job_data.h"
 #include "onnx_io.h"
 #include "pipeline.h"
+#include "spec.h"
 
 struct worker_slot {
 	struct worker_pool *pool;
@@ -30,6 +35,7 @@ struct worker_pool {
 	bool stopping;
 	unsigned pending_wakeups;
 	unsigned n;
+	unsigned exec_threads; /* executor threads per job: cores / workers, at least 1 */
 	struct worker_slot *slots;
 };
 
@@ -128,6 +134,59 @@ static void finish_failed(struct worker_pool *pool, const char *job_id, const st
 	log_job(pool, LOG_WARN, "job failed", job_id, err);
 }
 
+/* A job's evaluation: its data, the input model's outputs (fidelity's
+ * reference) and what the pipeline needs to evaluate every step. */
+struct job_eval {
+	struct spec_eval spec;
+	struct eval_set set;
+	struct eval_data data;
+	struct eval_outputs reference;
+	struct pipeline_eval pipeline;
+};
+
+static void job_eval_free(struct job_eval *ev)
+{
+	eval_set_free(&ev->set);
+	eval_outputs_free(&ev->reference);
+}
+
+/* When the spec asks for "eval": loads the data, evaluates the input model
+ * and records its figures, and fills ev->pipeline for the steps. */
+static enum nn_status evaluate_input(struct worker_slot *slot, const struct store_claim *claim,
+				     const struct onnx_model *model, struct job_eval *ev,
+				     struct nn_err *e)
+{
+	struct worker_pool *pool = slot->pool;
+	enum nn_status st = spec_parse_eval(claim->spec, &ev->spec, e);
+	if (st != NN_OK || !ev->spec.requested)
+		return st;
+	if ((ev->spec.metrics & EVAL_NEEDS_DATA) &&
+	    (st = job_data_load(pool->store, pool->blobs, claim->tenant, &ev->spec, model, &ev->set,
+				e)) != NN_OK) {
+		err_prefix(e, "loading the evaluation data");
+		return st;
+	}
+	ev->data = (struct eval_data){ev->set.inputs.data ? &ev->set.inputs : NULL, ev->set.labels};
+	struct eval_opts opts = {.metrics = ev->spec.metrics, .threads = pool->exec_threads};
+	struct step_ctx ctx = {.cancel = &slot->cancel};
+	json_t *figures = NULL;
+	st = eval_model(model, &ev->data, &opts, NULL,
+			(opts.metrics & EVAL_FIDELITY) ? &ev->reference : NULL, &ctx, &figures, e);
+	if (st != NN_OK) {
+		if (st != NN_ECANCELED)
+			err_prefix(e, "evaluating the input model");
+		return st;
+	}
+	struct nn_err se = {0};
+	if (store_job_set_input_metrics(pool->store, claim->id, figures, &se) != NN_OK)
+		log_job(pool, LOG_WARN, "cannot record the input model's metrics", claim->id, &se);
+	store_job_event(pool->store, claim->id, "input_evaluated", figures, &se);
+	json_decref(figures);
+	ev->pipeline = (struct pipeline_eval){&ev->data, opts,
+					      ev->reference.values ? &ev->reference : NULL};
+	return NN_OK;
+}
+
 static void run_job(struct worker_slot *slot, const struct store_claim *claim)
 {
 	struct worker_pool *pool = slot->pool;
@@ -149,7 +208,13 @@ static void run_job(struct worker_slot *slot, const struct store_claim *claim)
 	struct pipeline_hooks hooks = {
 		.ud = &run, .on_step = on_step, .on_progress = on_progress, .cancel = &slot->cancel,
 	};
-	enum nn_status st = pipeline_run(model, claim->spec, &hooks, &err);
+	struct job_eval ev = {0};
+	enum nn_status st = evaluate_input(slot, claim, model, &ev, &err);
+	if (st == NN_OK) {
+		hooks.eval = ev.spec.requested ? &ev.pipeline : NULL;
+		st = pipeline_run(model, claim->spec, &hooks, &err);
+	}
+	job_eval_free(&ev);
 	if (st == NN_ECANCELED) {
 		onnx_free(model);
 		if (atomic_load(&slot->interrupted)) {
@@ -271,6 +336,8 @@ enum nn_status worker_pool_start(struct store *store, struct blob_store *blobs,
 	pool->blobs = blobs;
 	pool->log = log;
 	pool->n = workers;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	pool->exec_threads = cores > (long)workers && workers ? (unsigned)(cores / (long)workers) : 1;
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->wake, NULL);
 	pthread_cond_init(&pool->idle, NULL);

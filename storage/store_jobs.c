@@ -116,7 +116,34 @@ out:
 
 #define JOB_COLS                                                                          \
 	"id, model_id, state, progress, error_code, error_message, spec, created_at,"     \
-	" started_at, finished_at, seq"
+	" started_at, finished_at, seq, input_metrics"
+
+/* o["metrics"] = {"input": the input model's evaluation, "output": the last
+ * step's (the input's when there are no steps)}, or null when the job
+ * evaluates nothing (yet). */
+static enum nn_status job_metrics_view(sqlite3_stmt *q, const json_t *steps, json_t *o,
+				       struct nn_err *e)
+{
+	bool bad = false;
+	json_t *input = sdb_col_json(q, 11, &bad);
+	if (bad)
+		return err_set(e, NN_EIO, "db_error", NULL, "job %s: stored JSON is corrupt",
+			       sqlite3_column_text(q, 0));
+	json_t *output = NULL;
+	size_t n = json_array_size(steps);
+	if (n == 0)
+		output = input;
+	else
+		output = json_object_get(json_object_get(json_array_get(steps, n - 1), "metrics"),
+					 "eval");
+	if (!input && !output)
+		return NN_OK;
+	json_t *m = json_pack("{s:O?, s:O?}", "input", input, "output", output);
+	json_decref(input);
+	if (!m || json_object_set_new(o, "metrics", m))
+		return sdb_oom(e);
+	return NN_OK;
+}
 
 /* Builds the API view of the job at the current row of q (JOB_COLS). */
 static enum nn_status job_view(struct conn *c, sqlite3_stmt *q, bool with_spec, json_t **out,
@@ -143,7 +170,8 @@ static enum nn_status job_view(struct conn *c, sqlite3_stmt *q, bool with_spec, 
 	    json_object_set_new(o, "model", sdb_col_json_str(q, 1)) ||
 	    json_object_set_new(o, "state", sdb_col_json_str(q, 2)) ||
 	    json_object_set_new(o, "progress", json_real(sqlite3_column_double(q, 3))) ||
-	    json_object_set_new(o, "error", err) || json_object_set(o, "steps", steps) ||
+	    json_object_set_new(o, "error", err) || json_object_set_new(o, "metrics", json_null()) ||
+	    json_object_set(o, "steps", steps) ||
 	    json_object_set(o, "artifacts", arts))
 		goto nomem;
 	if (with_spec) {
@@ -181,6 +209,9 @@ static enum nn_status job_view(struct conn *c, sqlite3_stmt *q, bool with_spec, 
 			goto nomem;
 	}
 	sdb_done(sub);
+	sub = NULL;
+	if ((st = job_metrics_view(q, steps, o, e)))
+		goto fail;
 	if ((st = sdb_query(c,
 		     "SELECT id, sha256, size, format FROM artifacts WHERE job_id = ?"
 		     " ORDER BY created_at, id",
@@ -492,6 +523,33 @@ out:
 	return st;
 }
 
+enum nn_status store_job_set_input_metrics(struct store *s, const char *job_id,
+					   const json_t *metrics, struct nn_err *e)
+{
+	char *text = sdb_dump(metrics);
+	if (!text)
+		return sdb_oom(e);
+	struct conn *c = NULL;
+	int n = 0;
+	enum nn_status st = sdb_conn_get(s, &c, e);
+	if (st)
+		goto out;
+	if ((st = sdb_tx_write(c, e)))
+		goto out;
+	if ((st = sdb_run(c, "UPDATE jobs SET input_metrics = ? WHERE id = ?", &n, e, "ss", text,
+			 job_id)))
+		goto out;
+	if (n == 0) {
+		st = err_set(e, NN_ENOTFOUND, "not_found", NULL, "no job '%.64s'", job_id);
+		goto out;
+	}
+	st = sdb_tx_commit(c, e);
+out:
+	sdb_conn_put(c);
+	free(text);
+	return st;
+}
+
 enum nn_status store_job_set_progress(struct store *s, const char *job_id, double progress,
 				      struct nn_err *e)
 {
@@ -717,8 +775,8 @@ enum nn_status store_jobs_requeue_running(struct store *s, int *count, struct nn
 			 " WHERE job_id IN (SELECT id FROM jobs WHERE state = 'running')",
 			 NULL, e, "")) ||
 	    (st = sdb_run(c,
-			 "UPDATE jobs SET state = 'queued', progress = 0, started_at = NULL"
-			 " WHERE state = 'running'",
+			 "UPDATE jobs SET state = 'queued', progress = 0, started_at = NULL,"
+			 " input_metrics = NULL WHERE state = 'running'",
 			 &n, e, "")))
 		goto out;
 	if ((st = sdb_tx_commit(c, e)))

@@ -30,6 +30,7 @@ enum nn_status store_job_insert(struct store *s, const char *tenant, const char 
 				const json_t *spec, char id_out[STORE_ID_CAP], struct nn_err *e);
 /* The API view of a job:
  * {"id","model","state","progress","error":{code,message}|null,
+ *  "metrics":{"input":{...}|null,"output":{...}|null}|null (eval figures),
  *  "steps":[{"op","state","metrics":{}|null}], "artifacts":[{"id","sha256","size","format"}],
  *  "spec", "created_at","started_at"|null,"finished_at"|null} */
 enum nn_status store_job_get(struct store *s, const char *tenant, const char *id, json_t **out,
@@ -57,6 +58,10 @@ enum nn_status store_job_claim_next(struct store *s, struct store_claim *out, bo
 				    struct nn_err *e);
 enum nn_status store_job_set_progress(struct store *s, const char *job_id, double progress,
 				      struct nn_err *e);
+/* Records the evaluation of the job's input model (eval_model's object);
+ * GET shows it as "metrics": {"input": ...}. */
+enum nn_status store_job_set_input_metrics(struct store *s, const char *job_id,
+					   const json_t *metrics, struct nn_err *e);
 /* Records a step's state (and metrics, may be NULL) in job_metrics. */
 enum nn_status store_job_step_update(struct store *s, const char *job_id, int index,
 				     const char *state, const json_t *metrics, struct nn_err *e);
