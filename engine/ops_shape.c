@@ -589,6 +589,221 @@ static enum nn_status infer_squeeze(struct exec_infer_ctx *c, struct nn_err *e)
 	return NN_OK;
 }
 
+/* Pad (opset 2: pads/value attributes; 11+: pads and constant_value inputs;
+ * 18+: optional axes input). Modes constant, edge and reflect; negative pads
+ * crop. pads must be a compile-time constant (PyTorch exports it as one, e.g.
+ * the all-zero Pad in front of every AvgPool2d with count_include_pad). */
+enum pad_mode { PAD_CONSTANT, PAD_EDGE, PAD_REFLECT };
+
+struct pad_priv {
+	enum pad_mode mode;
+	int64_t begin[TENSOR_MAX_DIMS];
+	float value; /* opset < 11 fill value (float data only) */
+};
+
+static enum nn_status pad_mode_of(const Onnx__NodeProto *node, enum pad_mode *mode,
+				  struct nn_err *e)
+{
+	char m[16];
+	exec_attr_string(node, "mode", m, sizeof m, "constant");
+	if (strcmp(m, "constant") == 0)
+		*mode = PAD_CONSTANT;
+	else if (strcmp(m, "edge") == 0)
+		*mode = PAD_EDGE;
+	else if (strcmp(m, "reflect") == 0)
+		*mode = PAD_REFLECT;
+	else
+		return exec_node_err(e, NN_EUNSUPPORTED, node, "mode '%s' is not supported", m);
+	return NN_OK;
+}
+
+static enum nn_status check_pad(const Onnx__NodeProto *node, int64_t opset, struct nn_err *e)
+{
+	(void)opset;
+	enum pad_mode mode;
+	return pad_mode_of(node, &mode, e);
+}
+
+static enum nn_status infer_pad(struct exec_infer_ctx *c, struct nn_err *e)
+{
+	bool attr_form = c->opset < 11;
+	enum nn_status st = want_io(c, attr_form ? 1 : 2, attr_form ? 1 : 4, e);
+	if (st != NN_OK)
+		return st;
+	const struct tensor *x = &c->in[0];
+	int r = x->ndim;
+	struct pad_priv pp = {.value = exec_attr_float(c->node, "value", 0.0f)};
+	if ((st = pad_mode_of(c->node, &pp.mode, e)) != NN_OK)
+		return st;
+	int64_t pads[2 * TENSOR_MAX_DIMS] = {0};
+	int64_t axes[TENSOR_MAX_DIMS];
+	int64_t n_axes = r;
+	for (int d = 0; d < r; d++)
+		axes[d] = d;
+	if (attr_form) {
+		const int64_t *v;
+		size_t n;
+		if (!exec_attr_ints(c->node, "pads", &v, &n) || n != 2 * (size_t)r)
+			return exec_node_err(e, NN_EINVAL, c->node,
+					     "attribute pads must hold 2 x rank (%d) values", r);
+		for (size_t i = 0; i < n; i++)
+			pads[i] = v[i];
+		if (x->dtype != DT_FLOAT && pp.value != 0.0f)
+			return exec_node_err(e, NN_EUNSUPPORTED, c->node,
+					     "a non-zero value on %s data is not supported",
+					     dtype_name(x->dtype));
+	} else {
+		if ((st = need_const(c, 1, "pads", e)) != NN_OK)
+			return st;
+		if (has_in(c, 3)) {
+			if ((st = need_const(c, 3, "axes", e)) != NN_OK)
+				return st;
+			n_axes = exec_numel(&c->in[3]);
+			if (n_axes > r)
+				return exec_node_err(e, NN_EINVAL, c->node,
+						     "%lld axes for rank %d", (long long)n_axes, r);
+			for (int64_t i = 0; i < n_axes; i++) {
+				int64_t a = ops_int_at(&c->in[3], i);
+				if (a < 0)
+					a += r;
+				if (a < 0 || a >= r)
+					return exec_node_err(e, NN_EINVAL, c->node,
+							     "axis %lld out of range for rank %d",
+							     (long long)ops_int_at(&c->in[3], i), r);
+				for (int64_t j = 0; j < i; j++)
+					if (axes[j] == a)
+						return exec_node_err(e, NN_EINVAL, c->node,
+								     "axis %lld repeated", (long long)a);
+				axes[i] = a;
+			}
+		}
+		if (exec_numel(&c->in[1]) != 2 * n_axes)
+			return exec_node_err(e, NN_EINVAL, c->node,
+					     "pads holds %lld values, 2 x %lld expected",
+					     (long long)exec_numel(&c->in[1]), (long long)n_axes);
+		for (int64_t i = 0; i < n_axes; i++) {
+			pads[axes[i]] = ops_int_at(&c->in[1], i);
+			pads[r + axes[i]] = ops_int_at(&c->in[1], n_axes + i);
+		}
+		if (has_in(c, 2)) {
+			if (c->in[2].dtype != x->dtype || exec_numel(&c->in[2]) != 1)
+				return exec_node_err(e, NN_EINVAL, c->node,
+						     "constant_value must be one %s value",
+						     dtype_name(x->dtype));
+		}
+	}
+	int64_t shape[TENSOR_MAX_DIMS];
+	for (int d = 0; d < r; d++) {
+		int64_t b = pads[d], en = pads[r + d], n = x->shape[d];
+		/* pads come from the file: bound them before adding */
+		const int64_t cap = (int64_t)1 << 40;
+		if (b < -cap || b > cap || en < -cap || en > cap || n + b + en < 0)
+			return exec_node_err(e, NN_EINVAL, c->node,
+					     "pads %lld, %lld on axis %d of size %lld give a "
+					     "negative or too large size",
+					     (long long)b, (long long)en, d, (long long)n);
+		shape[d] = n + b + en;
+		/* edge and reflect read existing values: the axis must have some */
+		if (pp.mode != PAD_CONSTANT && shape[d] > 0 && (b > 0 || en > 0) && n == 0)
+			return exec_node_err(e, NN_EINVAL, c->node,
+					     "%s padding of the empty axis %d",
+					     pp.mode == PAD_EDGE ? "edge" : "reflect", d);
+		if (pp.mode == PAD_REFLECT && (b >= n || en >= n) && (b > 0 || en > 0))
+			return exec_node_err(e, NN_EUNSUPPORTED, c->node,
+					     "reflect pads %lld, %lld on axis %d of size %lld: "
+					     "pads must be smaller than the axis",
+					     (long long)b, (long long)en, d, (long long)n);
+		pp.begin[d] = b;
+	}
+	struct pad_priv *priv = malloc(sizeof *priv);
+	if (!priv)
+		return exec_node_err(e, NN_ENOMEM, c->node, "out of memory");
+	*priv = pp;
+	c->priv = priv;
+	set_out(&c->out[0], x->dtype, r, shape);
+	return NN_OK;
+}
+
+/* Input index read for output index o on an axis of size n that starts
+ * `begin` elements into the output; -1 = the constant fill. */
+static int64_t pad_src(int64_t o, int64_t begin, int64_t n, enum pad_mode mode)
+{
+	int64_t i = o - begin;
+	if (i >= 0 && i < n)
+		return i;
+	if (mode == PAD_CONSTANT)
+		return -1;
+	if (mode == PAD_EDGE)
+		return i < 0 ? 0 : n - 1;
+	/* reflect: infer guaranteed the pads are smaller than n, so one fold */
+	return i < 0 ? -i : 2 * (n - 1) - i;
+}
+
+static enum nn_status run_pad(const struct exec_run_ctx *c, struct nn_err *e)
+{
+	(void)e;
+	const struct pad_priv *pp = c->priv;
+	const struct tensor *x = &c->in[0];
+	struct tensor *y = &c->out[0];
+	size_t es = dtype_size(x->dtype);
+	int r = y->ndim;
+	int64_t total = exec_numel(y);
+	if (total == 0)
+		return NN_OK;
+	unsigned char fill[16] = {0};
+	if (run_has_in(c, 2) && c->in[2].data)
+		memcpy(fill, c->in[2].data, es);
+	else if (x->dtype == DT_FLOAT)
+		memcpy(fill, &pp->value, sizeof(float));
+	if (r == 0) {
+		memcpy(y->data, x->data, es);
+		return NN_OK;
+	}
+	int64_t xstride[TENSOR_MAX_DIMS];
+	int64_t s = 1;
+	for (int d = r - 1; d >= 0; d--) {
+		xstride[d] = s;
+		s *= x->shape[d];
+	}
+	int64_t w = y->shape[r - 1], nx = x->shape[r - 1], b = pp->begin[r - 1];
+	int64_t idx[TENSOR_MAX_DIMS] = {0}; /* odometer over the output's outer axes */
+	const unsigned char *xd = x->data;
+	unsigned char *yd = y->data;
+	for (int64_t row = 0; row < total / w; row++) {
+		int64_t base = 0;
+		bool in_range = true;
+		for (int d = 0; d < r - 1; d++) {
+			int64_t si = pad_src(idx[d], pp->begin[d], x->shape[d], pp->mode);
+			if (si < 0) {
+				in_range = false;
+				break;
+			}
+			base += si * xstride[d];
+		}
+		unsigned char *yr = yd + (size_t)(row * w) * es;
+		/* [lo, hi): the outputs that read x[o - b] in order: one memcpy */
+		int64_t lo = b > 0 ? b : 0, hi = b + nx < w ? b + nx : w;
+		if (!in_range || hi <= lo)
+			lo = hi = w;
+		for (int64_t o = 0; o < w; o++) {
+			if (o == lo) {
+				memcpy(yr + (size_t)o * es, xd + (size_t)(base + lo - b) * es,
+				       (size_t)(hi - lo) * es);
+				o = hi - 1;
+				continue;
+			}
+			int64_t si = in_range ? pad_src(o, b, nx, pp->mode) : -1;
+			memcpy(yr + (size_t)o * es, si < 0 ? fill : xd + (size_t)(base + si) * es, es);
+		}
+		for (int d = r - 2; d >= 0; d--) {
+			if (++idx[d] < y->shape[d])
+				break;
+			idx[d] = 0;
+		}
+	}
+	return NN_OK;
+}
+
 static enum nn_status infer_copy_like(struct exec_infer_ctx *c, struct nn_err *e)
 {
 	const char *op = c->node->op_type;
@@ -615,5 +830,6 @@ const struct exec_op exec_ops_shape[] = {
 	{"", "Constant", check_constant, infer_constant, run_constant, free_tensor_priv},
 	{"", "Shape", NULL, infer_shape, run_shape, NULL},
 	{"", "Gather", NULL, infer_gather, run_gather, NULL},
+	{"", "Pad", check_pad, infer_pad, run_pad, NULL},
 };
 const size_t exec_ops_shape_count = sizeof exec_ops_shape / sizeof exec_ops_shape[0];
