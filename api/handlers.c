@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "datasets.h"
 #include "onnx_io.h"
 #include "request.h"
 #include "spec.h"
@@ -422,6 +423,8 @@ enum MHD_Result api_handle(struct request *rq)
 	case ROUTE_JOB: return job_get(rq);
 	case ROUTE_JOB_CANCEL: return job_cancel(rq);
 	case ROUTE_ARTIFACT: return artifact_get(rq);
+	case ROUTE_DATASETS: return get ? api_datasets_list(rq) : api_datasets_post(rq);
+	case ROUTE_DATASET: return get ? api_datasets_get(rq) : api_datasets_delete(rq);
 	case ROUTE_NOT_FOUND: break;
 	}
 	return api_respond_error(rq, MHD_HTTP_NOT_FOUND, "not_found", "", "no such endpoint");

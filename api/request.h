@@ -34,11 +34,13 @@ enum route {
 	ROUTE_JOB,
 	ROUTE_JOB_CANCEL,
 	ROUTE_ARTIFACT,
+	ROUTE_DATASETS,
+	ROUTE_DATASET,
 };
 
 enum body_kind {
 	BODY_NONE = 0,    /* anything sent is read and dropped */
-	BODY_MODEL,       /* streamed into a blob writer */
+	BODY_MODEL,       /* streamed into a blob writer (models and datasets) */
 	BODY_JSON,        /* buffered up to API_JSON_BODY_CAP */
 };
 

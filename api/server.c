@@ -161,6 +161,10 @@ static enum route route_url(const char *url, char *id)
 		return ROUTE_MODELS;
 	if (strcmp(url, "/v1/jobs") == 0)
 		return ROUTE_JOBS;
+	if (strcmp(url, "/v1/datasets") == 0)
+		return ROUTE_DATASETS;
+	if (match_id_path(url, "/v1/datasets/", NULL, id))
+		return ROUTE_DATASET;
 	if (match_id_path(url, "/v1/models/", NULL, id))
 		return ROUTE_MODEL;
 	if (match_id_path(url, "/v1/jobs/", "/cancel", id))
@@ -180,8 +184,10 @@ static const char *allowed_methods(enum route r)
 	case ROUTE_JOB:
 	case ROUTE_ARTIFACT: return "GET, HEAD";
 	case ROUTE_MODELS:
-	case ROUTE_JOBS: return "GET, HEAD, POST";
-	case ROUTE_MODEL: return "GET, HEAD, DELETE";
+	case ROUTE_JOBS:
+	case ROUTE_DATASETS: return "GET, HEAD, POST";
+	case ROUTE_MODEL:
+	case ROUTE_DATASET: return "GET, HEAD, DELETE";
 	case ROUTE_JOB_CANCEL: return "POST";
 	case ROUTE_NOT_FOUND: return "";
 	}
@@ -274,16 +280,19 @@ static enum MHD_Result begin_request(struct request *rq)
 	bool has_length = parse_content_length(rq, &content_length);
 	bool is_post = strcmp(rq->method, MHD_HTTP_METHOD_POST) == 0;
 
-	if (rq->route == ROUTE_MODELS && is_post) {
+	bool dataset = rq->route == ROUTE_DATASETS;
+	if ((rq->route == ROUTE_MODELS || dataset) && is_post) {
 		if (!model_content_type_ok(ct))
 			return api_respond_error(rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
 						 "unsupported_media_type", "",
-						 "send the raw ONNX bytes with Content-Type: "
-						 "application/octet-stream (got %s)", ct);
+						 "send the raw %s bytes with Content-Type: "
+						 "application/octet-stream (got %s)",
+						 dataset ? ".npy/.npz" : "ONNX", ct);
 		if (has_length && content_length > rq->srv->max_upload)
 			return api_respond_error(rq, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "",
-						 "model of %llu bytes exceeds the upload limit of "
+						 "%s of %llu bytes exceeds the upload limit of "
 						 "%llu bytes (--max-upload)",
+						 dataset ? "dataset" : "model",
 						 (unsigned long long)content_length,
 						 (unsigned long long)rq->srv->max_upload);
 		struct nn_err e = {0};
@@ -343,7 +352,8 @@ static enum MHD_Result take_model_chunk(struct request *rq, const char *data, si
 {
 	if (rq->received + len > rq->srv->max_upload)
 		return refuse_body(rq, len, NN_ETOOBIG, "too_large",
-				   "model exceeds the upload limit of %llu bytes (--max-upload)",
+				   "%s exceeds the upload limit of %llu bytes (--max-upload)",
+				   rq->route == ROUTE_DATASETS ? "dataset" : "model",
 				   (unsigned long long)rq->srv->max_upload);
 	rq->received += len;
 	if (blob_writer_write(rq->upload, data, len, &rq->body_err) != NN_OK)
