@@ -39,7 +39,16 @@ static int test_rejections_name_field(void)
 {
 	static const struct bad_case cases[] = {
 		{"[]", "", "spec must be a JSON object"},
-		{"{\"eval\":{}}", "eval", "unknown field 'eval'"},
+		{"{\"goal\":{}}", "goal", "unknown field 'goal'"},
+		{"{\"eval\":{}}", "eval.dataset", "accuracy, fidelity and latency are measured on data"},
+		{"{\"eval\":{\"metrics\":[\"speed\"]}}", "eval.metrics", "unknown metric \"speed\""},
+		{"{\"eval\":{\"dataset\":\"mdl_x\"}}", "eval.dataset", "id of an uploaded dataset"},
+		{"{\"eval\":{\"dataset\":{\"id\":\"ds_a\",\"scale\":0}}}", "eval.dataset.scale", "scale must be a number > 0"},
+		{"{\"eval\":{\"dataset\":{\"scale\":0.5}}}", "eval.dataset.id", "missing required field 'id'"},
+		{"{\"eval\":{\"dataset\":\"ds_a\",\"batch\":8}}", "eval.batch", "unknown field 'batch' in eval"},
+		{"{\"holdout\":0.2}", "holdout", "there is none"},
+		{"{\"dataset\":\"ds_a\",\"holdout\":1}", "holdout", "fraction in (0, 1)"},
+		{"{\"dataset\":\"ds_a\",\"holdout\":0.2,\"eval\":{\"dataset\":\"ds_b\"}}", "holdout", "give one or the other"},
 		{"{\"model\":5}", "model", "model must be a model id string"},
 		{"{\"steps\":{}}", "steps", "steps must be an array"},
 		{"{\"output\":{\"format\":\"tflite\"}}", "output.format",
@@ -121,6 +130,11 @@ static int test_valid_specs_pass(void)
 		"{\"steps\":[{\"op\":\"prune\",\"sparsity\":0},{\"op\":\"prune\",\"sparsity\":0.999,"
 		"\"scope\":\"layer\"},{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":"
 		"\"per_tensor\",\"symmetric\":false}]}",
+		"{\"eval\":{\"metrics\":[\"size\"]}}",
+		"{\"eval\":{\"dataset\":\"ds_a\",\"metrics\":[\"accuracy\",\"latency\"]}}",
+		"{\"dataset\":{\"id\":\"ds_a\",\"labels\":\"ds_b\",\"scale\":0.00392156862745098},"
+		"\"holdout\":0.2,\"eval\":{}}",
+		"{\"dataset\":\"ds_a\",\"eval\":{\"dataset\":\"ds_b\"}}",
 	};
 	json_t *summary = json_loads(summary_with_weights, 0, NULL);
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {

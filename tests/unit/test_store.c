@@ -373,7 +373,7 @@ static void test_job_shape(void)
 
 	json_t *j = get_job(s, job);
 	static const char *const keys[] = {"id",	 "model",     "state",	    "progress",
-					   "error",	 "steps",     "artifacts",  "spec",
+					   "error",	 "metrics",   "steps",     "artifacts",  "spec",
 					   "created_at", "started_at", "finished_at", NULL};
 	CHECK(has_keys(j, keys));
 	CHECK(strcmp(jstr(j, "id"), job) == 0);
@@ -427,7 +427,7 @@ static void test_job_shape(void)
 	CHECK(strcmp(jstr(json_array_get(arr, 0), "id"), job3) == 0);
 	CHECK(strcmp(jstr(json_array_get(arr, 1), "id"), job2) == 0);
 	static const char *const list_keys[] = {"id",	      "model",	    "state",
-						"progress",   "error",	    "steps",
+						"progress",   "error",	    "metrics",    "steps",
 						"artifacts",  "created_at", "started_at",
 						"finished_at", NULL};
 	CHECK(has_keys(json_array_get(arr, 0), list_keys));
