@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "datasets.h"
+#include "evaluation.h"
 #include "onnx_io.h"
 #include "request.h"
 #include "spec.h"
@@ -203,7 +204,8 @@ static enum MHD_Result jobs_post(struct request *rq)
 			rc = api_respond_err(rq, &e);
 		goto done;
 	}
-	if (spec_validate(spec, summary, &e) != NN_OK) {
+	if (spec_validate(spec, summary, &e) != NN_OK ||
+	    api_eval_check_spec(rq, spec, summary, sha, &e) != NN_OK) {
 		rc = api_respond_err(rq, &e);
 		goto done;
 	}
@@ -422,6 +424,7 @@ enum MHD_Result api_handle(struct request *rq)
 	case ROUTE_JOBS: return get ? jobs_get(rq) : jobs_post(rq);
 	case ROUTE_JOB: return job_get(rq);
 	case ROUTE_JOB_CANCEL: return job_cancel(rq);
+	case ROUTE_JOB_REPORT: return api_eval_report(rq);
 	case ROUTE_ARTIFACT: return artifact_get(rq);
 	case ROUTE_DATASETS: return get ? api_datasets_list(rq) : api_datasets_post(rq);
 	case ROUTE_DATASET: return get ? api_datasets_get(rq) : api_datasets_delete(rq);
