@@ -47,8 +47,9 @@ enum nn_status store_job_insert(struct store *s, const char *tenant, const char 
 {
 	if (!json_is_object(spec))
 		return err_set(e, NN_EINVAL, "invalid_spec", NULL, "the spec must be a JSON object");
+	/* No steps is a job that only evaluates its model. */
 	const json_t *steps = json_object_get(spec, "steps");
-	if (!json_is_array(steps))
+	if (steps && !json_is_array(steps))
 		return err_set(e, NN_EINVAL, "invalid_spec", "steps", "must be an array");
 	for (size_t i = 0; i < json_array_size(steps); i++) {
 		const json_t *op = json_object_get(json_array_get(steps, i), "op");
