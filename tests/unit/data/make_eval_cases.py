@@ -5,6 +5,7 @@ eval_identity.onnx: y = MatMul(x, I4), x float32 [N,4]: the logits are the
 inputs, so accuracy and fidelity are known by construction.
 eval_scaled.onnx: y = MatMul(x, 0.5 * I4): agrees on every argmax with
 eval_identity, with a known absolute error.
+eval_unsupported.onnx: Hardmax(MatMul(x, I4)): prunable, not executable.
 eval_dq.onnx: y = MatMul(x, DequantizeLinear(Wq, 0.1, zp=128)) with Wq a
 uint8 [4,4] holding zp (a zero weight) in 10 places: 6 non-zeros + 2 for
 the scale and zero point.
@@ -39,6 +40,14 @@ model("eval_dq", [helper.make_node("DequantizeLinear", ["wq", "s", "zp"], ["w"],
       [numpy_helper.from_array(wq, "wq"),
        numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s"),
        numpy_helper.from_array(np.array(128, dtype=np.uint8), "zp")])
+
+# A model the executor cannot run (Hardmax) but whose weight can be pruned.
+model("eval_unsupported", [], [numpy_helper.from_array(eye, "w")])
+m = onnx.load("eval_unsupported.onnx")
+m.graph.node[0].output[0] = "mm_out"
+m.graph.node.append(helper.make_node("Hardmax", ["mm_out"], ["y"], name="pick_max", axis=1))
+onnx.checker.check_model(m)
+onnx.save(m, "eval_unsupported.onnx")
 
 x = np.zeros((10, 4), dtype=np.float32)
 for i in range(10):
