@@ -38,7 +38,7 @@ echo "== bench_download (GET /v1/artifacts/{id} vs a plain sendfile server) =="
 "$build/bench/bench_download" --reps "$reps" --nncd "$build/daemon/nncd" >"$out_d" || status=1
 cat "$out_d"
 echo
-echo "== bench_exec (executor vs ONNX Runtime, MNIST MLP and CNN) =="
+echo "== bench_exec (executor vs ONNX Runtime, MNIST MLP and CNN; PyTorch exports for information) =="
 node=${NODE:-node}
 if command -v "$node" >/dev/null 2>&1 && [ -d "$root/tests/oracle/node_modules/onnxruntime-node" ]; then
 	"$build/bench/bench_exec" --reps "$reps" --node "$node" >"$out_e" || status=1
