@@ -361,11 +361,9 @@ static enum nn_status extract_deflated(struct npz *z, const struct npz_member *m
 	uint64_t consumed = 0, produced = 0;
 	int zr = Z_OK;
 	while (st == NN_OK && zr != Z_STREAM_END) {
-		if (zs.avail_in == 0) {
-			if (consumed == m->compressed_size) {
-				st = bad(e, "npz member %s: compressed data ends early", m->name);
-				break;
-			}
+		/* With all input fed, zlib may still hold output: keep inflating
+		 * until it ends the stream or says it needs input it cannot get. */
+		if (zs.avail_in == 0 && consumed < m->compressed_size) {
 			size_t n = (size_t)(m->compressed_size - consumed < CHUNK
 						    ? m->compressed_size - consumed
 						    : CHUNK);
@@ -378,6 +376,10 @@ static enum nn_status extract_deflated(struct npz *z, const struct npz_member *m
 		zs.next_out = outbuf;
 		zs.avail_out = (uInt)CHUNK;
 		zr = inflate(&zs, Z_NO_FLUSH);
+		if (zr == Z_BUF_ERROR && zs.avail_in == 0 && consumed == m->compressed_size) {
+			st = bad(e, "npz member %s: compressed data ends early", m->name);
+			break;
+		}
 		if (zr != Z_OK && zr != Z_STREAM_END) {
 			st = bad(e, "npz member %s: corrupt deflate data (%s)", m->name,
 				 zs.msg ? zs.msg : "zlib error");
