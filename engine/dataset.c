@@ -85,7 +85,7 @@ static void shape_text(const json_t *shape, char *buf, size_t cap)
 				? snprintf(buf + used, cap - used, "%s%lld", i ? "," : "",
 					   (long long)json_integer_value(d))
 				: snprintf(buf + used, cap - used, "%s%s", i ? "," : "",
-					   json_is_string(d) ? json_string_value(d) : "?");
+					   json_is_string(d) ? json_string_value(d) : "N");
 		if (w > 0)
 			used += (size_t)w;
 	}
