@@ -4,6 +4,7 @@
 #include "dataset.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,12 +210,6 @@ static double element_at(const unsigned char *p, enum dtype dt)
 	}
 }
 
-static bool is_integer_dtype(enum dtype dt)
-{
-	return dt == DT_UINT8 || dt == DT_INT8 || dt == DT_UINT16 || dt == DT_INT16 ||
-	       dt == DT_UINT32 || dt == DT_INT32 || dt == DT_UINT64 || dt == DT_INT64;
-}
-
 /* Calls fn on every element of the array in fd, in order, reading in chunks. */
 typedef enum nn_status (*element_fn)(void *ud, uint64_t i, double v, struct nn_err *e);
 
@@ -251,6 +246,156 @@ static enum nn_status for_each_element(int fd, const struct npy_header *h, eleme
 	}
 	free(buf);
 	return st;
+}
+
+/* Stops at the first negative element (labels must be class indices). */
+struct first_negative {
+	uint64_t index;
+	double value;
+};
+
+static enum nn_status find_negative(void *ud, uint64_t i, double v, struct nn_err *e)
+{
+	(void)e;
+	struct first_negative *f = ud;
+	if (v < 0 && f->index == UINT64_MAX) {
+		f->index = i;
+		f->value = v;
+	}
+	return NN_OK;
+}
+
+static void shape_str(const struct npy_header *h, char *buf, size_t cap)
+{
+	size_t used = (size_t)snprintf(buf, cap, "[");
+	for (int i = 0; i < h->ndim && used < cap; i++) {
+		int w = snprintf(buf + used, cap - used, "%s%" PRId64, i ? "," : "", h->shape[i]);
+		if (w > 0)
+			used += (size_t)w;
+	}
+	if (used < cap)
+		snprintf(buf + used, cap - used, "]");
+}
+
+static bool is_input_dtype(enum dtype dt)
+{
+	switch (dt) {
+	case DT_FLOAT16:
+	case DT_FLOAT:
+	case DT_DOUBLE:
+	case DT_UINT8:
+	case DT_INT8:
+	case DT_UINT16:
+	case DT_INT16:
+	case DT_INT32:
+	case DT_INT64: return true;
+	default: return false;
+	}
+}
+
+static bool is_integer_dtype(enum dtype dt)
+{
+	switch (dt) {
+	case DT_UINT8:
+	case DT_INT8:
+	case DT_UINT16:
+	case DT_INT16:
+	case DT_INT32:
+	case DT_INT64: return true;
+	default: return false;
+	}
+}
+
+/* Reads what a non-finite element is, for the message. */
+static const char *nonfinite_kind(int fd, const struct npy_header *h, uint64_t index)
+{
+	size_t es = dtype_size(h->dtype);
+	unsigned char b[8] = {0};
+	if (es > sizeof b || pread(fd, b, es, (off_t)(h->data_offset + index * es)) != (ssize_t)es)
+		return "NaN or Inf";
+	bool nan, neg;
+	if (h->dtype == DT_FLOAT16) {
+		uint16_t v;
+		memcpy(&v, b, 2);
+		nan = (v & 0x3ffu) != 0;
+		neg = (v & 0x8000u) != 0;
+	} else if (h->dtype == DT_FLOAT) {
+		uint32_t v;
+		memcpy(&v, b, 4);
+		nan = (v & 0x7fffffu) != 0;
+		neg = (v >> 31) != 0;
+	} else {
+		uint64_t v;
+		memcpy(&v, b, 8);
+		nan = (v & 0xfffffffffffffull) != 0;
+		neg = (v >> 63) != 0;
+	}
+	return nan ? "NaN" : neg ? "-Inf" : "Inf";
+}
+
+/* Every check one array must pass on its own (the N match and the model fit
+ * come after all arrays are read). Messages name the array. */
+enum nn_status dataset_check_array(int fd, const char *name, struct npy_header *h,
+				   struct nn_err *e)
+{
+	bool label = dataset_is_label_name(name);
+	char shape[160];
+	enum nn_status st = npy_read_header_fd(fd, h, e);
+	if (st != NN_OK) {
+		err_prefix(e, "array '%s'", name);
+		return st;
+	}
+	shape_str(h, shape, sizeof shape);
+	if (h->ndim == 0)
+		return err_set(e, NN_EINVAL, "invalid_dataset", NULL,
+			       "array '%s' is 0-d (a scalar): a dataset array needs a sample "
+			       "dimension",
+			       name);
+	if (h->shape[0] < 1)
+		return err_set(e, NN_EINVAL, "invalid_dataset", NULL,
+			       "array '%s' has shape %s: a dataset needs at least 1 sample", name,
+			       shape);
+	if (label) {
+		if (!is_integer_dtype(h->dtype))
+			return err_set(e, NN_EINVAL, "invalid_dataset", NULL,
+				       "label array '%s' has dtype %s: labels must be integer class "
+				       "indices (uint8, int8, uint16, int16, int32 or int64)",
+				       name, dtype_name(h->dtype));
+		if (h->ndim > 2 || (h->ndim == 2 && h->shape[1] != 1))
+			return err_set(e, NN_EINVAL, "invalid_dataset", NULL,
+				       "label array '%s' has shape %s: labels must be [N] or [N,1]",
+				       name, shape);
+		struct first_negative neg = {UINT64_MAX, 0};
+		if ((st = for_each_element(fd, h, find_negative, &neg, e)) != NN_OK)
+			return st;
+		if (neg.index != UINT64_MAX)
+			return err_set(e, NN_EINVAL, "invalid_dataset", NULL,
+				       "label array '%s' has a negative label %.0f at index %" PRIu64
+				       ": labels are class indices >= 0",
+				       name, neg.value, neg.index);
+		return NN_OK;
+	}
+	if (!is_input_dtype(h->dtype))
+		return err_set(e, NN_EINVAL, "invalid_dataset", NULL,
+			       "array '%s' has dtype %s: inputs must be float16, float32, float64, "
+			       "uint8, int8, uint16, int16, int32 or int64",
+			       name, dtype_name(h->dtype));
+	if (h->numel == 0)
+		return err_set(e, NN_EINVAL, "invalid_dataset", NULL,
+			       "array '%s' has shape %s: no values per sample", name, shape);
+	uint64_t bad = UINT64_MAX;
+	if ((st = npy_find_nonfinite_fd(fd, h, &bad, e)) != NN_OK) {
+		err_prefix(e, "array '%s'", name);
+		return st;
+	}
+	if (bad != UINT64_MAX) {
+		uint64_t per_sample = h->numel / (uint64_t)h->shape[0];
+		return err_set(e, NN_EINVAL, "invalid_dataset", NULL,
+			       "array '%s' has %s at flat index %" PRIu64 " (sample %" PRIu64
+			       "): datasets must be finite",
+			       name, nonfinite_kind(fd, h, bad), bad, bad / per_sample);
+	}
+	return NN_OK;
 }
 
 struct fill_inputs {

@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "err.h"
+#include "npy.h"
 #include "tensor.h"
 
 /* Whether an array of this name holds labels. */
@@ -41,6 +42,14 @@ enum nn_status dataset_pick_arrays(const char *const *names, size_t n, const cha
 enum nn_status dataset_check_fit(const json_t *arrays, const json_t *model_input,
 				 const char *field, char input_out[64], char labels_out[64],
 				 struct nn_err *e);
+
+/* Every check one stored array must pass on its own, by its role (labels by
+ * name, see dataset_is_label_name): header against the file size, a sample
+ * dimension with N >= 1, inputs of a real numeric dtype with no NaN/Inf (the
+ * message names the flat index and sample), labels integer [N] or [N,1] and
+ * >= 0. *h gets the header. NN_EINVAL "invalid_dataset" naming the array. */
+enum nn_status dataset_check_array(int fd, const char *name, struct npy_header *h,
+				   struct nn_err *e);
 
 /* Reads the .npy in fd into a float32 tensor [N, sample_dims...]: converts
  * the dtype, multiplies by scale, reshapes when the element counts match.
