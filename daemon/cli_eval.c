@@ -169,7 +169,8 @@ static enum nn_status load_set(const struct cli_opts *o, const struct onnx_model
 		labels_fd = dup(arrays[yi].fd);
 	}
 	if (st == NN_OK)
-		st = eval_load_set(m, arrays[xi].fd, labels_fd, o->scale, o->holdout, set, e);
+		st = eval_load_set(m, arrays[xi].fd, labels_fd, o->scale, o->holdout,
+				   EVAL_PART_HELD_OUT, set, e);
 	if (labels_fd >= 0)
 		close(labels_fd);
 	close_arrays(arrays, count);

@@ -1,4 +1,4 @@
-/* job_data: the evaluation data a job's spec names, found through the store
+/* job_data: the data a job's spec names (evaluation, calibration), found through the store
  * (dataset ids -> array blobs) and loaded for the job's model.
  *
  * Shared by the worker (which loads it) and nothing else; the checks that a
@@ -12,13 +12,37 @@
 #include "err.h"
 #include "eval.h"
 #include "onnx_io.h"
+#include "pipeline.h"
 #include "spec.h"
 #include "store.h"
 
-/* Loads ev->data (its held-out part when ev->from_holdout) for model m.
- * Errors carry field "eval.dataset" (or "dataset"). */
+/* Everything a job's spec asks to load before its steps run. */
+struct job_inputs {
+	struct spec_eval spec;
+	struct eval_set calib_set, eval_set;
+	struct eval_data calib, eval;      /* views of the sets (inputs NULL when absent) */
+	size_t n_steps;
+	struct eval_set *step_sets;        /* [n_steps]: a step's own "dataset" */
+	struct eval_data *step_data;       /* [n_steps] */
+	const struct eval_data **step_ptrs; /* [n_steps]: &step_data[i] or NULL */
+	struct pipeline_data pipeline;     /* points into the above */
+};
+
+/* Loads the spec's top-level dataset (its kept part with "holdout"), each
+ * step's own dataset and the evaluation data (eval.dataset, or the held-out
+ * part, or the top-level dataset itself), shaped for model m. Only what the
+ * spec names; a dataset named twice is loaded once per use. */
+enum nn_status job_inputs_load(struct store *s, struct blob_store *bs, const char *tenant,
+			       const json_t *spec, const struct onnx_model *m, unsigned threads,
+			       struct job_inputs *out, struct nn_err *e);
+void job_inputs_free(struct job_inputs *in);
+
+/* Loads dataset reference d for model m: the whole dataset, or `part` of
+ * it when holdout > 0. field names the spec field for errors
+ * ("eval.dataset", "dataset", "steps[1].dataset"). */
 enum nn_status job_data_load(struct store *s, struct blob_store *bs, const char *tenant,
-			     const struct spec_eval *ev, const struct onnx_model *m,
-			     struct eval_set *out, struct nn_err *e);
+			     const struct spec_dataset *d, double holdout, enum eval_part part,
+			     const char *field, const struct onnx_model *m, struct eval_set *out,
+			     struct nn_err *e);
 
 #endif

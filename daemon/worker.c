@@ -134,43 +134,39 @@ static void finish_failed(struct worker_pool *pool, const char *job_id, const st
 	log_job(pool, LOG_WARN, "job failed", job_id, err);
 }
 
-/* A job's evaluation: its data, the input model's outputs (fidelity's
- * reference) and what the pipeline needs to evaluate every step. */
+/* What a job loads before its steps: data, and the input model's outputs
+ * on the evaluation data (fidelity's reference). */
 struct job_eval {
-	struct spec_eval spec;
-	struct eval_set set;
-	struct eval_data data;
+	struct job_inputs in;
 	struct eval_outputs reference;
 	struct pipeline_eval pipeline;
 };
 
 static void job_eval_free(struct job_eval *ev)
 {
-	eval_set_free(&ev->set);
+	job_inputs_free(&ev->in);
 	eval_outputs_free(&ev->reference);
 }
 
-/* When the spec asks for "eval": loads the data, evaluates the input model
- * and records its figures, and fills ev->pipeline for the steps. */
+/* Loads the data the spec names; when it asks for "eval", evaluates the
+ * input model, records its figures and fills ev->pipeline for the steps. */
 static enum nn_status evaluate_input(struct worker_slot *slot, const struct store_claim *claim,
 				     const struct onnx_model *model, struct job_eval *ev,
 				     struct nn_err *e)
 {
 	struct worker_pool *pool = slot->pool;
-	enum nn_status st = spec_parse_eval(claim->spec, &ev->spec, e);
-	if (st != NN_OK || !ev->spec.requested)
-		return st;
-	if ((ev->spec.metrics & EVAL_NEEDS_DATA) &&
-	    (st = job_data_load(pool->store, pool->blobs, claim->tenant, &ev->spec, model, &ev->set,
-				e)) != NN_OK) {
-		err_prefix(e, "loading the evaluation data");
+	enum nn_status st = job_inputs_load(pool->store, pool->blobs, claim->tenant, claim->spec,
+					    model, pool->exec_threads, &ev->in, e);
+	if (st != NN_OK) {
+		err_prefix(e, "loading the job's data");
 		return st;
 	}
-	ev->data = (struct eval_data){ev->set.inputs.data ? &ev->set.inputs : NULL, ev->set.labels};
-	struct eval_opts opts = {.metrics = ev->spec.metrics, .threads = pool->exec_threads};
+	if (!ev->in.spec.requested)
+		return NN_OK;
+	struct eval_opts opts = {.metrics = ev->in.spec.metrics, .threads = pool->exec_threads};
 	struct step_ctx ctx = {.cancel = &slot->cancel};
 	json_t *figures = NULL;
-	st = eval_model(model, &ev->data, &opts, NULL,
+	st = eval_model(model, ev->in.pipeline.eval, &opts, NULL,
 			(opts.metrics & EVAL_FIDELITY) ? &ev->reference : NULL, &ctx, &figures, e);
 	if (st != NN_OK) {
 		if (st != NN_ECANCELED)
@@ -182,8 +178,9 @@ static enum nn_status evaluate_input(struct worker_slot *slot, const struct stor
 		log_job(pool, LOG_WARN, "cannot record the input model's metrics", claim->id, &se);
 	store_job_event(pool->store, claim->id, "input_evaluated", figures, &se);
 	json_decref(figures);
-	ev->pipeline = (struct pipeline_eval){&ev->data, opts,
-					      ev->reference.values ? &ev->reference : NULL};
+	if (ev->reference.values)
+		ev->in.pipeline.reference = &ev->reference;
+	ev->pipeline = (struct pipeline_eval){ev->in.pipeline.eval, opts, ev->in.pipeline.reference};
 	return NN_OK;
 }
 
@@ -211,7 +208,8 @@ static void run_job(struct worker_slot *slot, const struct store_claim *claim)
 	struct job_eval ev = {0};
 	enum nn_status st = evaluate_input(slot, claim, model, &ev, &err);
 	if (st == NN_OK) {
-		hooks.eval = ev.spec.requested ? &ev.pipeline : NULL;
+		hooks.eval = ev.in.spec.requested ? &ev.pipeline : NULL;
+		hooks.data = &ev.in.pipeline;
 		st = pipeline_run(model, claim->spec, &hooks, &err);
 	}
 	job_eval_free(&ev);

@@ -112,7 +112,8 @@ void eval_set_free(struct eval_set *s)
 }
 
 enum nn_status eval_load_set(const struct onnx_model *m, int inputs_fd, int labels_fd,
-			     double scale, double holdout, struct eval_set *out, struct nn_err *e)
+			     double scale, double holdout, enum eval_part part,
+			     struct eval_set *out, struct nn_err *e)
 {
 	memset(out, 0, sizeof *out);
 	const char *name;
@@ -138,17 +139,19 @@ enum nn_status eval_load_set(const struct onnx_model *m, int inputs_fd, int labe
 	if (holdout > 0) {
 		if ((st = dataset_holdout(n, holdout, EVAL_HOLDOUT_SEED, &perm, &n_kept, e)) != NN_OK)
 			goto fail;
-		struct tensor part;
+		struct tensor rows;
 		int64_t *labels = NULL;
-		if ((st = dataset_take_rows(&out->inputs, perm + n_kept, n - n_kept, &part, e)) != NN_OK)
+		const int64_t *idx = part == EVAL_PART_KEPT ? perm : perm + n_kept;
+		int64_t count = part == EVAL_PART_KEPT ? n_kept : n - n_kept;
+		if ((st = dataset_take_rows(&out->inputs, idx, count, &rows, e)) != NN_OK)
 			goto fail;
-		if (out->labels && (st = dataset_take_labels(out->labels, perm + n_kept, n - n_kept,
-							     &labels, e)) != NN_OK) {
-			tensor_free(&part);
+		if (out->labels &&
+		    (st = dataset_take_labels(out->labels, idx, count, &labels, e)) != NN_OK) {
+			tensor_free(&rows);
 			goto fail;
 		}
 		tensor_free(&out->inputs);
-		out->inputs = part;
+		out->inputs = rows;
 		if (out->labels) {
 			free(out->labels);
 			out->labels = labels;

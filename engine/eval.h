@@ -82,12 +82,19 @@ void eval_set_free(struct eval_set *s);
  * every run and machine (docs/API.md states it). */
 #define EVAL_HOLDOUT_SEED 0x6e6e6364u /* "nncd" */
 
+/* Which part of a dataset split by a holdout fraction. */
+enum eval_part {
+	EVAL_PART_HELD_OUT, /* the last round(N * holdout) of the permutation: evaluation */
+	EVAL_PART_KEPT,     /* the rest: calibration / training */
+};
+
 /* Loads the input array (.npy in inputs_fd) shaped for m's input, times
  * scale, and the labels (.npy in labels_fd, or -1); with holdout > 0 keeps
- * only the held-out part of the deterministic split. Sample counts of
- * inputs and labels must match ("mismatched N"). */
+ * only `part` of the deterministic split. Sample counts of inputs and labels
+ * must match ("mismatched N"). */
 enum nn_status eval_load_set(const struct onnx_model *m, int inputs_fd, int labels_fd,
-			     double scale, double holdout, struct eval_set *out, struct nn_err *e);
+			     double scale, double holdout, enum eval_part part,
+			     struct eval_set *out, struct nn_err *e);
 
 /* The model's single float32 graph input (not an initializer): its name and
  * shape with the batch dimension as -1. NN_EINVAL when there is not exactly

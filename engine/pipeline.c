@@ -60,6 +60,16 @@ static void on_step(const struct runner *r, size_t i, const char *op, const char
 		r->hooks->on_step(r->hooks->ud, i, op, state, metrics);
 }
 
+static void set_step_data(struct step_ctx *ctx, const struct pipeline_data *d, size_t i)
+{
+	if (!d)
+		return;
+	ctx->calib = i < d->n_step_calib && d->step_calib[i] ? d->step_calib[i] : d->calib;
+	ctx->eval = d->eval;
+	ctx->reference = d->reference;
+	ctx->threads = d->threads;
+}
+
 /* Runs the evaluation of the model a step produced into metrics["eval"]. */
 static enum nn_status evaluate_step(const struct onnx_model *m, const struct pipeline_eval *ev,
 				    const atomic_bool *cancel, json_t *metrics, struct nn_err *e)
@@ -101,6 +111,7 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 				       i, op);
 		}
 		on_step(&r, i, op, "running", NULL);
+		set_step_data(&ctx, hooks ? hooks->data : NULL, i);
 		json_t *metrics = NULL;
 		if (!strcmp(op, "prune")) {
 			struct prune_params pp;

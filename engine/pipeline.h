@@ -24,6 +24,16 @@ struct pipeline_eval {
 	const struct eval_outputs *reference; /* the input model's outputs, or NULL */
 };
 
+/* Data the steps may run the model on (step_ctx's calib/eval/reference). */
+struct pipeline_data {
+	const struct eval_data *calib;             /* the spec's top-level dataset, or NULL */
+	const struct eval_data *const *step_calib; /* [i]: steps[i]'s own dataset, or NULL */
+	size_t n_step_calib;
+	const struct eval_data *eval;              /* the job's evaluation data, or NULL */
+	const struct eval_outputs *reference;      /* the input model's outputs on eval */
+	unsigned threads;                          /* executor threads for the steps */
+};
+
 struct pipeline_hooks {
 	void *ud;
 	/* state is "running" at start (metrics NULL), then "succeeded" (metrics set)
@@ -36,6 +46,8 @@ struct pipeline_hooks {
 	const atomic_bool *cancel;
 	/* Evaluate the model after each step; may be NULL. */
 	const struct pipeline_eval *eval;
+	/* Data for steps that run the model; may be NULL. */
+	const struct pipeline_data *data;
 };
 
 /* NN_ECANCELED when the cancel flag was seen; the model is then in an

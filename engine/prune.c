@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "spec.h"
 #include "tensor.h"
 
 /* Float bits read as integers. The IEEE bits of a non-negative float order
@@ -865,33 +866,181 @@ enum nn_status prune_arrays(float *const *arrays, const size_t *lens, size_t n_a
 
 /* ---- spec parameters ---- */
 
+static enum nn_status parse_fraction(const json_t *step, size_t index, const char *key,
+				     double lo, bool lo_open, double *out, struct nn_err *e)
+{
+	char field[128], got[96];
+	snprintf(field, sizeof field, "steps[%zu].%s", index, key);
+	const json_t *v = json_object_get(step, key);
+	double x = json_is_number(v) ? json_number_value(v) : NAN;
+	if (!(lo_open ? x > lo : x >= lo) || !(x < 1))
+		return err_set(e, NN_EINVAL, "invalid_spec", field, "%s must be a number in %s%g, 1), got %s",
+			       key, lo_open ? "(" : "[", lo, step_describe_json(v, got, sizeof got));
+	*out = x;
+	return NN_OK;
+}
+
+static enum nn_status parse_int(const json_t *step, size_t index, const char *key, int lo, int hi,
+				int fallback, int *out, struct nn_err *e)
+{
+	char field[128], got[96];
+	const json_t *v = json_object_get(step, key);
+	if (!v) {
+		*out = fallback;
+		return NN_OK;
+	}
+	snprintf(field, sizeof field, "steps[%zu].%s", index, key);
+	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "%s must be an integer in [%d, %d], got %s", key, lo, hi,
+			       step_describe_json(v, got, sizeof got));
+	*out = (int)json_integer_value(v);
+	return NN_OK;
+}
+
+static enum nn_status parse_bool(const json_t *step, size_t index, const char *key, bool *out,
+				 struct nn_err *e)
+{
+	char field[128], got[96];
+	const json_t *v = json_object_get(step, key);
+	if (!v) {
+		*out = false;
+		return NN_OK;
+	}
+	snprintf(field, sizeof field, "steps[%zu].%s", index, key);
+	if (!json_is_boolean(v))
+		return err_set(e, NN_EINVAL, "invalid_spec", field, "%s must be true or false, got %s",
+			       key, step_describe_json(v, got, sizeof got));
+	*out = json_is_true(v);
+	return NN_OK;
+}
+
+/* "layers": {"<initializer>": fraction}, each in [0, 1) (0 leaves the layer
+ * alone). */
+static enum nn_status parse_layers(const json_t *step, size_t index, const json_t **out,
+				   struct nn_err *e)
+{
+	char field[192], got[96];
+	const json_t *v = json_object_get(step, "layers");
+	*out = NULL;
+	if (!v)
+		return NN_OK;
+	snprintf(field, sizeof field, "steps[%zu].layers", index);
+	if (!json_is_object(v) || json_object_size(v) == 0)
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "layers must be a non-empty object {\"<weight name>\": fraction}, got %s",
+			       step_describe_json(v, got, sizeof got));
+	const char *name;
+	json_t *x;
+	json_object_foreach((json_t *)v, name, x) {
+		double f = json_is_number(x) ? json_number_value(x) : NAN;
+		if (!(f >= 0 && f < 1)) {
+			snprintf(field, sizeof field, "steps[%zu].layers.%.100s", index, name);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "a layer's fraction must be a number in [0, 1), got %s",
+				       step_describe_json(x, got, sizeof got));
+		}
+	}
+	*out = v;
+	return NN_OK;
+}
+
 enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune_params *out,
 				  struct nn_err *e)
 {
-	static const char *const keys[] = {"op", "method", "sparsity", "scope", NULL};
-	static const char *const methods[] = {"magnitude", NULL};
+	static const char *const methods[] = {"magnitude", "nm", "structured", "dead", NULL};
+	/* Keys per method, in the order of enum prune_method. */
+	static const char *const keys[][9] = {
+		{"op", "method", "sparsity", "scope", "layers", "keep_first_last", NULL},
+		{"op", "method", "n", "m", "keep_first_last", NULL},
+		{"op", "method", "ratio", "scope", "criterion", "layers", "keep_first_last", NULL},
+		{"op", "method", "dataset", "threshold", NULL},
+	};
 	static const char *const scopes[] = {"layer", "global", NULL};
+	static const char *const criteria[] = {"l1", "l2", NULL};
 	char field[128], got[96];
-	int method = 0, scope = 0;
-	enum nn_status st = step_check_keys(step, index, "prune", keys, e);
-	if (st == NN_OK)
-		st = step_parse_choice(step, index, "method", methods, 0, &method, e);
-	if (st != NN_OK)
+	int method = 0, scope = 0, criterion = 0;
+	memset(out, 0, sizeof *out);
+	enum nn_status st;
+	if (!json_is_object(step))
+		return step_check_keys(step, index, "prune", keys[0], e);
+	if ((st = step_parse_choice(step, index, "method", methods, 0, &method, e)) != NN_OK)
 		return st;
-	const json_t *v = json_object_get(step, "sparsity");
-	snprintf(field, sizeof field, "steps[%zu].sparsity", index);
-	if (!v)
-		return err_set(e, NN_EINVAL, "invalid_spec", field,
-			       "missing required field 'sparsity' (a number in [0, 1))");
-	double s = json_is_number(v) ? json_number_value(v) : NAN;
-	if (!(s >= 0 && s < 1))
-		return err_set(e, NN_EINVAL, "invalid_spec", field,
-			       "sparsity must be a number in [0, 1), got %s",
-			       step_describe_json(v, got, sizeof got));
-	if ((st = step_parse_choice(step, index, "scope", scopes, 1, &scope, e)) != NN_OK)
+	if ((st = step_check_keys(step, index, methods[method], keys[method], e)) != NN_OK) {
+		snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message),
+			 " (method %s)", methods[method]);
 		return st;
-	out->sparsity = s;
-	out->scope = scope == 0 ? PRUNE_SCOPE_LAYER : PRUNE_SCOPE_GLOBAL;
+	}
+	out->method = (enum prune_method)method;
+	if ((st = parse_bool(step, index, "keep_first_last", &out->keep_first_last, e)) != NN_OK ||
+	    (st = parse_layers(step, index, &out->layers, e)) != NN_OK)
+		return st;
+	switch (out->method) {
+	case PRUNE_MAGNITUDE:
+		if (!json_object_get(step, "sparsity") && !out->layers) {
+			snprintf(field, sizeof field, "steps[%zu].sparsity", index);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "missing required field 'sparsity' (a number in [0, 1))");
+		}
+		if (json_object_get(step, "sparsity") &&
+		    (st = parse_fraction(step, index, "sparsity", 0, false, &out->sparsity, e)) != NN_OK)
+			return st;
+		if ((st = step_parse_choice(step, index, "scope", scopes, 1, &scope, e)) != NN_OK)
+			return st;
+		out->scope = scope == 0 ? PRUNE_SCOPE_LAYER : PRUNE_SCOPE_GLOBAL;
+		return NN_OK;
+	case PRUNE_NM:
+		if ((st = parse_int(step, index, "m", 2, 64, 4, &out->m, e)) != NN_OK ||
+		    (st = parse_int(step, index, "n", 1, 63, 2, &out->n, e)) != NN_OK)
+			return st;
+		if (out->n >= out->m) {
+			snprintf(field, sizeof field, "steps[%zu].n", index);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "n must be smaller than m (at most n non-zeros in each group "
+				       "of m), got %d:%d",
+				       out->n, out->m);
+		}
+		return NN_OK;
+	case PRUNE_STRUCTURED:
+		if (!json_object_get(step, "ratio") && !out->layers) {
+			snprintf(field, sizeof field, "steps[%zu].ratio", index);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "missing required field 'ratio' (fraction of neurons/channels "
+				       "to remove, in (0, 1))");
+		}
+		if (json_object_get(step, "ratio") &&
+		    (st = parse_fraction(step, index, "ratio", 0, true, &out->ratio, e)) != NN_OK)
+			return st;
+		if ((st = step_parse_choice(step, index, "scope", scopes, 0, &scope, e)) != NN_OK ||
+		    (st = step_parse_choice(step, index, "criterion", criteria, 0, &criterion, e)) !=
+			    NN_OK)
+			return st;
+		out->scope = scope == 0 ? PRUNE_SCOPE_LAYER : PRUNE_SCOPE_GLOBAL;
+		out->criterion = criterion == 0 ? PRUNE_L1 : PRUNE_L2;
+		return NN_OK;
+	case PRUNE_DEAD: {
+		const json_t *t = json_object_get(step, "threshold");
+		snprintf(field, sizeof field, "steps[%zu].threshold", index);
+		out->threshold = 0;
+		if (t) {
+			double x = json_is_number(t) ? json_number_value(t) : NAN;
+			if (!(x >= 0 && isfinite(x)))
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "threshold must be a number >= 0, got %s",
+					       step_describe_json(t, got, sizeof got));
+			out->threshold = x;
+		}
+		const json_t *ds = json_object_get(step, "dataset");
+		if (ds) {
+			struct spec_dataset d;
+			snprintf(field, sizeof field, "steps[%zu].dataset", index);
+			if ((st = spec_parse_dataset(ds, field, &d, e)) != NN_OK)
+				return st;
+			out->has_dataset = true;
+		}
+		return NN_OK;
+	}
+	}
 	return NN_OK;
 }
 
@@ -1057,6 +1206,12 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 	json_t *out = NULL;
 	*metrics = NULL;
 
+	if (p->method != PRUNE_MAGNITUDE) {
+		static const char *const names[] = {"magnitude", "nm", "structured", "dead"};
+		return err_set(e, NN_EUNSUPPORTED, "unsupported", "",
+			       "prune method '%s' is being built (issue 4) and not available yet",
+			       names[p->method]);
+	}
 	if (!(p->sparsity >= 0 && p->sparsity < 1) ||
 	    (p->scope != PRUNE_SCOPE_GLOBAL && p->scope != PRUNE_SCOPE_LAYER))
 		return err_set(e, NN_EINVAL, "invalid_spec", "",

@@ -32,16 +32,50 @@ enum prune_scope {
 	PRUNE_SCOPE_LAYER,  /* each prunable weight gets the target sparsity */
 };
 
+enum prune_method {
+	PRUNE_MAGNITUDE,  /* zero the smallest |w| (unstructured) */
+	PRUNE_NM,         /* N:M semi-structured along each weight's input dimension */
+	PRUNE_STRUCTURED, /* remove whole neurons / output channels (structured.h) */
+	PRUNE_DEAD,       /* remove neurons dead on calibration data (dead.h) */
+};
+
+enum prune_criterion {
+	PRUNE_L1,
+	PRUNE_L2,
+};
+
+/* A prune step's parameters. Only the fields of `method` are meaningful;
+ * the parser refuses keys that belong to another method. */
 struct prune_params {
+	enum prune_method method;
+	/* magnitude */
 	enum prune_scope scope;
-	double sparsity; /* [0, 1) */
+	double sparsity;           /* [0, 1) */
+	const json_t *layers;      /* {"<initializer name>": sparsity or ratio}: per-layer
+				    * overrides (magnitude, structured), borrowed from the
+				    * spec, NULL when absent */
+	bool keep_first_last;      /* magnitude, nm, structured: leave the first and the
+				    * last prunable layer (graph order) untouched */
+	/* nm */
+	int n, m;                  /* at most n non-zeros in each group of m (2:4) */
+	/* structured */
+	double ratio;              /* (0, 1): fraction of neurons/channels removed */
+	enum prune_criterion criterion;
+	/* dead */
+	double threshold;          /* a channel is dead if |activation| <= threshold on
+				    * every calibration sample (default exactly 0) */
+	bool has_dataset;          /* the step names its own "dataset" (the pipeline
+				    * resolves it into ctx->calib) */
 };
 
 /* Parses and checks one spec step object whose "op" is "prune", filling
- * defaults (method "magnitude", scope "global"). `index` is the step's place
- * in "steps", used for error fields ("steps[0].sparsity"). NN_EINVAL with
- * code "invalid_spec" on any unknown key or bad value. Shared by spec_validate
- * and pipeline_run so both reject the same specs the same way. */
+ * defaults (method "magnitude", scope "global", n:m 2:4, criterion "l1",
+ * threshold 0). `index` is the step's place in "steps", used for error
+ * fields ("steps[0].sparsity"). NN_EINVAL with code "invalid_spec" on any
+ * unknown key or bad value (a "layers" override naming no weight is caught
+ * when the step runs, or at submit against the model summary). Shared by
+ * spec_validate and pipeline_run so both reject the same specs the same
+ * way. */
 enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune_params *out,
 				  struct nn_err *e);
 

@@ -91,8 +91,8 @@ static enum nn_status parse_dataset_id(const json_t *v, const char *field, char 
 }
 
 /* DATA = "ds_…" | {"id", "labels", "scale"} */
-static enum nn_status parse_dataset(const json_t *v, const char *field, struct spec_dataset *out,
-				    struct nn_err *e)
+enum nn_status spec_parse_dataset(const json_t *v, const char *field, struct spec_dataset *out,
+				  struct nn_err *e)
 {
 	char sub[128], got[96];
 	enum nn_status st;
@@ -140,7 +140,7 @@ enum nn_status spec_parse_eval(const json_t *spec, struct spec_eval *out, struct
 	char got[96];
 	memset(out, 0, sizeof *out);
 	const json_t *top = json_object_get(spec, "dataset");
-	if (top && (st = parse_dataset(top, "dataset", &out->train, e)) != NN_OK)
+	if (top && (st = spec_parse_dataset(top, "dataset", &out->train, e)) != NN_OK)
 		return st;
 	const json_t *h = json_object_get(spec, "holdout");
 	if (h) {
@@ -178,7 +178,7 @@ enum nn_status spec_parse_eval(const json_t *spec, struct spec_eval *out, struct
 		return st;
 	const json_t *ds = json_object_get(ev, "dataset");
 	if (ds) {
-		if ((st = parse_dataset(ds, "eval.dataset", &out->data, e)) != NN_OK)
+		if ((st = spec_parse_dataset(ds, "eval.dataset", &out->data, e)) != NN_OK)
 			return st;
 		if (h)
 			return err_set(e, NN_EINVAL, "invalid_spec", "holdout",

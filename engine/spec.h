@@ -31,6 +31,11 @@ struct spec_dataset {
 	double scale;
 };
 
+/* Parses DATA (a dataset id or {"id", "labels", "scale"}); field names it in
+ * errors ("steps[2].dataset"). */
+enum nn_status spec_parse_dataset(const json_t *v, const char *field, struct spec_dataset *out,
+				  struct nn_err *e);
+
 /* What a job evaluates, and on which data. */
 struct spec_eval {
 	bool requested;            /* the spec has "eval" */

@@ -26,10 +26,22 @@
 /* Elements a kernel processes between two cancel polls (and progress reports). */
 #define STEP_POLL_ELEMS ((size_t)1 << 22)
 
+struct eval_data;
+struct eval_outputs;
+
 struct step_ctx {
 	const atomic_bool *cancel;                 /* may be NULL */
 	void (*progress)(void *ud, double fraction); /* fraction of this step done; may be NULL */
 	void *ud;
+	/* Data a step may run the model on (eval.h), all may be NULL:
+	 * calib: the step's own "dataset", else the spec's top-level one (its
+	 *        non-held-out part with "holdout") — for calibration/training;
+	 * eval:  the job's evaluation data (what "eval" measures on);
+	 * reference: the input model's outputs on `eval`. */
+	const struct eval_data *calib;
+	const struct eval_data *eval;
+	const struct eval_outputs *reference;
+	unsigned threads;                          /* executor threads; 0 = 1 */
 };
 
 static inline bool step_canceled(const struct step_ctx *ctx)

@@ -41,7 +41,7 @@ static enum nn_status load_set(const struct onnx_model *m, const char *x, const 
 			       double scale, double holdout, struct eval_set *set, struct nn_err *e)
 {
 	int xfd = open_case(x), yfd = y ? open_case(y) : -1;
-	enum nn_status st = eval_load_set(m, xfd, yfd, scale, holdout, set, e);
+	enum nn_status st = eval_load_set(m, xfd, yfd, scale, holdout, EVAL_PART_HELD_OUT, set, e);
 	close(xfd);
 	if (yfd >= 0)
 		close(yfd);

@@ -327,7 +327,7 @@ static int test_prunable_from_graph(void)
 {
 	struct onnx_model *m = load("steps_mlp.onnx"), *orig = load("steps_mlp.onnx");
 	CHECK(m && orig, "load");
-	struct prune_params p = {PRUNE_SCOPE_GLOBAL, 0.9};
+	struct prune_params p = {.scope = PRUNE_SCOPE_GLOBAL, .sparsity = 0.9};
 	json_t *metrics = NULL;
 	struct nn_err e = {0};
 	CHECK(prune_run(m, &p, NULL, &metrics, &e) == NN_OK, "%s", e.message);
@@ -357,7 +357,7 @@ static int test_global_exact_k(void)
 		struct onnx_model *m = load("steps_mlp.onnx");
 		CHECK(m, "load");
 		uint64_t nf = 0, ng = 0, zf0 = init_zeros(m, "foo", &nf), zg0 = init_zeros(m, "g.w", &ng);
-		struct prune_params p = {PRUNE_SCOPE_GLOBAL, sparsities[j]};
+		struct prune_params p = {.scope = PRUNE_SCOPE_GLOBAL, .sparsity = sparsities[j]};
 		json_t *mt = NULL;
 		struct nn_err e = {0};
 		CHECK(prune_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
@@ -416,7 +416,7 @@ static int test_layer_exact_k(void)
 	struct onnx_model *m = load("steps_mlp.onnx");
 	CHECK(m, "load");
 	uint64_t nf = 0, ng = 0, zf0 = init_zeros(m, "foo", &nf), zg0 = init_zeros(m, "g.w", &ng);
-	struct prune_params p = {PRUNE_SCOPE_LAYER, 0.7};
+	struct prune_params p = {.scope = PRUNE_SCOPE_LAYER, .sparsity = 0.7};
 	json_t *mt = NULL;
 	struct nn_err e = {0};
 	CHECK(prune_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
