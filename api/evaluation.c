@@ -86,6 +86,16 @@ enum nn_status api_eval_check_spec(struct request *rq, const json_t *spec, const
 	    (st = check_dataset(rq, &ev.train, "dataset", model_input,
 				ev.from_holdout && lists_metric(spec, "accuracy"), e)) != NN_OK)
 		return st;
+	const json_t *steps = json_object_get(spec, "steps");
+	for (size_t i = 0; i < json_array_size(steps); i++) {
+		const json_t *ds = json_object_get(json_array_get(steps, i), "dataset");
+		char field[64];
+		struct spec_dataset d;
+		snprintf(field, sizeof field, "steps[%zu].dataset", i);
+		if (ds && ((st = spec_parse_dataset(ds, field, &d, e)) != NN_OK ||
+			   (st = check_dataset(rq, &d, field, model_input, false, e)) != NN_OK))
+			return st;
+	}
 	if (!ev.requested || !(ev.metrics & EVAL_NEEDS_DATA))
 		return NN_OK;
 	if (!ev.from_holdout &&

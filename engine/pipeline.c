@@ -13,6 +13,7 @@
 
 #include "prune.h"
 #include "quant.h"
+#include "sensitivity.h"
 #include "spec.h"
 #include "step.h"
 
@@ -118,6 +119,11 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 			st = prune_params_parse(step, i, &pp, e);
 			if (st == NN_OK)
 				st = prune_run(m, &pp, &ctx, &metrics, e);
+		} else if (!strcmp(op, "sensitivity")) {
+			struct sensitivity_params sp;
+			st = sensitivity_params_parse(step, i, &sp, e);
+			if (st == NN_OK)
+				st = sensitivity_run(m, &sp, &ctx, &metrics, e);
 		} else {
 			struct quant_params qp;
 			st = quant_params_parse(step, i, &qp, e);

@@ -13,9 +13,11 @@
 #include "eval.h"
 #include "prune.h"
 #include "quant.h"
+#include "sensitivity.h"
 #include "step.h"
 
 #define SPEC_MAX_STEPS 64
+#define SPEC_OPS "prune, quantize, sensitivity"
 
 static enum nn_status check_output(const json_t *out, struct nn_err *e)
 {
@@ -246,25 +248,42 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 		const char *name = json_is_string(op) ? json_string_value(op) : NULL;
 		bool is_prune = name && !strcmp(name, "prune");
 		bool is_quant = name && !strcmp(name, "quantize");
-		if (!is_prune && !is_quant) {
+		bool is_sens = name && !strcmp(name, "sensitivity");
+		if (!is_prune && !is_quant && !is_sens) {
 			snprintf(field, sizeof field, "steps[%zu].op", i);
 			if (!op)
 				return err_set(e, NN_EINVAL, "invalid_spec", field,
-					       "missing required field 'op'; supported: prune, "
-					       "quantize");
+					       "missing required field 'op'; supported: %s", SPEC_OPS);
 			if (name)
 				return err_set(e, NN_EINVAL, "invalid_spec", field,
-					       "unknown op '%.80s'; supported: prune, quantize",
-					       name);
+					       "unknown op '%.80s'; supported: %s", name, SPEC_OPS);
 			return err_set(e, NN_EINVAL, "invalid_spec", field,
-				       "op must be a string, got %s; supported: prune, quantize",
-				       step_describe_json(op, got, sizeof got));
+				       "op must be a string, got %s; supported: %s",
+				       step_describe_json(op, got, sizeof got), SPEC_OPS);
 		}
 		struct quant_params qp;
 		if (is_prune) {
 			struct prune_params pp;
 			if ((st = prune_params_parse(step, i, &pp, e)) != NN_OK)
 				return st;
+			if (pp.method == PRUNE_DEAD && !pp.has_dataset && !ev.train.set) {
+				snprintf(field, sizeof field, "steps[%zu].dataset", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "method dead finds dead neurons on calibration data: "
+					       "name a dataset (the step's \"dataset\" or the spec's "
+					       "top-level one)");
+			}
+		} else if (is_sens) {
+			struct sensitivity_params sp;
+			if ((st = sensitivity_params_parse(step, i, &sp, e)) != NN_OK)
+				return st;
+			if (!ev.requested || !ev.data.set) {
+				snprintf(field, sizeof field, "steps[%zu]", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "sensitivity measures each trial on the evaluation "
+					       "data: add \"eval\": {\"dataset\": \"ds_…\"} (or a "
+					       "top-level dataset with \"holdout\")");
+			}
 		} else {
 			if ((st = quant_params_parse(step, i, &qp, e)) != NN_OK)
 				return st;
@@ -279,8 +298,7 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 				       quantized_by, name);
 		if (model_summary && !has_prunable(model_summary))
 			return err_set(e, NN_EINVAL, "invalid_spec", field,
-				       "model has no Gemm/MatMul/Conv float weights to %s",
-				       is_prune ? "prune" : "quantize");
+				       "model has no Gemm/MatMul/Conv float weights to %s", name);
 		if (is_quant && model_summary &&
 		    (st = check_opset_upgrade(model_summary, field, &qp, e)) != NN_OK)
 			return st;

@@ -130,6 +130,10 @@ static enum nn_status job_metrics_view(sqlite3_stmt *q, const json_t *steps, jso
 	if (bad)
 		return err_set(e, NN_EIO, "db_error", NULL, "job %s: stored JSON is corrupt",
 			       sqlite3_column_text(q, 0));
+	if (json_is_null(input)) {
+		json_decref(input);
+		input = NULL;
+	}
 	json_t *output = NULL;
 	size_t n = json_array_size(steps);
 	if (n == 0)
@@ -137,6 +141,8 @@ static enum nn_status job_metrics_view(sqlite3_stmt *q, const json_t *steps, jso
 	else
 		output = json_object_get(json_object_get(json_array_get(steps, n - 1), "metrics"),
 					 "eval");
+	if (json_is_null(output))
+		output = NULL;
 	if (!input && !output)
 		return NN_OK;
 	json_t *m = json_pack("{s:O?, s:O?}", "input", input, "output", output);

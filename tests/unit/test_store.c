@@ -333,6 +333,7 @@ static void test_models(void)
 	CHECK_ST(store_model_blob(s, STORE_DEFAULT_TENANT, ids[1], sha, NULL, &e), NN_ENOTFOUND);
 	/* The finished job that used it is still there. */
 	json_t *j = get_job(s, job);
+	CHECK(json_is_null(json_object_get(j, "metrics"))); /* nothing evaluated yet */
 	CHECK(strcmp(jstr(j, "model"), ids[1]) == 0);
 	json_decref(j);
 	/* New jobs cannot use a deleted model. */
