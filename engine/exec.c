@@ -8,6 +8,7 @@
  * Threading: a plan is used by one thread at a time; no global state. */
 #include "exec.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -157,6 +158,7 @@ struct exec_value {
 	size_t offset;
 	bool direct;       /* graph input read in place from the caller's tensor */
 	int alias;         /* value whose buffer this one shares (alias_in0 ops), or -1 */
+	bool dead;         /* an intermediate a fused step no longer produces: no buffer */
 };
 
 struct exec_step {
@@ -169,7 +171,7 @@ struct exec_step {
 	int *out;
 	struct tensor *in_t, *out_t;
 	size_t scratch_bytes, scratch_off;
-	bool folded;
+	bool folded;       /* computed at compile (or fused into another step): never run */
 };
 
 struct exec_plan {
@@ -650,6 +652,319 @@ static enum nn_status plan_offsets(struct interval *iv, size_t n, size_t *total,
 	return NN_OK;
 }
 
+/* ---- compile-time fusion ----
+ *
+ * Run after shape inference and constant folding, on the plan only (the
+ * model is never changed). A fused step takes over the pattern's first node
+ * and writes the pattern's last value; the other steps are marked folded
+ * (never run) and the intermediates dead (no buffer). Patterns fire only
+ * when every intermediate has exactly one reader and is no graph output, so
+ * what the graph computes is unchanged up to float rounding. */
+
+static bool op_is(const struct exec_step *s, const char *op)
+{
+	return !s->folded && default_domain(s->node->domain) && s->node->op_type &&
+	       strcmp(s->node->op_type, op) == 0;
+}
+
+/* The one step reading value v (and where), or -1 when v is a graph
+ * output, unread, or read more than once (also twice by one step). */
+static int sole_reader(const struct exec_plan *p, int v, size_t *slot)
+{
+	if (v < 0 || p->values[v].last >= (int)p->n_steps)
+		return -1;
+	int found = -1;
+	for (size_t si = 0; si < p->n_steps; si++) {
+		const struct exec_step *s = &p->steps[si];
+		if (s->folded)
+			continue;
+		for (size_t k = 0; k < s->n_in; k++) {
+			if (s->in[k] != v)
+				continue;
+			if (found >= 0)
+				return -1;
+			found = (int)si;
+			if (slot)
+				*slot = k;
+		}
+	}
+	return found;
+}
+
+/* Value v is a float32 constant holding one element; *f is it. */
+static bool const_scalar(const struct exec_plan *p, int v, float *f)
+{
+	if (v < 0)
+		return false;
+	const struct exec_value *x = &p->values[v];
+	if (!x->is_const || x->t.dtype != DT_FLOAT || !x->t.data || exec_numel(&x->t) != 1)
+		return false;
+	memcpy(f, x->t.data, sizeof *f);
+	return true;
+}
+
+static bool near(float a, double b)
+{
+	return fabs((double)a - b) <= 1e-6 * fabs(b);
+}
+
+/* For a two-input step: the other input than `slot`, when it is a float
+ * scalar constant close to want. */
+static bool other_is(const struct exec_plan *p, const struct exec_step *s, size_t slot,
+		     double want)
+{
+	float f;
+	return s->n_in == 2 && slot < 2 && const_scalar(p, s->in[1 - slot], &f) && near(f, want);
+}
+
+static bool same_shape(const struct tensor *a, const struct tensor *b)
+{
+	if (a->dtype != b->dtype || a->ndim != b->ndim)
+		return false;
+	for (int d = 0; d < a->ndim; d++)
+		if (a->shape[d] != b->shape[d])
+			return false;
+	return true;
+}
+
+static void drop_priv(struct exec_step *s)
+{
+	if (s->priv) {
+		if (s->op && s->op->free_priv)
+			s->op->free_priv(s->priv);
+		else
+			free(s->priv);
+	}
+	s->priv = NULL;
+}
+
+/* Marks step si folded into another and its outputs dead. */
+static void absorb(struct exec_plan *p, size_t si)
+{
+	struct exec_step *s = &p->steps[si];
+	drop_priv(s);
+	s->folded = true;
+	s->scratch_bytes = 0;
+	for (size_t k = 0; k < s->n_out; k++)
+		p->values[s->out[k]].dead = true;
+}
+
+/* GELU as PyTorch exports it (approximate="none"):
+ *   d = x / sqrt(2) (or x * 1/sqrt(2)); e = Erf(d); a = e + 1;
+ *   then m = x * a; y = m * 0.5      (torch.nn.functional.gelu)
+ *   or   h = x * 0.5; y = h * a      (the other association torch emits)
+ * with the operands of Add/Mul in either order. Becomes one Gelu step (the
+ * Gelu operator's kernel, run on the Div node, which has no "approximate"
+ * attribute and so means the exact form). */
+static bool fuse_gelu(struct exec_plan *p, size_t di, const struct exec_op *gelu)
+{
+	struct exec_step *d = &p->steps[di];
+	bool is_div = op_is(d, "Div");
+	if (!is_div && !op_is(d, "Mul"))
+		return false;
+	if (d->n_in != 2 || d->n_out != 1 || d->in[0] < 0 || d->in[1] < 0)
+		return false;
+	size_t xs; /* slot of x in d */
+	if (is_div) {
+		xs = 0;
+		if (!other_is(p, d, 0, 1.4142135623730951))
+			return false;
+	} else if (other_is(p, d, 0, 0.7071067811865476)) {
+		xs = 0;
+	} else if (other_is(p, d, 1, 0.7071067811865476)) {
+		xs = 1;
+	} else {
+		return false;
+	}
+	int x = d->in[xs];
+	const struct tensor *xt = &p->values[x].t;
+	if (p->values[x].is_const || xt->dtype != DT_FLOAT || !same_shape(xt, &d->out_t[0]))
+		return false;
+	size_t slot;
+	int ei = sole_reader(p, d->out[0], &slot);
+	if (ei < 0 || !op_is(&p->steps[ei], "Erf") || p->steps[ei].n_out != 1)
+		return false;
+	int ai = sole_reader(p, p->steps[ei].out[0], &slot);
+	if (ai < 0 || !op_is(&p->steps[ai], "Add") || p->steps[ai].n_out != 1 ||
+	    !other_is(p, &p->steps[ai], slot, 1.0) ||
+	    !same_shape(xt, &p->steps[ai].out_t[0]))
+		return false;
+	int mi = sole_reader(p, p->steps[ai].out[0], &slot);
+	if (mi < 0 || !op_is(&p->steps[mi], "Mul") || p->steps[mi].n_in != 2 ||
+	    p->steps[mi].n_out != 1 || !same_shape(xt, &p->steps[mi].out_t[0]))
+		return false;
+	const struct exec_step *m = &p->steps[mi];
+	int other = m->in[1 - slot], hi = -1, last = -1;
+	if (other == x) { /* m = x * a; y = m * 0.5 */
+		size_t s2;
+		hi = sole_reader(p, m->out[0], &s2);
+		if (hi < 0 || !op_is(&p->steps[hi], "Mul") || p->steps[hi].n_out != 1 ||
+		    !other_is(p, &p->steps[hi], s2, 0.5) ||
+		    !same_shape(xt, &p->steps[hi].out_t[0]))
+			return false;
+		last = hi;
+	} else { /* h = x * 0.5 (read only here); y = h * a */
+		if (other < 0 || p->values[other].def < 0)
+			return false;
+		hi = p->values[other].def;
+		const struct exec_step *h = &p->steps[hi];
+		size_t s2 = 0;
+		if (!op_is(h, "Mul") || h->n_in != 2 || h->n_out != 1 ||
+		    sole_reader(p, other, NULL) != mi)
+			return false;
+		if (h->in[0] == x)
+			s2 = 0;
+		else if (h->in[1] == x)
+			s2 = 1;
+		else
+			return false;
+		if (!other_is(p, h, s2, 0.5) || !same_shape(xt, &h->out_t[0]))
+			return false;
+		last = mi;
+	}
+	int y = p->steps[last].out[0];
+	int chain[] = {ei, ai, mi, hi}; /* y's writer is among them */
+	for (size_t k = 0; k < sizeof chain / sizeof chain[0]; k++)
+		absorb(p, (size_t)chain[k]);
+	p->values[y].dead = false;
+	p->values[y].def = (int)di;
+	drop_priv(d);
+	p->values[d->out[0]].dead = true;
+	d->op = gelu;
+	d->n_in = 1;
+	d->in[0] = x;
+	d->in_t[0] = *xt;
+	d->in_t[0].data = NULL;
+	d->out[0] = y;
+	d->out_t[0] = p->values[y].t;
+	d->scratch_bytes = 0;
+	return true;
+}
+
+/* Adds a plan-owned float32 constant of shape [n, rest...] (copying dims
+ * from t); its index, or -1 (e set) when out of memory. */
+static int new_const(struct exec_plan *p, const struct tensor *like, float **data,
+		     struct nn_err *e)
+{
+	size_t bytes = 0;
+	if (tensor_nbytes(like, &bytes, NULL) != NN_OK)
+		return -1;
+	float *d = malloc(bytes ? bytes : 1);
+	if (!d) {
+		err_set(e, NN_ENOMEM, "out_of_memory", "", "folding BatchNormalization");
+		return -1;
+	}
+	int idx = value_add(p, NULL, e);
+	if (idx < 0) {
+		free(d);
+		return -1;
+	}
+	struct exec_value *v = &p->values[idx];
+	v->t = *like;
+	v->t.owned = false;
+	v->t.data = d;
+	v->is_const = true;
+	v->const_owned = true;
+	v->defined = true;
+	p->const_bytes += bytes;
+	*data = d;
+	return idx;
+}
+
+/* An inference BatchNormalization whose input is a Conv's output read by
+ * nothing else, with constant Conv weight (and bias, if any) and constant
+ * BN parameters, becomes part of the Conv: with a = scale / sqrt(var + eps)
+ * per output channel, W' = W * a and B' = (B - mean) * a + bias (what ONNX
+ * Runtime's ConvBNFusion computes), in new plan-owned constants. */
+static enum nn_status fuse_conv_bn(struct exec_plan *p, size_t bi, bool *done, struct nn_err *e)
+{
+	*done = false;
+	struct exec_step *b = &p->steps[bi];
+	if (!op_is(b, "BatchNormalization") || b->n_in != 5 || b->n_out < 1 || b->in[0] < 0)
+		return NN_OK;
+	const float *prm[4];
+	for (size_t k = 1; k < 5; k++) {
+		const struct exec_value *v = b->in[k] >= 0 ? &p->values[b->in[k]] : NULL;
+		if (!v || !v->is_const || v->t.dtype != DT_FLOAT || !v->t.data)
+			return NN_OK;
+		prm[k - 1] = v->t.data;
+	}
+	int cv = b->in[0], ci = p->values[cv].def;
+	if (ci < 0 || sole_reader(p, cv, NULL) != (int)bi)
+		return NN_OK;
+	struct exec_step *c = &p->steps[ci];
+	if (!op_is(c, "Conv") || c->n_out != 1 || c->n_in < 2 || c->in[1] < 0)
+		return NN_OK;
+	const struct exec_value *wv = &p->values[c->in[1]];
+	const struct exec_value *cb = c->n_in > 2 && c->in[2] >= 0 ? &p->values[c->in[2]] : NULL;
+	if (!wv->is_const || wv->t.dtype != DT_FLOAT || !wv->t.data || wv->t.ndim < 1 ||
+	    (cb && (!cb->is_const || cb->t.dtype != DT_FLOAT || !cb->t.data)))
+		return NN_OK;
+	int64_t oc = wv->t.shape[0];
+	/* bn_infer checked the parameters have [channels] = the Conv's output channels */
+	if (b->in_t[0].ndim < 2 || b->in_t[0].shape[1] != oc || b->in_t[1].shape[0] != oc)
+		return NN_OK;
+	int64_t per = oc > 0 ? exec_numel(&wv->t) / oc : 0;
+	float eps = exec_attr_float(b->node, "epsilon", 1e-5f);
+
+	float *w2 = NULL, *b2 = NULL;
+	struct tensor wt = wv->t, bt = {0};
+	bt.dtype = DT_FLOAT;
+	bt.ndim = 1;
+	bt.shape[0] = oc;
+	int wi = new_const(p, &wt, &w2, e);
+	if (wi < 0)
+		return e ? e->status : NN_ENOMEM;
+	int bias_i = new_const(p, &bt, &b2, e);
+	if (bias_i < 0)
+		return e ? e->status : NN_ENOMEM;
+	const float *w = wv->t.data, *bias = cb ? cb->t.data : NULL;
+	for (int64_t o = 0; o < oc; o++) {
+		float a = prm[0][o] / sqrtf(prm[3][o] + eps);
+		for (int64_t j = 0; j < per; j++)
+			w2[o * per + j] = w[o * per + j] * a;
+		b2[o] = ((bias ? bias[o] : 0.0f) - prm[2][o]) * a + prm[1][o];
+	}
+	if (c->n_in < 3) {
+		int *in = realloc(c->in, 3 * sizeof *in);
+		if (!in)
+			return err_set(e, NN_ENOMEM, "out_of_memory", "", "folding BatchNormalization");
+		c->in = in;
+		struct tensor *it = realloc(c->in_t, 3 * sizeof *it);
+		if (!it)
+			return err_set(e, NN_ENOMEM, "out_of_memory", "", "folding BatchNormalization");
+		c->in_t = it;
+		c->n_in = 3;
+	}
+	c->in[1] = wi;
+	c->in_t[1] = p->values[wi].t;
+	c->in[2] = bias_i;
+	c->in_t[2] = p->values[bias_i].t;
+	int y = b->out[0];
+	absorb(p, bi);
+	p->values[cv].dead = true;
+	p->values[y].dead = false;
+	p->values[y].def = ci;
+	c->out[0] = y;
+	c->out_t[0] = p->values[y].t;
+	*done = true;
+	return NN_OK;
+}
+
+static enum nn_status fuse_steps(struct exec_plan *p, struct nn_err *e)
+{
+	const struct exec_op *gelu = exec_op_find("", "Gelu");
+	for (size_t si = 0; si < p->n_steps; si++) {
+		bool done = false;
+		enum nn_status st = fuse_conv_bn(p, si, &done, e);
+		if (st != NN_OK)
+			return st;
+		if (!done && gelu)
+			fuse_gelu(p, si, gelu);
+	}
+	return NN_OK;
+}
+
 /* shapes_only: stop once every shape is inferred and the graph outputs are
  * known (no input references, no buffer plan, no arena); such a plan only
  * answers the exec_input_* / exec_output_* queries. */
@@ -664,6 +979,8 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 		if (!g->node[i])
 			return err_set(e, NN_EINVAL, "invalid_model", "", "graph has an empty node");
 		cap += g->node[i]->n_output;
+		if (g->node[i]->op_type && strcmp(g->node[i]->op_type, "BatchNormalization") == 0)
+			cap += 2; /* folded Conv weight and bias (fuse_conv_bn) */
 	}
 	if (cap > EXEC_MAX_VALUES)
 		return err_set(e, NN_ETOOBIG, "model_too_large", "", "graph has too many values");
@@ -885,6 +1202,8 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 
 	if (shapes_only)
 		return NN_OK;
+	if ((st = fuse_steps(p, e)) != NN_OK)
+		return st;
 
 	/* Graph inputs are read where the caller has them, unless one is also a
 	 * graph output (outputs are views of plan-owned buffers). */
@@ -936,7 +1255,8 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 	/* buffer plan: every non-constant value and every step's scratch */
 	size_t n_iv = 0;
 	for (size_t i = 0; i < p->n_values; i++)
-		if (!p->values[i].is_const && !p->values[i].direct && p->values[i].alias < 0)
+		if (!p->values[i].is_const && !p->values[i].direct && p->values[i].alias < 0 &&
+		    !p->values[i].dead)
 			n_iv++;
 	for (size_t si = 0; si < p->n_steps; si++)
 		if (!p->steps[si].folded && p->steps[si].scratch_bytes)
@@ -947,7 +1267,7 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 	size_t k = 0;
 	for (size_t i = 0; i < p->n_values; i++) {
 		struct exec_value *v = &p->values[i];
-		if (v->is_const || v->direct || v->alias >= 0)
+		if (v->is_const || v->direct || v->alias >= 0 || v->dead)
 			continue;
 		if (v->def < 0 && v->bytes == 0) {
 			size_t b;
@@ -980,7 +1300,7 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 	for (size_t i = 0; i < p->n_values; i++) {
 		struct exec_value *v = &p->values[i];
 		if (!v->is_const)
-			v->t.data = p->arena && !v->direct ? p->arena + v->offset : NULL;
+			v->t.data = p->arena && !v->direct && !v->dead ? p->arena + v->offset : NULL;
 	}
 	for (size_t i = 0; i < p->n_values; i++) /* roots precede their aliases' readers */
 		if (p->values[i].alias >= 0)

@@ -246,8 +246,7 @@ static enum nn_status run_erf(const struct exec_run_ctx *c, struct nn_err *e)
 	const float *x = c->in[0].data;
 	float *y = c->out[0].data;
 	int64_t n = exec_numel(&c->out[0]);
-	for (int64_t i = 0; i < n; i++)
-		y[i] = erff(x[i]);
+	ops_erf(x, y, n);
 	return NN_OK;
 }
 
@@ -277,8 +276,7 @@ static enum nn_status run_gelu(const struct exec_run_ctx *c, struct nn_err *e)
 			y[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
 		}
 	} else {
-		for (int64_t i = 0; i < n; i++)
-			y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+		ops_gelu(x, y, n);
 	}
 	return NN_OK;
 }
