@@ -864,6 +864,410 @@ enum nn_status prune_arrays(float *const *arrays, const size_t *lens, size_t n_a
 	return prune_arrays_impl(arrays, lens, n_arrays, k, &pg, threshold, NULL, NULL, e);
 }
 
+/* ---- N:M semi-structured pruning ----
+ *
+ * Element i of a group survives when fewer than `keep` elements beat it:
+ * j beats i when |w_j| > |w_i|, or |w_j| == |w_i| and j < i (ties keep the
+ * lower index). Magnitudes are compared as IEEE bits with the sign cleared,
+ * like the magnitude selection (NaN above +Inf). Groups of up to 8 count
+ * ranks pairwise (branch-free, vectorized across groups where the layout
+ * allows); longer groups select the keep-th largest of unique 64-bit keys
+ * (|w| bits, then the reversed index) by quickselect: O(m) per group, no
+ * sort. */
+
+#define NM_MAX_M 64
+#define NM_SMALL 8   /* pairwise rank counting up to this group length */
+#define NM_COLS 64   /* columns per tile of the strided (inner > 1) kernel */
+
+/* Survivor bit mask of a group of len <= NM_SMALL magnitudes, keep < len. */
+static unsigned nm_mask_small(const uint32_t *a, size_t len, size_t keep)
+{
+	unsigned rank[NM_SMALL] = {0};
+	for (size_t i = 0; i < len; i++) {
+		for (size_t j = i + 1; j < len; j++) {
+			unsigned b = a[i] >= a[j]; /* the lower index wins ties */
+			rank[j] += b;
+			rank[i] += !b;
+		}
+	}
+	unsigned mask = 0;
+	for (size_t i = 0; i < len; i++)
+		mask |= (unsigned)(rank[i] < keep) << i;
+	return mask;
+}
+
+/* The keep-th largest (keep from 1) of len distinct keys; k is reordered. */
+static uint64_t nm_kth_largest(uint64_t *k, int len, int keep)
+{
+	int lo = 0, hi = len - 1, want = keep - 1; /* position in descending order */
+	while (lo < hi) {
+		uint64_t x = k[lo], y = k[lo + (hi - lo) / 2], z = k[hi];
+		uint64_t pivot = x < y ? (y < z ? y : x < z ? z : x) : (x < z ? x : y < z ? z : y);
+		int i = lo, j = hi;
+		while (i <= j) { /* descending: larger keys to the left */
+			while (k[i] > pivot)
+				i++;
+			while (k[j] < pivot)
+				j--;
+			if (i <= j) {
+				uint64_t t = k[i];
+				k[i++] = k[j];
+				k[j--] = t;
+			}
+		}
+		if (want <= j)
+			hi = j;
+		else if (want >= i)
+			lo = i;
+		else
+			return k[want]; /* between the parts: the pivot itself */
+	}
+	return k[lo];
+}
+
+/* One group of len elements at stride `stride`, keep < len <= NM_MAX_M.
+ * Adds its non-zeros before/after to the counters. */
+static void nm_group(u32a *u, size_t stride, size_t len, size_t keep, uint64_t *nzb,
+		     uint64_t *nza)
+{
+	uint32_t a[NM_MAX_M];
+	uint64_t before = 0, after = 0;
+	for (size_t i = 0; i < len; i++) {
+		a[i] = u[i * stride] & ABS_MASK;
+		before += a[i] != 0;
+	}
+	if (len <= NM_SMALL) {
+		unsigned mask = nm_mask_small(a, len, keep);
+		for (size_t i = 0; i < len; i++) {
+			if (mask >> i & 1u)
+				after += a[i] != 0;
+			else
+				u[i * stride] = 0;
+		}
+	} else {
+		uint64_t k[NM_MAX_M];
+		for (size_t i = 0; i < len; i++)
+			k[i] = (uint64_t)a[i] << 6 | (uint64_t)(NM_MAX_M - 1 - i);
+		uint64_t t = nm_kth_largest(k, (int)len, (int)keep);
+		for (size_t i = 0; i < len; i++) {
+			if (((uint64_t)a[i] << 6 | (uint64_t)(NM_MAX_M - 1 - i)) >= t)
+				after += a[i] != 0;
+			else
+				u[i * stride] = 0;
+		}
+	}
+	*nzb += before;
+	*nza += after;
+}
+
+/* NM_COLS neighbouring groups of len <= NM_SMALL rows at stride `inner`
+ * (a tile of columns), keep < len: the pairwise ranks computed column-wise
+ * with fixed trip counts, so gcc vectorizes every loop. */
+HOT_CLONES
+static void nm_cols_small(u32a *restrict u, size_t inner, size_t len, size_t keep, uint64_t *nzb,
+			  uint64_t *nza)
+{
+	uint32_t rank[NM_SMALL][NM_COLS];
+	memset(rank, 0, sizeof rank);
+	for (size_t i = 0; i < len; i++) {
+		for (size_t j = i + 1; j < len; j++) {
+			const u32a *ri = u + i * inner, *rj = u + j * inner;
+			for (size_t c = 0; c < NM_COLS; c++) {
+				uint32_t b = (ri[c] & ABS_MASK) >= (rj[c] & ABS_MASK);
+				rank[j][c] += b;
+				rank[i][c] += 1u - b;
+			}
+		}
+	}
+	uint32_t before = 0, after = 0;
+	for (size_t i = 0; i < len; i++) {
+		u32a *r = u + i * inner;
+		for (size_t c = 0; c < NM_COLS; c++) {
+			uint32_t x = r[c], nz = (x & ABS_MASK) != 0, k = rank[i][c] < keep;
+			before += nz;
+			after += nz & k;
+			r[c] = k ? x : 0u;
+		}
+	}
+	*nzb += before;
+	*nza += after;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HAVE_NM4_AVX2 1
+/* In-lane 4x4 transpose of four 8-float vectors: lane h of v0..v3 holds
+ * groups (2q + h) for q = 0..3; afterwards r_i holds element i of all eight
+ * groups. Its own inverse. */
+#define NM4_TRANSPOSE(v0, v1, v2, v3)                                                   \
+	do {                                                                           \
+		__m256 t0_ = _mm256_unpacklo_ps(v0, v1), t1_ = _mm256_unpacklo_ps(v2, v3); \
+		__m256 t2_ = _mm256_unpackhi_ps(v0, v1), t3_ = _mm256_unpackhi_ps(v2, v3); \
+		v0 = _mm256_shuffle_ps(t0_, t1_, 0x44);                                \
+		v1 = _mm256_shuffle_ps(t0_, t1_, 0xee);                                \
+		v2 = _mm256_shuffle_ps(t2_, t3_, 0x44);                                \
+		v3 = _mm256_shuffle_ps(t2_, t3_, 0xee);                                \
+	} while (0)
+
+/* Contiguous groups of 4 (n:4), eight groups per iteration: transpose so
+ * that each vector holds one position of eight groups, six compares give
+ * every element's rank, mask, transpose back. Returns the groups done
+ * (groups rounded down to a multiple of 8). */
+__attribute__((target("avx2"))) static size_t nm4_avx2(float *w, size_t groups, unsigned keep,
+							uint64_t *nzb, uint64_t *nza)
+{
+	const __m256i absm = _mm256_set1_epi32((int32_t)ABS_MASK), zero = _mm256_setzero_si256();
+	const __m256i kv = _mm256_set1_epi32((int32_t)keep);
+	const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2),
+		      three = _mm256_set1_epi32(3);
+	__m256i zb = zero, za = zero; /* -1 per zero element, before / after */
+	size_t g = 0;
+	for (; g + 8 <= groups; g += 8) {
+		float *p = w + 4 * g;
+		__m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+		__m256 v2 = _mm256_loadu_ps(p + 16), v3 = _mm256_loadu_ps(p + 24);
+		NM4_TRANSPOSE(v0, v1, v2, v3);
+		__m256i a0 = _mm256_and_si256(_mm256_castps_si256(v0), absm);
+		__m256i a1 = _mm256_and_si256(_mm256_castps_si256(v1), absm);
+		__m256i a2 = _mm256_and_si256(_mm256_castps_si256(v2), absm);
+		__m256i a3 = _mm256_and_si256(_mm256_castps_si256(v3), absm);
+		/* c_ij (i < j): -1 when j beats i (strictly larger), else 0 (i beats j). */
+		__m256i c01 = _mm256_cmpgt_epi32(a1, a0), c02 = _mm256_cmpgt_epi32(a2, a0);
+		__m256i c03 = _mm256_cmpgt_epi32(a3, a0), c12 = _mm256_cmpgt_epi32(a2, a1);
+		__m256i c13 = _mm256_cmpgt_epi32(a3, a1), c23 = _mm256_cmpgt_epi32(a3, a2);
+		/* rank_i = #{j > i: c_ij} + #{j < i: !c_ji} */
+		__m256i r0 = _mm256_sub_epi32(zero, _mm256_add_epi32(_mm256_add_epi32(c01, c02), c03));
+		__m256i r1 = _mm256_sub_epi32(_mm256_add_epi32(one, c01), _mm256_add_epi32(c12, c13));
+		__m256i r2 = _mm256_sub_epi32(_mm256_add_epi32(two, _mm256_add_epi32(c02, c12)), c23);
+		__m256i r3 = _mm256_add_epi32(_mm256_add_epi32(three, c03), _mm256_add_epi32(c13, c23));
+		__m256i k0 = _mm256_cmpgt_epi32(kv, r0), k1 = _mm256_cmpgt_epi32(kv, r1);
+		__m256i k2 = _mm256_cmpgt_epi32(kv, r2), k3 = _mm256_cmpgt_epi32(kv, r3);
+		__m256i z0 = _mm256_cmpeq_epi32(a0, zero), z1 = _mm256_cmpeq_epi32(a1, zero);
+		__m256i z2 = _mm256_cmpeq_epi32(a2, zero), z3 = _mm256_cmpeq_epi32(a3, zero);
+		zb = _mm256_add_epi32(zb, _mm256_add_epi32(_mm256_add_epi32(z0, z1),
+							   _mm256_add_epi32(z2, z3)));
+		/* after: zero unless kept and non-zero */
+		__m256i n0 = _mm256_andnot_si256(z0, k0), n1 = _mm256_andnot_si256(z1, k1);
+		__m256i n2 = _mm256_andnot_si256(z2, k2), n3 = _mm256_andnot_si256(z3, k3);
+		za = _mm256_add_epi32(za, _mm256_add_epi32(_mm256_add_epi32(n0, n1),
+							   _mm256_add_epi32(n2, n3)));
+		v0 = _mm256_and_ps(v0, _mm256_castsi256_ps(k0));
+		v1 = _mm256_and_ps(v1, _mm256_castsi256_ps(k1));
+		v2 = _mm256_and_ps(v2, _mm256_castsi256_ps(k2));
+		v3 = _mm256_and_ps(v3, _mm256_castsi256_ps(k3));
+		NM4_TRANSPOSE(v0, v1, v2, v3);
+		_mm256_storeu_ps(p, v0);
+		_mm256_storeu_ps(p + 8, v1);
+		_mm256_storeu_ps(p + 16, v2);
+		_mm256_storeu_ps(p + 24, v3);
+	}
+	/* Lane counters gain at most 4 per iteration: they would wrap after 2^33
+	 * groups in one call, far beyond a model (protobuf caps it at 2 GiB). */
+	uint32_t lb[8], la[8];
+	_mm256_storeu_si256((__m256i *)lb, zb);
+	_mm256_storeu_si256((__m256i *)la, za);
+	uint64_t zeros = 0, kept = 0;
+	for (int j = 0; j < 8; j++) {
+		zeros += (uint32_t)-lb[j];
+		kept += (uint32_t)-la[j];
+	}
+	*nzb += 4 * (uint64_t)g - zeros;
+	*nza += kept;
+	return g;
+}
+#endif
+
+/* Element work accumulated between two cancel polls. */
+struct nm_tick {
+	struct prog *pg;
+	size_t pending;
+};
+
+static enum nn_status nm_tick(struct nm_tick *t, size_t elems, struct nn_err *e)
+{
+	t->pending += elems;
+	if (t->pending < STEP_POLL_ELEMS)
+		return NN_OK;
+	size_t done = t->pending;
+	t->pending = 0;
+	return prog_tick(t->pg, done, e);
+}
+
+/* Groups of length m laid out consecutively (inner == 1), `groups` of them
+ * from w; keep < m. */
+static void nm_contiguous(float *w, size_t groups, size_t m, size_t keep, bool avx2,
+			  uint64_t *nzb, uint64_t *nza)
+{
+	size_t g = 0;
+#ifdef HAVE_NM4_AVX2
+	if (avx2 && m == 4)
+		g = nm4_avx2(w, groups, (unsigned)keep, nzb, nza);
+#else
+	(void)avx2;
+#endif
+	for (; g < groups; g++)
+		nm_group((u32a *)(w + g * m), 1, m, keep, nzb, nza);
+}
+
+static enum nn_status nm_impl(float *w, size_t outer, size_t len, size_t inner, size_t n,
+			      size_t m, struct prog *pg, uint64_t *nz_before, uint64_t *nz_after,
+			      struct nn_err *e)
+{
+	enum nn_status st;
+	uint64_t nzb = 0, nza = 0;
+	struct nm_tick tk = {pg, 0};
+	bool avx2 = false;
+#ifdef HAVE_NM4_AVX2
+	__builtin_cpu_init();
+	avx2 = __builtin_cpu_supports("avx2");
+#endif
+	size_t full = len / m, tail = len % m, tail_keep = tail < n ? tail : n;
+	if (inner == 1 && tail == 0) {
+		/* The whole tensor is one run of groups: chunks of whole groups. */
+		size_t groups = outer * full, per = STEP_POLL_ELEMS / m;
+		for (size_t g = 0; g < groups; g += per) {
+			size_t cnt = groups - g < per ? groups - g : per;
+			nm_contiguous(w + g * m, cnt, m, n, avx2, &nzb, &nza);
+			if ((st = prog_tick(pg, cnt * m, e)) != NN_OK)
+				return st;
+		}
+	} else if (inner == 1) {
+		for (size_t o = 0; o < outer; o++) {
+			float *row = w + o * len;
+			nm_contiguous(row, full, m, n, avx2, &nzb, &nza);
+			if (tail > tail_keep) {
+				nm_group((u32a *)(row + full * m), 1, tail, tail_keep, &nzb, &nza);
+			} else { /* a tail of at most n elements stays whole: count it */
+				for (size_t i = 0; i < tail; i++) {
+					bool nz = (((u32a *)row)[full * m + i] & ABS_MASK) != 0;
+					nzb += nz;
+					nza += nz;
+				}
+			}
+			if ((st = nm_tick(&tk, len, e)) != NN_OK)
+				return st;
+		}
+	} else {
+		/* Groups run down columns: a block of m rows at a time, in tiles of
+		 * NM_COLS columns (all in cache while their ranks are counted). */
+		for (size_t o = 0; o < outer; o++) {
+			u32a *base = (u32a *)(w + o * len * inner);
+			for (size_t r0 = 0; r0 < len; r0 += m) {
+				size_t glen = len - r0 < m ? len - r0 : m;
+				size_t keep = glen < m ? tail_keep : n;
+				u32a *blk = base + r0 * inner;
+				size_t c = 0;
+				if (keep < glen && glen <= NM_SMALL) {
+					for (; c + NM_COLS <= inner; c += NM_COLS)
+						nm_cols_small(blk + c, inner, glen, keep, &nzb, &nza);
+				}
+				for (; c < inner; c++) {
+					if (keep < glen) {
+						nm_group(blk + c, inner, glen, keep, &nzb, &nza);
+						continue;
+					}
+					for (size_t i = 0; i < glen; i++) {
+						bool nz = (blk[c + i * inner] & ABS_MASK) != 0;
+						nzb += nz;
+						nza += nz;
+					}
+				}
+				if ((st = nm_tick(&tk, glen * inner, e)) != NN_OK)
+					return st;
+			}
+		}
+	}
+	if (tk.pending && (st = prog_tick(pg, tk.pending, e)) != NN_OK)
+		return st;
+	if (nz_before)
+		*nz_before = nzb;
+	if (nz_after)
+		*nz_after = nza;
+	return NN_OK;
+}
+
+static enum nn_status nm_check_args(size_t outer, size_t len, size_t inner, int n, int m,
+				    size_t *numel, struct nn_err *e)
+{
+	if (!(n >= 1 && n < m && m <= NM_MAX_M))
+		return err_set(e, NN_EINVAL, "invalid_argument", "",
+			       "N:M needs 1 <= n < m <= %d, got %d:%d", NM_MAX_M, n, m);
+	size_t x;
+	if (__builtin_mul_overflow(outer, len, &x) || __builtin_mul_overflow(x, inner, numel))
+		return err_set(e, NN_EINVAL, "invalid_argument", "",
+			       "N:M view [%zu, %zu, %zu] overflows", outer, len, inner);
+	return NN_OK;
+}
+
+enum nn_status prune_nm(float *w, size_t outer, size_t len, size_t inner, int n, int m,
+			const struct step_ctx *ctx, uint64_t *nz_before, uint64_t *nz_after,
+			struct nn_err *e)
+{
+	size_t numel = 0;
+	enum nn_status st = nm_check_args(outer, len, inner, n, m, &numel, e);
+	if (st != NN_OK)
+		return st;
+	struct prog pg = {ctx, 0, (double)numel};
+	return nm_impl(w, outer, len, inner, (size_t)n, (size_t)m, &pg, nz_before, nz_after, e);
+}
+
+enum nn_status prune_nm_layout(const struct onnx_weight_ref *r, const struct tensor *w,
+			       size_t *outer, size_t *len, size_t *inner, int *axis,
+			       struct nn_err *e)
+{
+	const char *op = r->node && r->node->op_type ? r->node->op_type : "";
+	const char *name = r->init && r->init->name ? r->init->name : "";
+	int nd = w->ndim;
+	size_t d[TENSOR_MAX_DIMS];
+	for (int i = 0; i < nd; i++) {
+		if (w->shape[i] < 0)
+			goto bad;
+		d[i] = (size_t)w->shape[i];
+	}
+	size_t lead = 1;
+	/* Subproducts of a valid shape can still overflow when another dim is 0. */
+	if (!strcmp(op, "Gemm") && nd == 2) {
+		bool trans_b = onnx_node_int_attr(r->node, "transB", 0) != 0;
+		*axis = trans_b ? 1 : 0;
+		*outer = trans_b ? d[0] : 1;
+		*len = trans_b ? d[1] : d[0];
+		*inner = trans_b ? 1 : d[1];
+		return NN_OK;
+	}
+	if (!strcmp(op, "MatMul") && nd >= 2 &&
+	    (r->channel_axis == nd - 1 || r->channel_axis == nd - 2)) {
+		for (int i = 0; i < nd - 2; i++)
+			if (__builtin_mul_overflow(lead, d[i], &lead))
+				goto bad;
+		if (r->channel_axis == nd - 1) { /* B [.., K, N]: K is axis nd-2 */
+			*axis = nd - 2;
+			*outer = lead;
+			*len = d[nd - 2];
+			*inner = d[nd - 1];
+		} else { /* A [.., M, K]: K is the last axis */
+			*axis = nd - 1;
+			if (__builtin_mul_overflow(lead, d[nd - 2], outer))
+				goto bad;
+			*len = d[nd - 1];
+			*inner = 1;
+		}
+		return NN_OK;
+	}
+	if (!strcmp(op, "Conv") && nd >= 3) {
+		for (int i = 1; i < nd; i++)
+			if (__builtin_mul_overflow(lead, d[i], &lead))
+				goto bad;
+		*axis = 1;
+		*outer = d[0];
+		*len = lead;
+		*inner = 1;
+		return NN_OK;
+	}
+bad:
+	return err_set(e, NN_EINVAL, "invalid_model", "",
+		       "weight '%s' (rank %d) does not fit its %s node for N:M pruning", name, nd,
+		       op);
+}
+
 /* ---- spec parameters ---- */
 
 static enum nn_status parse_fraction(const json_t *step, size_t index, const char *key,
@@ -972,6 +1376,7 @@ enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune
 		return st;
 	}
 	out->method = (enum prune_method)method;
+	out->index = index;
 	if ((st = parse_bool(step, index, "keep_first_last", &out->keep_first_last, e)) != NN_OK ||
 	    (st = parse_layers(step, index, &out->layers, e)) != NN_OK)
 		return st;
@@ -1190,118 +1595,118 @@ static uint64_t rank_for(double sparsity, uint64_t n)
 	return (uint64_t)k;
 }
 
-enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
-			 const struct step_ctx *ctx, json_t **metrics, struct nn_err *e)
+/* ---- the step's weights and metrics (every method) ---- */
+
+/* The prunable weights of a model as writable float arrays, graph order. */
+struct wset {
+	struct onnx_weight_ref *refs;
+	size_t n;
+	struct tensor *views;
+	float **arrays;
+	size_t *lens;
+	uint64_t *nz_before, *nz_after;
+	const char **names;
+	uint64_t total;
+};
+
+static void wset_free(struct wset *w)
 {
-	enum nn_status st = NN_OK;
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	struct onnx_weight_ref *refs = NULL;
-	size_t nref = 0;
-	struct tensor *views = NULL;
-	float **arrays = NULL;
-	size_t *lens = NULL;
-	uint64_t *nz_before = NULL, *nz_after = NULL;
-	float *thresholds = NULL;
-	json_t *out = NULL;
-	*metrics = NULL;
-
-	if (p->method != PRUNE_MAGNITUDE) {
-		static const char *const names[] = {"magnitude", "nm", "structured", "dead"};
-		return err_set(e, NN_EUNSUPPORTED, "unsupported", "",
-			       "prune method '%s' is being built (issue 4) and not available yet",
-			       names[p->method]);
+	if (w->views) {
+		for (size_t i = 0; i < w->n; i++)
+			tensor_free(&w->views[i]);
 	}
-	if (!(p->sparsity >= 0 && p->sparsity < 1) ||
-	    (p->scope != PRUNE_SCOPE_GLOBAL && p->scope != PRUNE_SCOPE_LAYER))
+	free(w->views);
+	free(w->arrays);
+	free(w->lens);
+	free(w->nz_before);
+	free(w->nz_after);
+	free(w->names);
+	free(w->refs);
+	memset(w, 0, sizeof *w);
+}
+
+static enum nn_status wset_load(struct onnx_model *m, struct wset *w, struct nn_err *e)
+{
+	enum nn_status st;
+	memset(w, 0, sizeof *w);
+	if ((st = onnx_prunable_weights(m, &w->refs, &w->n, e)) != NN_OK)
+		return st;
+	if (w->n == 0)
 		return err_set(e, NN_EINVAL, "invalid_spec", "",
-			       "sparsity must be a number in [0, 1), got %g", p->sparsity);
-	size_t bytes_before = onnx_packed_size(m);
-	if ((st = onnx_prunable_weights(m, &refs, &nref, e)) != NN_OK)
-		goto fail;
-	if (nref == 0) {
-		st = err_set(e, NN_EINVAL, "invalid_spec", "",
-			     "model has no Gemm/MatMul/Conv float weights to prune");
-		goto fail;
-	}
-	views = calloc(nref, sizeof *views);
-	arrays = calloc(nref, sizeof *arrays);
-	lens = calloc(nref, sizeof *lens);
-	nz_before = calloc(nref, sizeof *nz_before);
-	nz_after = calloc(nref, sizeof *nz_after);
-	thresholds = calloc(nref, sizeof *thresholds);
-	if (!views || !arrays || !lens || !nz_before || !nz_after || !thresholds) {
-		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", nref);
-		goto fail;
-	}
-	uint64_t total = 0;
-	for (size_t i = 0; i < nref; i++) {
-		if ((st = onnx_initializer_view(refs[i].init, &views[i], e)) != NN_OK) {
-			err_prefix(e, "weight '%s'", refs[i].init->name);
-			goto fail;
+			       "model has no Gemm/MatMul/Conv float weights to prune");
+	w->views = calloc(w->n, sizeof *w->views);
+	w->arrays = calloc(w->n, sizeof *w->arrays);
+	w->lens = calloc(w->n, sizeof *w->lens);
+	w->nz_before = calloc(w->n, sizeof *w->nz_before);
+	w->nz_after = calloc(w->n, sizeof *w->nz_after);
+	w->names = calloc(w->n, sizeof *w->names);
+	if (!w->views || !w->arrays || !w->lens || !w->nz_before || !w->nz_after || !w->names)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", w->n);
+	for (size_t i = 0; i < w->n; i++) {
+		w->names[i] = w->refs[i].init->name ? w->refs[i].init->name : "";
+		if ((st = onnx_initializer_view(w->refs[i].init, &w->views[i], e)) != NN_OK) {
+			err_prefix(e, "weight '%s'", w->names[i]);
+			return st;
 		}
-		int64_t n = tensor_numel(&views[i]);
-		if (n < 0) {
-			st = err_set(e, NN_EINVAL, "invalid_model", "",
-				     "weight '%s' has an invalid shape", refs[i].init->name);
-			goto fail;
-		}
-		arrays[i] = views[i].data;
-		lens[i] = (size_t)n;
-		total += (uint64_t)n;
+		int64_t n = tensor_numel(&w->views[i]);
+		if (n < 0)
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "weight '%s' has an invalid shape", w->names[i]);
+		w->arrays[i] = w->views[i].data;
+		w->lens[i] = (size_t)n;
+		w->total += (uint64_t)n;
 	}
+	return NN_OK;
+}
 
-	struct prog pg = {ctx, 0, 3.0 * (double)total};
-	float global_t = 0;
-	if (p->scope == PRUNE_SCOPE_GLOBAL) {
-		st = prune_arrays_impl(arrays, lens, nref, rank_for(p->sparsity, total), &pg,
-				       &global_t, nz_before, nz_after, e);
-		for (size_t i = 0; i < nref; i++)
-			thresholds[i] = global_t;
-	} else {
-		for (size_t i = 0; i < nref && st == NN_OK; i++) {
-			st = prune_arrays_impl(&arrays[i], &lens[i], 1,
-					       rank_for(p->sparsity, lens[i]), &pg, &thresholds[i],
-					       &nz_before[i], &nz_after[i], e);
-			if (st == NN_OK && step_canceled(ctx))
-				st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while pruning");
-		}
+/* A view that had to copy (unaligned storage) is written back. */
+static enum nn_status wset_store(struct wset *w, struct nn_err *e)
+{
+	enum nn_status st;
+	for (size_t i = 0; i < w->n; i++) {
+		if (w->views[i].owned &&
+		    (st = onnx_initializer_set(w->refs[i].init, &w->views[i], e)) != NN_OK)
+			return st;
 	}
-	if (st != NN_OK)
-		goto fail;
-	/* A view that had to copy (unaligned storage) is written back. */
-	for (size_t i = 0; i < nref; i++) {
-		if (views[i].owned && (st = onnx_initializer_set(refs[i].init, &views[i], e)) != NN_OK)
-			goto fail;
-	}
+	return NN_OK;
+}
 
-	out = json_object();
-	json_t *layers = json_array();
-	int bad = !out || !layers;
-	uint64_t total_nz = 0, total_nz_before = 0;
-	for (size_t i = 0; i < nref; i++) {
-		total_nz += nz_after[i];
-		total_nz_before += nz_before[i];
+/* The per-layer object every method reports; NULL when out of memory. */
+static json_t *layer_json(const struct wset *w, size_t i)
+{
+	json_t *l = json_object();
+	if (!l)
+		return NULL;
+	const struct onnx_weight_ref *r = &w->refs[i];
+	const char *node = r->node && r->node->name ? r->node->name : "";
+	const char *op = r->node && r->node->op_type ? r->node->op_type : "";
+	int bad = 0;
+	bad |= step_json_set(l, "name", json_string(w->names[i]));
+	bad |= step_json_set(l, "op", json_string(op));
+	bad |= step_json_set(l, "node", json_string(node));
+	bad |= step_json_set(l, "shape", shape_json(&w->views[i]));
+	bad |= step_json_set(l, "parameters", json_integer((json_int_t)w->lens[i]));
+	bad |= step_json_set(l, "nonzeros", json_integer((json_int_t)w->nz_after[i]));
+	bad |= step_json_set(l, "sparsity", json_real(1.0 - ratio(w->nz_after[i], w->lens[i])));
+	if (bad) {
+		json_decref(l);
+		return NULL;
 	}
-	for (size_t i = 0; !bad && i < nref; i++) {
-		uint64_t nz = nz_after[i];
-		json_t *l = json_object();
-		bad |= !l || json_array_append_new(layers, l);
-		if (bad)
-			break;
-		const char *node = refs[i].node && refs[i].node->name ? refs[i].node->name : "";
-		const char *op = refs[i].node && refs[i].node->op_type ? refs[i].node->op_type : "";
-		bad |= step_json_set(l, "name", json_string(refs[i].init->name));
-		bad |= step_json_set(l, "op", json_string(op));
-		bad |= step_json_set(l, "node", json_string(node));
-		bad |= step_json_set(l, "shape", shape_json(&views[i]));
-		bad |= step_json_set(l, "parameters", json_integer((json_int_t)lens[i]));
-		bad |= step_json_set(l, "nonzeros", json_integer((json_int_t)nz));
-		bad |= step_json_set(l, "sparsity", json_real(1.0 - ratio(nz, lens[i])));
-		bad |= step_json_set(l, "threshold", step_json_real(thresholds[i]));
+	return l;
+}
+
+/* Totals over the prunable weights and the whole model, and the sizes;
+ * nonzero when out of memory. */
+static int totals_json(json_t *out, const struct onnx_model *m, const struct wset *w,
+		       size_t bytes_before)
+{
+	uint64_t nz = 0, nz_before = 0;
+	for (size_t i = 0; i < w->n; i++) {
+		nz += w->nz_after[i];
+		nz_before += w->nz_before[i];
 	}
 	uint64_t model_params = 0, model_nz = 0;
-	Onnx__GraphProto *g = m->proto->graph;
+	const Onnx__GraphProto *g = m->proto->graph;
 	for (size_t i = 0; g && i < g->n_initializer; i++) {
 		int64_t n = init_numel(g->initializer[i]);
 		if (n < 0)
@@ -1309,30 +1714,216 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 		model_params += (uint64_t)n;
 		/* pruned weights' counts are known already: do not read them again */
 		size_t r = 0;
-		while (r < nref && refs[r].init != g->initializer[i])
+		while (r < w->n && w->refs[r].init != g->initializer[i])
 			r++;
-		model_nz += r < nref ? nz_after[r] : init_nonzeros(g->initializer[i], (uint64_t)n);
+		model_nz += r < w->n ? w->nz_after[r] : init_nonzeros(g->initializer[i], (uint64_t)n);
+	}
+	int bad = 0;
+	bad |= step_json_set(out, "parameters", json_integer((json_int_t)w->total));
+	bad |= step_json_set(out, "nonzeros_before", json_integer((json_int_t)nz_before));
+	bad |= step_json_set(out, "nonzeros", json_integer((json_int_t)nz));
+	bad |= step_json_set(out, "sparsity", json_real(1.0 - ratio(nz, w->total)));
+	bad |= step_json_set(out, "model_parameters", json_integer((json_int_t)model_params));
+	bad |= step_json_set(out, "model_nonzeros", json_integer((json_int_t)model_nz));
+	bad |= step_json_set(out, "bytes_before", json_integer((json_int_t)bytes_before));
+	bad |= step_json_set(out, "bytes_after", json_integer((json_int_t)onnx_packed_size(m)));
+	return bad;
+}
+
+/* keep_first_last: the first and the last prunable weight stay dense. */
+static bool kept_dense(const struct prune_params *p, size_t i, size_t n)
+{
+	return p->keep_first_last && (i == 0 || i + 1 == n);
+}
+
+/* "a, b, c" of at most cap bytes, "..." when cut. */
+static void join_names(const char *const *names, size_t n, char *buf, size_t cap)
+{
+	size_t used = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(names[i]) + (i ? 2 : 0);
+		if (used + len + 4 >= cap) {
+			snprintf(buf + used, cap - used, "%s...", i ? ", " : "");
+			return;
+		}
+		used += (size_t)snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", names[i]);
+	}
+}
+
+/* p->layers against the model's prunable names (graph order). */
+static enum nn_status check_layer_names(const struct prune_params *p, const char *const *names,
+					size_t n, struct nn_err *e)
+{
+	char field[192], list[320];
+	const char *key;
+	json_t *v;
+	if (!p->layers)
+		return NN_OK;
+	json_object_foreach((json_t *)p->layers, key, v) {
+		size_t i = 0;
+		while (i < n && strcmp(names[i], key))
+			i++;
+		snprintf(field, sizeof field, "steps[%zu].layers.%.100s", p->index, key);
+		if (i == n) {
+			join_names(names, n, list, sizeof list);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "'%.100s' is not a prunable weight of this model (a float "
+				       "initializer a Gemm, MatMul or Conv consumes); prunable: %s",
+				       key, list);
+		}
+		if (p->method == PRUNE_MAGNITUDE && kept_dense(p, i, n))
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "keep_first_last leaves '%.100s' (the %s prunable weight) "
+				       "dense: drop it from layers or set keep_first_last to false",
+				       key, i == 0 ? "first" : "last");
+	}
+	return NN_OK;
+}
+
+enum nn_status prune_check_layers(const struct prune_params *p, const json_t *summary,
+				  struct nn_err *e)
+{
+	const json_t *list = json_object_get(summary, "prunable");
+	size_t n = json_array_size(list);
+	if (!p->layers || n == 0)
+		return NN_OK;
+	const char **names = calloc(n, sizeof *names);
+	if (!names)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu names", n);
+	for (size_t i = 0; i < n; i++) {
+		const char *s = json_string_value(json_object_get(json_array_get(list, i), "name"));
+		names[i] = s ? s : "";
+	}
+	enum nn_status st = check_layer_names(p, names, n, e);
+	free(names);
+	return st;
+}
+
+/* ---- magnitude ---- */
+
+enum mag_rule {
+	RULE_SCOPE,    /* pruned by scope/sparsity */
+	RULE_OVERRIDE, /* "layers" gives its own fraction */
+	RULE_DENSE,    /* keep_first_last */
+};
+
+static enum nn_status magnitude_run(struct onnx_model *m, const struct prune_params *p,
+				    const struct step_ctx *ctx, json_t **metrics, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct wset w;
+	enum mag_rule *rule = NULL;
+	double *target = NULL;
+	float *thresholds = NULL, **rest = NULL;
+	size_t *rest_lens = NULL, *rest_idx = NULL;
+	uint64_t *rest_nzb = NULL, *rest_nza = NULL;
+	json_t *out = NULL, *layers = NULL;
+
+	if (!(p->sparsity >= 0 && p->sparsity < 1) ||
+	    (p->scope != PRUNE_SCOPE_GLOBAL && p->scope != PRUNE_SCOPE_LAYER))
+		return err_set(e, NN_EINVAL, "invalid_spec", "",
+			       "sparsity must be a number in [0, 1), got %g", p->sparsity);
+	size_t bytes_before = onnx_packed_size(m);
+	if ((st = wset_load(m, &w, e)) != NN_OK)
+		goto fail;
+	if ((st = check_layer_names(p, w.names, w.n, e)) != NN_OK)
+		goto fail;
+	size_t n = w.n;
+	rule = calloc(n, sizeof *rule);
+	target = calloc(n, sizeof *target);
+	thresholds = calloc(n, sizeof *thresholds);
+	rest = calloc(n, sizeof *rest);
+	rest_lens = calloc(n, sizeof *rest_lens);
+	rest_idx = calloc(n, sizeof *rest_idx);
+	rest_nzb = calloc(n, sizeof *rest_nzb);
+	rest_nza = calloc(n, sizeof *rest_nza);
+	if (!rule || !target || !thresholds || !rest || !rest_lens || !rest_idx || !rest_nzb ||
+	    !rest_nza) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", n);
+		goto fail;
+	}
+	size_t n_rest = 0;
+	uint64_t rest_total = 0;
+	for (size_t i = 0; i < n; i++) {
+		const json_t *o = p->layers ? json_object_get(p->layers, w.names[i]) : NULL;
+		if (kept_dense(p, i, n)) {
+			rule[i] = RULE_DENSE;
+		} else if (o) {
+			rule[i] = RULE_OVERRIDE;
+			target[i] = json_number_value(o);
+		} else {
+			rule[i] = RULE_SCOPE;
+			target[i] = p->sparsity;
+			rest[n_rest] = w.arrays[i];
+			rest_lens[n_rest] = w.lens[i];
+			rest_idx[n_rest++] = i;
+			rest_total += w.lens[i];
+		}
+	}
+
+	struct prog pg = {ctx, 0, 3.0 * (double)w.total};
+	float global_t = 0;
+	if (p->scope == PRUNE_SCOPE_GLOBAL && n_rest > 0) {
+		/* One threshold over the weights no override or keep_first_last
+		 * claims: k counted on those alone. */
+		st = prune_arrays_impl(rest, rest_lens, n_rest, rank_for(p->sparsity, rest_total),
+				       &pg, &global_t, rest_nzb, rest_nza, e);
+		for (size_t r = 0; st == NN_OK && r < n_rest; r++) {
+			size_t i = rest_idx[r];
+			thresholds[i] = global_t;
+			w.nz_before[i] = rest_nzb[r];
+			w.nz_after[i] = rest_nza[r];
+		}
+	}
+	for (size_t i = 0; i < n && st == NN_OK; i++) {
+		if (rule[i] == RULE_DENSE) {
+			w.nz_before[i] = w.nz_after[i] = count_nonzero(w.arrays[i], w.lens[i]);
+			st = prog_tick(&pg, 3 * w.lens[i], e);
+		} else if (rule[i] == RULE_OVERRIDE || p->scope == PRUNE_SCOPE_LAYER) {
+			st = prune_arrays_impl(&w.arrays[i], &w.lens[i], 1,
+					       rank_for(target[i], w.lens[i]), &pg, &thresholds[i],
+					       &w.nz_before[i], &w.nz_after[i], e);
+			if (st == NN_OK && step_canceled(ctx))
+				st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while pruning");
+		}
+	}
+	if (st != NN_OK || (st = wset_store(&w, e)) != NN_OK)
+		goto fail;
+
+	static const char *const rule_names[] = {"", "override", "dense"};
+	out = json_object();
+	layers = json_array();
+	int bad = !out || !layers;
+	for (size_t i = 0; !bad && i < n; i++) {
+		json_t *l = layer_json(&w, i);
+		bad |= !l || json_array_append_new(layers, l);
+		if (bad)
+			break;
+		const char *rn = rule[i] == RULE_SCOPE
+					 ? (p->scope == PRUNE_SCOPE_GLOBAL ? "global" : "layer")
+					 : rule_names[rule[i]];
+		bad |= step_json_set(l, "rule", json_string(rn));
+		bad |= step_json_set(l, "sparsity_target", json_real(target[i]));
+		bad |= step_json_set(l, "threshold", rule[i] == RULE_DENSE
+							     ? json_null()
+							     : step_json_real(thresholds[i]));
 	}
 	bad |= step_json_set(out, "method", json_string("magnitude"));
 	bad |= step_json_set(out, "scope",
 			     json_string(p->scope == PRUNE_SCOPE_GLOBAL ? "global" : "layer"));
 	bad |= step_json_set(out, "sparsity_target", json_real(p->sparsity));
-	bad |= step_json_set(out, "threshold", p->scope == PRUNE_SCOPE_GLOBAL
+	bad |= step_json_set(out, "keep_first_last", json_boolean(p->keep_first_last));
+	bad |= step_json_set(out, "threshold", p->scope == PRUNE_SCOPE_GLOBAL && n_rest > 0
 							? step_json_real(global_t)
 							: json_null());
-	bad |= step_json_set(out, "parameters", json_integer((json_int_t)total));
-	bad |= step_json_set(out, "nonzeros_before", json_integer((json_int_t)total_nz_before));
-	bad |= step_json_set(out, "nonzeros", json_integer((json_int_t)total_nz));
-	bad |= step_json_set(out, "sparsity", json_real(1.0 - ratio(total_nz, total)));
-	bad |= step_json_set(out, "model_parameters", json_integer((json_int_t)model_params));
-	bad |= step_json_set(out, "model_nonzeros", json_integer((json_int_t)model_nz));
-	bad |= step_json_set(out, "bytes_before", json_integer((json_int_t)bytes_before));
-	bad |= step_json_set(out, "bytes_after", json_integer((json_int_t)onnx_packed_size(m)));
+	bad |= totals_json(out, m, &w, bytes_before);
 	bad |= step_json_set(out, "layers", layers);
 	layers = NULL; /* owned by out now (or already freed by a failed set) */
 	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
 	if (bad) {
-		json_decref(layers);
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for prune metrics");
 		goto fail;
 	}
@@ -1340,17 +1931,122 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 	*metrics = out;
 	out = NULL;
 fail:
+	json_decref(layers);
 	json_decref(out);
-	if (views) {
-		for (size_t i = 0; i < nref; i++)
-			tensor_free(&views[i]);
-	}
-	free(views);
-	free(arrays);
-	free(lens);
-	free(nz_before);
-	free(nz_after);
+	wset_free(&w);
+	free(rule);
+	free(target);
 	free(thresholds);
-	free(refs);
+	free(rest);
+	free(rest_lens);
+	free(rest_idx);
+	free(rest_nzb);
+	free(rest_nza);
 	return st;
+}
+
+/* ---- N:M ---- */
+
+static enum nn_status nm_run(struct onnx_model *m, const struct prune_params *p,
+			     const struct step_ctx *ctx, json_t **metrics, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct wset w;
+	size_t (*dims)[3] = NULL; /* outer, len, inner per weight */
+	int *axes = NULL;
+	json_t *out = NULL, *layers = NULL;
+	if (!(p->n >= 1 && p->n < p->m && p->m <= NM_MAX_M))
+		return err_set(e, NN_EINVAL, "invalid_spec", "",
+			       "N:M needs 1 <= n < m <= %d, got %d:%d", NM_MAX_M, p->n, p->m);
+	size_t bytes_before = onnx_packed_size(m);
+	if ((st = wset_load(m, &w, e)) != NN_OK)
+		goto fail;
+	dims = calloc(w.n, sizeof *dims);
+	axes = calloc(w.n, sizeof *axes);
+	if (!dims || !axes) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", w.n);
+		goto fail;
+	}
+	for (size_t i = 0; i < w.n; i++) {
+		if ((st = prune_nm_layout(&w.refs[i], &w.views[i], &dims[i][0], &dims[i][1],
+					  &dims[i][2], &axes[i], e)) != NN_OK)
+			goto fail;
+	}
+	struct prog pg = {ctx, 0, (double)w.total};
+	uint64_t groups_total = 0;
+	for (size_t i = 0; i < w.n; i++) {
+		if (kept_dense(p, i, w.n)) {
+			w.nz_before[i] = w.nz_after[i] = count_nonzero(w.arrays[i], w.lens[i]);
+			st = prog_tick(&pg, w.lens[i], e);
+		} else {
+			st = nm_impl(w.arrays[i], dims[i][0], dims[i][1], dims[i][2], (size_t)p->n,
+				     (size_t)p->m, &pg, &w.nz_before[i], &w.nz_after[i], e);
+		}
+		if (st != NN_OK)
+			goto fail;
+	}
+	if ((st = wset_store(&w, e)) != NN_OK)
+		goto fail;
+
+	out = json_object();
+	layers = json_array();
+	int bad = !out || !layers;
+	for (size_t i = 0; !bad && i < w.n; i++) {
+		json_t *l = layer_json(&w, i);
+		bad |= !l || json_array_append_new(layers, l);
+		if (bad)
+			break;
+		size_t len = dims[i][1], mm = (size_t)p->m;
+		uint64_t groups = (uint64_t)dims[i][0] * dims[i][2] * ((len + mm - 1) / mm);
+		bool dense = kept_dense(p, i, w.n);
+		groups_total += dense ? 0 : groups;
+		bad |= step_json_set(l, "rule", json_string(dense ? "dense" : "nm"));
+		bad |= step_json_set(l, "axis", json_integer(axes[i]));
+		bad |= step_json_set(l, "group_length", json_integer((json_int_t)len));
+		bad |= step_json_set(l, "groups", json_integer(dense ? 0 : (json_int_t)groups));
+		bad |= step_json_set(l, "tail", json_integer((json_int_t)(len % mm)));
+	}
+	char pattern[16];
+	snprintf(pattern, sizeof pattern, "%d:%d", p->n, p->m);
+	bad |= step_json_set(out, "method", json_string("nm"));
+	bad |= step_json_set(out, "n", json_integer(p->n));
+	bad |= step_json_set(out, "m", json_integer(p->m));
+	bad |= step_json_set(out, "pattern", json_string(pattern));
+	bad |= step_json_set(out, "keep_first_last", json_boolean(p->keep_first_last));
+	bad |= step_json_set(out, "groups", json_integer((json_int_t)groups_total));
+	bad |= totals_json(out, m, &w, bytes_before);
+	bad |= step_json_set(out, "layers", layers);
+	layers = NULL;
+	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
+	if (bad) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for prune metrics");
+		goto fail;
+	}
+	step_progress(ctx, 1.0);
+	*metrics = out;
+	out = NULL;
+fail:
+	json_decref(layers);
+	json_decref(out);
+	wset_free(&w);
+	free(dims);
+	free(axes);
+	return st;
+}
+
+enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
+			 const struct step_ctx *ctx, json_t **metrics, struct nn_err *e)
+{
+	*metrics = NULL;
+	if (p->method == PRUNE_NM)
+		return nm_run(m, p, ctx, metrics, e);
+	if (p->method != PRUNE_MAGNITUDE) {
+		static const char *const names[] = {"magnitude", "nm", "structured", "dead"};
+		return err_set(e, NN_EUNSUPPORTED, "unsupported", "",
+			       "prune method '%s' is being built (issue 4) and not available yet",
+			       names[p->method]);
+	}
+	return magnitude_run(m, p, ctx, metrics, e);
 }

@@ -1,4 +1,4 @@
-/* prune: unstructured magnitude pruning of a model's Gemm/MatMul/Conv weights.
+/* prune: magnitude and N:M pruning of a model's Gemm/MatMul/Conv weights.
  *
  * Owns the `prune` pipeline step: which weights are prunable comes from
  * onnx_prunable_weights (the graph, never names); the threshold is found by an
@@ -9,6 +9,13 @@
  * docs/internals/prune.md); then exactly k = round(sparsity * n) weights end
  * up zero: those with |w| < t plus, in weight-list then element order, enough
  * of the ties |w| == t. Weights that are already zero count as pruned.
+ * Per-layer overrides ("layers") prune a weight to its own fraction;
+ * keep_first_last leaves the first and last prunable weight (graph order)
+ * dense, the global threshold then being chosen over the others.
+ *
+ * N:M (prune_nm): in every group of m consecutive weights along a weight's
+ * input (reduction) dimension, the n largest |w| stay; one pass, the only
+ * ordering work inside each m-element group (docs/internals/prune.md).
  *
  * Kernels work on caller-owned float arrays and allocate only scratch (the
  * histograms, the sample and the candidates: at most a few percent of the
@@ -66,6 +73,9 @@ struct prune_params {
 				    * every calibration sample (default exactly 0) */
 	bool has_dataset;          /* the step names its own "dataset" (the pipeline
 				    * resolves it into ctx->calib) */
+	size_t index;              /* the step's place in "steps", for error fields
+				    * ("steps[2].layers.fc1.weight"); set by
+				    * prune_params_parse, 0 in hand-built params */
 };
 
 /* Parses and checks one spec step object whose "op" is "prune", filling
@@ -137,6 +147,40 @@ enum nn_status prune_arrays(float *const *arrays, const size_t *lens, size_t n_a
  * A weight read by DequantizeLinear counts the elements that differ from
  * their zero point, so a pruned-then-quantized model keeps its sparsity. */
 void prune_model_counts(const struct onnx_model *m, uint64_t *parameters, uint64_t *nonzeros);
+
+/* N:M kernel. w is viewed as [outer, len, inner] (row-major); the groups are
+ * m consecutive elements along the middle axis, for every outer and inner
+ * index (inner == 1: consecutive in memory; inner > 1: down a column). In
+ * each group the n largest |w| stay and the others become +0; ties keep the
+ * lower index; NaN magnitudes order above +Inf. A tail group (len % m
+ * elements r) keeps min(n, r): the group as a kernel sees it with zero
+ * padding. nz_before / nz_after (may be NULL) get the non-zero counts. One
+ * pass, no allocation; polls ctx every ~STEP_POLL_ELEMS elements
+ * (NN_ECANCELED). NN_EINVAL unless 1 <= n < m <= 64 and outer * len * inner
+ * fits in size_t. */
+enum nn_status prune_nm(float *w, size_t outer, size_t len, size_t inner, int n, int m,
+			const struct step_ctx *ctx, uint64_t *nz_before, uint64_t *nz_after,
+			struct nn_err *e);
+
+/* The [outer, len, inner] view in which a prunable weight's middle axis is its
+ * input (reduction) dimension, as prune_nm wants it: Gemm B [K,N] (transB=0)
+ * -> [1, K, N], [N,K] (transB=1) -> [N, K, 1]; MatMul B [..,K,N] ->
+ * [prod(..), K, N], A [..,M,K] -> [prod(..)*M, K, 1]; Conv W [M,C/g,k..] ->
+ * [M, C/g*prod(k..), 1]. *axis gets the axis of the shape the groups run
+ * along (Conv: 1, the start of the flattened C*k.. span). NN_EINVAL for a
+ * shape that does not fit its node. */
+enum nn_status prune_nm_layout(const struct onnx_weight_ref *r, const struct tensor *w,
+			       size_t *outer, size_t *len, size_t *inner, int *axis,
+			       struct nn_err *e);
+
+/* Submit-time check of a step's "layers" against a model summary
+ * (onnx_summarize's JSON): every name must be one of its "prunable" weights
+ * and, for magnitude with keep_first_last, not the first or last of them.
+ * NN_EINVAL "invalid_spec", field "steps[i].layers.<name>", listing the
+ * prunable names. A summary without prunable weights passes (the caller
+ * refuses the step for that reason). prune_run makes the same check. */
+enum nn_status prune_check_layers(const struct prune_params *p, const json_t *summary,
+				  struct nn_err *e);
 
 /* Runs the prune step on m in place. On NN_OK *metrics is a new JSON object
  * the caller owns (see docs/internals/prune.md for its fields). */
