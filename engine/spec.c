@@ -266,6 +266,9 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 			struct prune_params pp;
 			if ((st = prune_params_parse(step, i, &pp, e)) != NN_OK)
 				return st;
+			if (model_summary &&
+			    (st = prune_check_layers(&pp, model_summary, e)) != NN_OK)
+				return st;
 			if (pp.method == PRUNE_DEAD && !pp.has_dataset && !ev.train.set) {
 				snprintf(field, sizeof field, "steps[%zu].dataset", i);
 				return err_set(e, NN_EINVAL, "invalid_spec", field,
