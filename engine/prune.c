@@ -6,7 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "dead.h"
 #include "spec.h"
+#include "structured.h"
 #include "tensor.h"
 
 /* Float bits read as integers. The IEEE bits of a non-negative float order
@@ -2042,6 +2044,10 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 	*metrics = NULL;
 	if (p->method == PRUNE_NM)
 		return nm_run(m, p, ctx, metrics, e);
+	if (p->method == PRUNE_STRUCTURED)
+		return structured_run(m, p, ctx, metrics, e);
+	if (p->method == PRUNE_DEAD)
+		return dead_run(m, p, ctx, metrics, e);
 	if (p->method != PRUNE_MAGNITUDE) {
 		static const char *const names[] = {"magnitude", "nm", "structured", "dead"};
 		return err_set(e, NN_EUNSUPPORTED, "unsupported", "",
