@@ -1,6 +1,8 @@
 /* Unit tests for engine/prune: the exact selection kernel against a sorting
  * reference, tie handling, sparsity edge cases, cancellation, graph-based
- * weight choice and the step's metrics.
+ * weight choice and the step's metrics; per-layer overrides and
+ * keep_first_last; N:M against a sorting reference in every layout
+ * (data/nm_layouts.onnx from data/make_nm_models.py).
  * Usage: test_prune CASE DATA_DIR */
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +11,7 @@
 
 #include "onnx_io.h"
 #include "prune.h"
+#include "spec.h"
 
 #define CHECK(cond, ...)                                                              \
 	do {                                                                          \
@@ -457,6 +460,27 @@ static int test_params_parse(void)
 		 "supported: magnitude"},
 		{"{\"op\":\"prune\",\"sparsity\":0.5,\"epochs\":3}", "steps[3].epochs",
 		 "unknown field 'epochs'"},
+		{"{\"op\":\"prune\",\"sparsity\":0.5,\"keep_first_last\":\"yes\"}",
+		 "steps[3].keep_first_last", "must be true or false"},
+		{"{\"op\":\"prune\",\"sparsity\":0.5,\"layers\":[]}", "steps[3].layers",
+		 "non-empty object"},
+		{"{\"op\":\"prune\",\"sparsity\":0.5,\"layers\":{}}", "steps[3].layers",
+		 "non-empty object"},
+		{"{\"op\":\"prune\",\"sparsity\":0.5,\"layers\":{\"fc1.weight\":1}}",
+		 "steps[3].layers.fc1.weight", "in [0, 1), got 1"},
+		{"{\"op\":\"prune\",\"layers\":{\"a\":\"half\"}}", "steps[3].layers.a",
+		 "got \"half\""},
+		{"{\"op\":\"prune\",\"method\":\"nm\",\"n\":4,\"m\":4}", "steps[3].n",
+		 "n must be smaller than m"},
+		{"{\"op\":\"prune\",\"method\":\"nm\",\"n\":1,\"m\":65}", "steps[3].m",
+		 "integer in [2, 64], got 65"},
+		{"{\"op\":\"prune\",\"method\":\"nm\",\"n\":1.5}", "steps[3].n", "got 1.5"},
+		{"{\"op\":\"prune\",\"method\":\"nm\",\"n\":0}", "steps[3].n",
+		 "integer in [1, 63]"},
+		{"{\"op\":\"prune\",\"method\":\"nm\",\"sparsity\":0.5}", "steps[3].sparsity",
+		 "unknown field 'sparsity' for op nm"},
+		{"{\"op\":\"prune\",\"method\":\"nm\",\"layers\":{\"a\":0.5}}",
+		 "steps[3].layers", "(method nm)"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		json_t *j = json_loads(bad[i].json, 0, NULL);
@@ -482,6 +506,547 @@ static int test_params_parse(void)
 		      p.sparsity == 0.25,
 	      "layer");
 	json_decref(j);
+	/* layers without sparsity: the others stay dense (sparsity 0) */
+	j = json_loads("{\"op\":\"prune\",\"layers\":{\"fc1.weight\":0.95},"
+		       "\"keep_first_last\":true}",
+		       0, NULL);
+	CHECK(prune_params_parse(j, 6, &p, NULL) == NN_OK && p.sparsity == 0 && p.layers &&
+		      json_real_value(json_object_get(p.layers, "fc1.weight")) == 0.95 &&
+		      p.keep_first_last && p.index == 6 && p.method == PRUNE_MAGNITUDE,
+	      "layers");
+	json_decref(j);
+	j = json_loads("{\"op\":\"prune\",\"method\":\"nm\"}", 0, NULL);
+	CHECK(prune_params_parse(j, 1, &p, NULL) == NN_OK && p.method == PRUNE_NM && p.n == 2 &&
+		      p.m == 4 && !p.keep_first_last && p.index == 1,
+	      "nm defaults 2:4");
+	json_decref(j);
+	j = json_loads("{\"op\":\"prune\",\"method\":\"nm\",\"n\":1,\"m\":8,"
+		       "\"keep_first_last\":true}",
+		       0, NULL);
+	CHECK(prune_params_parse(j, 1, &p, NULL) == NN_OK && p.n == 1 && p.m == 8 &&
+		      p.keep_first_last,
+	      "nm 1:8");
+	json_decref(j);
+	return 0;
+}
+
+/* ---- magnitude: per-layer overrides and keep_first_last ---- */
+
+static json_t *parse_step(const char *text, size_t index, struct prune_params *p)
+{
+	json_t *j = json_loads(text, 0, NULL);
+	struct nn_err e = {0};
+	if (!j || prune_params_parse(j, index, p, &e) != NN_OK) {
+		fprintf(stderr, "parse %s: %s\n", text, e.message);
+		json_decref(j);
+		return NULL;
+	}
+	return j; /* p->layers borrows from it */
+}
+
+static json_t *layer_named(json_t *metrics, const char *name)
+{
+	json_t *layers = json_object_get(metrics, "layers");
+	for (size_t i = 0; i < json_array_size(layers); i++) {
+		json_t *l = json_array_get(layers, i);
+		if (!strcmp(json_string_value(json_object_get(l, "name")), name))
+			return l;
+	}
+	return NULL;
+}
+
+static uint64_t round_k(double s, uint64_t n)
+{
+	return (uint64_t)floor(s * (double)n + 0.5);
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+static int test_layer_overrides(void)
+{
+	static const char *const specs[] = {
+		"{\"op\":\"prune\",\"sparsity\":0.5,\"layers\":{\"foo\":0.95}}",
+		"{\"op\":\"prune\",\"sparsity\":0.5,\"scope\":\"layer\",\"layers\":{\"foo\":0.95}}",
+	};
+	for (size_t s = 0; s < 2; s++) {
+		struct onnx_model *m = load("steps_mlp.onnx");
+		CHECK(m, "load");
+		uint64_t nf = 0, ng = 0, zf0 = init_zeros(m, "foo", &nf), zg0 = init_zeros(m, "g.w", &ng);
+		struct prune_params p;
+		json_t *spec = parse_step(specs[s], 2, &p);
+		CHECK(spec && p.layers && p.index == 2, "parsed");
+		json_t *mt = NULL;
+		struct nn_err e = {0};
+		CHECK(prune_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
+		uint64_t zf = init_zeros(m, "foo", &nf), zg = init_zeros(m, "g.w", &ng);
+		/* foo on its own at 0.95; g.w, the only other weight, at 0.5 either way */
+		CHECK(zf == max_u64(round_k(0.95, nf), zf0), "foo zeros %llu",
+		      (unsigned long long)zf);
+		CHECK(zg == max_u64(round_k(0.5, ng), zg0), "g.w zeros %llu", (unsigned long long)zg);
+		json_t *lf = layer_named(mt, "foo"), *lg = layer_named(mt, "g.w");
+		CHECK(lf && lg, "layers reported");
+		CHECK(!strcmp(json_string_value(json_object_get(lf, "rule")), "override") &&
+			      json_real_value(json_object_get(lf, "sparsity_target")) == 0.95,
+		      "foo rule/target");
+		CHECK(!strcmp(json_string_value(json_object_get(lg, "rule")), s ? "layer" : "global") &&
+			      json_real_value(json_object_get(lg, "sparsity_target")) == 0.5,
+		      "g.w rule/target");
+		double sf = json_real_value(json_object_get(lf, "sparsity"));
+		CHECK(fabs(sf - (double)zf / (double)nf) < 1e-12, "per-layer sparsity shows the override: %g",
+		      sf);
+		/* the global threshold is g.w's alone */
+		if (!s)
+			CHECK(json_real_value(json_object_get(mt, "threshold")) ==
+				      json_real_value(json_object_get(lg, "threshold")),
+			      "global threshold is the rest's");
+		CHECK(json_is_false(json_object_get(mt, "keep_first_last")), "keep_first_last");
+		json_decref(mt);
+		json_decref(spec);
+		onnx_free(m);
+	}
+
+	/* No sparsity: the weights not listed stay dense. */
+	struct onnx_model *m = load("steps_mlp.onnx"), *orig = load("steps_mlp.onnx");
+	CHECK(m && orig, "load");
+	uint64_t ng = 0, zg0 = init_zeros(m, "g.w", &ng);
+	struct prune_params p;
+	json_t *spec = parse_step("{\"op\":\"prune\",\"layers\":{\"g.w\":0.6}}", 0, &p);
+	CHECK(spec, "parsed");
+	json_t *mt = NULL;
+	struct nn_err e = {0};
+	CHECK(prune_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
+	CHECK(same_initializer(m, orig, "foo"), "foo untouched without sparsity");
+	CHECK(init_zeros(m, "g.w", &ng) == max_u64(round_k(0.6, ng), zg0), "g.w at 0.6");
+	json_decref(mt);
+	json_decref(spec);
+
+	/* A name that is not a prunable weight: refused, naming the field and the
+	 * prunable names, the model untouched. */
+	spec = parse_step("{\"op\":\"prune\",\"sparsity\":0.5,\"layers\":{\"g.w\":0.6,"
+			  "\"fc.weight\":0.5}}",
+			  4, &p);
+	CHECK(spec, "parsed");
+	struct onnx_model *m2 = load("steps_mlp.onnx");
+	CHECK(m2, "load");
+	mt = NULL;
+	CHECK(prune_run(m2, &p, NULL, &mt, &e) == NN_EINVAL && !mt, "unknown layer refused");
+	CHECK(!strcmp(e.field, "steps[4].layers.fc.weight"), "field %s", e.field);
+	CHECK(!strcmp(e.code, "invalid_spec"), "code %s", e.code);
+	CHECK(strstr(e.message, "'fc.weight' is not a prunable weight") &&
+		      strstr(e.message, "prunable: foo, g.w"),
+	      "message: %s", e.message);
+	CHECK(same_initializer(m2, orig, "foo") && same_initializer(m2, orig, "g.w"),
+	      "nothing pruned before the check");
+	json_decref(spec);
+	onnx_free(m2);
+	onnx_free(m);
+	onnx_free(orig);
+	return 0;
+}
+
+/* steps_cnn11: conv.w (first), w1, shared (last, two consumers). */
+static int test_keep_first_last(void)
+{
+	static const struct {
+		const char *spec;
+		double w1_target;
+	} cases[] = {
+		{"{\"op\":\"prune\",\"sparsity\":0.8,\"keep_first_last\":true}", 0.8},
+		{"{\"op\":\"prune\",\"sparsity\":0.7,\"scope\":\"layer\",\"keep_first_last\":true}", 0.7},
+		{"{\"op\":\"prune\",\"sparsity\":0.9,\"keep_first_last\":true,\"layers\":{\"w1\":0.3}}",
+		 0.3},
+	};
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+		struct onnx_model *m = load("steps_cnn11.onnx"), *orig = load("steps_cnn11.onnx");
+		CHECK(m && orig, "load");
+		uint64_t n1 = 0, z0 = init_zeros(m, "w1", &n1);
+		struct prune_params p;
+		json_t *spec = parse_step(cases[c].spec, 0, &p);
+		CHECK(spec && p.keep_first_last, "parsed");
+		json_t *mt = NULL;
+		struct nn_err e = {0};
+		CHECK(prune_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
+		CHECK(same_initializer(m, orig, "conv.w") && same_initializer(m, orig, "shared"),
+		      "case %zu: first and last stay dense", c);
+		/* global: k counted on w1 alone, so w1 gets exactly the target */
+		uint64_t z1 = init_zeros(m, "w1", &n1);
+		CHECK(z1 == max_u64(round_k(cases[c].w1_target, n1), z0), "case %zu: w1 zeros %llu",
+		      c, (unsigned long long)z1);
+		json_t *lc = layer_named(mt, "conv.w"), *ls = layer_named(mt, "shared");
+		CHECK(!strcmp(json_string_value(json_object_get(lc, "rule")), "dense") &&
+			      !strcmp(json_string_value(json_object_get(ls, "rule")), "dense") &&
+			      json_is_null(json_object_get(lc, "threshold")),
+		      "dense layers reported");
+		CHECK(json_integer_value(json_object_get(lc, "nonzeros")) == 27,
+		      "conv.w nonzeros (one all-zero channel of 9)");
+		CHECK(json_is_true(json_object_get(mt, "keep_first_last")), "flag reported");
+		if (c == 2)
+			CHECK(json_is_null(json_object_get(mt, "threshold")),
+			      "nothing left for a global threshold");
+		json_decref(mt);
+		json_decref(spec);
+		onnx_free(m);
+		onnx_free(orig);
+	}
+	/* An override of a layer keep_first_last keeps dense contradicts it. */
+	struct onnx_model *m = load("steps_cnn11.onnx");
+	CHECK(m, "load");
+	struct prune_params p;
+	json_t *spec = parse_step(
+		"{\"op\":\"prune\",\"sparsity\":0.5,\"keep_first_last\":true,\"layers\":{\"shared\":0.5}}",
+		1, &p);
+	CHECK(spec, "parsed");
+	json_t *mt = NULL;
+	struct nn_err e = {0};
+	CHECK(prune_run(m, &p, NULL, &mt, &e) == NN_EINVAL, "conflict refused");
+	CHECK(!strcmp(e.field, "steps[1].layers.shared") && strstr(e.message, "last prunable"),
+	      "field %s message %s", e.field, e.message);
+	json_decref(spec);
+	onnx_free(m);
+	return 0;
+}
+
+/* The submit-time check against a summary's "prunable" list. */
+static int test_check_layers_summary(void)
+{
+	json_t *summary = json_loads("{\"prunable\":[{\"name\":\"a\"},{\"name\":\"b\"},"
+				     "{\"name\":\"c\"}]}",
+				     0, NULL);
+	static const struct {
+		const char *spec, *field, *msg;
+	} cases[] = {
+		{"{\"op\":\"prune\",\"sparsity\":0.5,\"layers\":{\"b\":0.9}}", "", ""},
+		{"{\"op\":\"prune\",\"sparsity\":0.5,\"layers\":{\"zz\":0.9}}", "steps[5].layers.zz",
+		 "prunable: a, b, c"},
+		{"{\"op\":\"prune\",\"sparsity\":0.5,\"keep_first_last\":true,\"layers\":{\"a\":0.9}}",
+		 "steps[5].layers.a", "first prunable weight"},
+		{"{\"op\":\"prune\",\"sparsity\":0.5,\"keep_first_last\":true,\"layers\":{\"b\":0.9}}",
+		 "", ""},
+		{"{\"op\":\"prune\",\"method\":\"nm\",\"keep_first_last\":true}", "", ""},
+	};
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+		struct prune_params p;
+		json_t *spec = parse_step(cases[c].spec, 5, &p);
+		CHECK(spec, "parsed");
+		struct nn_err e = {0};
+		enum nn_status st = prune_check_layers(&p, summary, &e);
+		if (!cases[c].field[0]) {
+			CHECK(st == NN_OK, "case %zu refused: %s", c, e.message);
+		} else {
+			CHECK(st == NN_EINVAL && !strcmp(e.field, cases[c].field) &&
+				      strstr(e.message, cases[c].msg),
+			      "case %zu: field %s message %s", c, e.field, e.message);
+		}
+		json_decref(spec);
+	}
+	/* spec_validate makes the same check at submit. */
+	json_t *job = json_loads("{\"model\":\"mdl_x\",\"steps\":[{\"op\":\"prune\",\"sparsity\":0.5,"
+				 "\"layers\":{\"nope\":0.5}}]}",
+				 0, NULL);
+	struct nn_err e = {0};
+	CHECK(spec_validate(job, summary, &e) == NN_EINVAL &&
+		      !strcmp(e.field, "steps[0].layers.nope"),
+	      "spec_validate: field %s (%s)", e.field, e.message);
+	CHECK(spec_validate(job, NULL, &e) == NN_OK, "no summary: checked when the step runs");
+	json_decref(job);
+	json_decref(summary);
+	return 0;
+}
+
+/* ---- N:M ---- */
+
+static uint32_t abs_bits(float x)
+{
+	uint32_t u;
+	memcpy(&u, &x, sizeof u);
+	return u & 0x7fffffffu;
+}
+
+/* Reference N:M: each group's elements ordered by |w| (IEEE bits, NaN on top)
+ * descending, then index ascending; the first min(n, group length) stay. */
+static void ref_nm(float *w, size_t outer, size_t len, size_t inner, int n, int m)
+{
+	for (size_t o = 0; o < outer; o++) {
+		for (size_t c = 0; c < inner; c++) {
+			for (size_t r0 = 0; r0 < len; r0 += (size_t)m) {
+				size_t glen = len - r0 < (size_t)m ? len - r0 : (size_t)m;
+				size_t keep = glen < (size_t)n ? glen : (size_t)n;
+				size_t idx[64];
+				float *g = w + o * len * inner + r0 * inner + c;
+				for (size_t i = 0; i < glen; i++)
+					idx[i] = i;
+				for (size_t i = 1; i < glen; i++) { /* insertion sort: stable */
+					size_t x = idx[i], j = i;
+					while (j > 0 && abs_bits(g[idx[j - 1] * inner]) <
+							       abs_bits(g[x * inner])) {
+						idx[j] = idx[j - 1];
+						j--;
+					}
+					idx[j] = x;
+				}
+				for (size_t i = keep; i < glen; i++)
+					g[idx[i] * inner] = 0.0f;
+			}
+		}
+	}
+}
+
+static uint64_t nonzeros(const float *w, size_t n)
+{
+	uint64_t nz = 0;
+	for (size_t i = 0; i < n; i++)
+		nz += abs_bits(w[i]) != 0;
+	return nz;
+}
+
+static void fill_mixed(float *w, size_t n, int mode)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint32_t r = rnd() % 100;
+		float v = mode == 0 ? rnd_normalish() : (float)((int)(rnd() % 9) - 4) / 4.0f;
+		if (r == 0)
+			v = 0.0f;
+		else if (r == 1)
+			v = -0.0f;
+		else if (r == 2 && mode == 2)
+			v = NAN;
+		else if (r == 3 && mode == 2)
+			v = -INFINITY;
+		w[i] = v;
+	}
+}
+
+static int test_nm_kernel_matches_reference(void)
+{
+	static const size_t shapes[][3] = {
+		{3, 37, 1}, {1, 64, 1}, {5, 16, 1}, {1, 1000, 1}, {7, 67, 1}, {2, 11, 70},
+		{1, 8, 130}, {4, 9, 3}, {1, 128, 64}, {2, 5, 1},
+	};
+	static const int nm[][2] = {{2, 4}, {1, 4}, {3, 4}, {1, 2}, {2, 8}, {4, 8}, {5, 16},
+				    {8, 16}, {3, 9}, {16, 33}, {32, 64}, {63, 64}, {1, 64}};
+	for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+		size_t numel = shapes[s][0] * shapes[s][1] * shapes[s][2];
+		float *w = malloc(numel * sizeof *w), *ref = malloc(numel * sizeof *w);
+		for (size_t c = 0; c < sizeof nm / sizeof nm[0]; c++) {
+			for (int mode = 0; mode < 3; mode++) {
+				fill_mixed(w, numel, mode);
+				memcpy(ref, w, numel * sizeof *w);
+				uint64_t nzb0 = nonzeros(w, numel), nzb = 0, nza = 0;
+				struct nn_err e = {0};
+				CHECK(prune_nm(w, shapes[s][0], shapes[s][1], shapes[s][2], nm[c][0],
+					       nm[c][1], NULL, &nzb, &nza, &e) == NN_OK,
+				      "%s", e.message);
+				ref_nm(ref, shapes[s][0], shapes[s][1], shapes[s][2], nm[c][0],
+				       nm[c][1]);
+				CHECK(!memcmp(w, ref, numel * sizeof *w),
+				      "[%zu,%zu,%zu] %d:%d mode %d differs from the reference",
+				      shapes[s][0], shapes[s][1], shapes[s][2], nm[c][0], nm[c][1],
+				      mode);
+				CHECK(nzb == nzb0 && nza == nonzeros(w, numel),
+				      "counts %llu/%llu", (unsigned long long)nzb,
+				      (unsigned long long)nza);
+			}
+		}
+		free(w);
+		free(ref);
+	}
+	return 0;
+}
+
+static int test_nm_ties_and_nonfinite(void)
+{
+	static const struct {
+		int n, m;
+		float in[8], out[8];
+	} cases[] = {
+		{2, 4, {1, -1, 1, -1}, {1, -1, 0, 0}},          /* equal |w|: lower index stays */
+		{2, 4, {0.5f, 2, -2, 2}, {0, 2, -2, 0}},
+		{2, 4, {0, 0, 0, 0}, {0, 0, 0, 0}},
+		{2, 4, {0, 0, 0, 3}, {0, 0, 0, 3}},             /* zeros stay zero */
+		{1, 4, {NAN, 1, INFINITY, 2}, {NAN, 0, 0, 0}},  /* NaN above +Inf */
+		{1, 4, {1, -INFINITY, 2, 3}, {0, -INFINITY, 0, 0}},
+		{3, 8, {5, 5, 5, 5, 5, 5, 5, 5}, {5, 5, 5, 0, 0, 0, 0, 0}},
+	};
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+		float w[8];
+		size_t len = (size_t)cases[c].m;
+		memcpy(w, cases[c].in, sizeof w);
+		struct nn_err e = {0};
+		CHECK(prune_nm(w, 1, len, 1, cases[c].n, cases[c].m, NULL, NULL, NULL, &e) == NN_OK,
+		      "%s", e.message);
+		for (size_t i = 0; i < len; i++) {
+			float want = cases[c].out[i];
+			CHECK(isnan(want) ? isnan(w[i]) : w[i] == want, "case %zu element %zu: %g want %g",
+			      c, i, w[i], want);
+		}
+	}
+	/* 16 equal magnitudes, 5:16 (the quickselect path): the first five stay,
+	 * also down a column (inner 3). */
+	float w[48];
+	for (size_t i = 0; i < 48; i++)
+		w[i] = i % 2 ? -1.5f : 1.5f;
+	CHECK(prune_nm(w, 1, 16, 3, 5, 16, NULL, NULL, NULL, NULL) == NN_OK, "5:16");
+	for (size_t r = 0; r < 16; r++)
+		for (size_t c = 0; c < 3; c++)
+			CHECK((w[r * 3 + c] != 0) == (r < 5), "row %zu column %zu", r, c);
+	return 0;
+}
+
+static int test_nm_tail_groups(void)
+{
+	/* A tail of r = len % m elements keeps min(n, r) of them. */
+	static const struct {
+		size_t len;
+		int n, m;
+		size_t tail_kept;
+	} cases[] = {{10, 2, 4, 2}, {11, 2, 4, 2}, {9, 2, 4, 1}, {7, 3, 4, 3}, {13, 1, 8, 1},
+		     {3, 2, 4, 2}};
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+		for (size_t inner = 1; inner <= 66; inner += 65) { /* rows, then columns */
+			size_t len = cases[c].len, numel = len * inner;
+			float *w = malloc(numel * sizeof *w);
+			for (size_t i = 0; i < numel; i++)
+				w[i] = 1.0f + (float)(i % 7);
+			CHECK(prune_nm(w, 1, len, inner, cases[c].n, cases[c].m, NULL, NULL, NULL,
+				       NULL) == NN_OK,
+			      "prune");
+			size_t m = (size_t)cases[c].m, full = len / m;
+			for (size_t col = 0; col < inner; col++) {
+				for (size_t g = 0; g * m < len; g++) {
+					size_t nz = 0, glen = g < full ? m : len - full * m;
+					for (size_t i = 0; i < glen; i++)
+						nz += w[(g * m + i) * inner + col] != 0;
+					size_t want = g < full ? (size_t)cases[c].n : cases[c].tail_kept;
+					CHECK(nz == want, "len %zu %d:%d inner %zu group %zu: %zu kept",
+					      len, cases[c].n, cases[c].m, inner, g, nz);
+				}
+			}
+			free(w);
+		}
+	}
+	return 0;
+}
+
+static int test_nm_bad_arguments_and_cancel(void)
+{
+	float w[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+	struct nn_err e = {0};
+	CHECK(prune_nm(w, 1, 8, 1, 4, 4, NULL, NULL, NULL, &e) == NN_EINVAL, "n == m refused");
+	CHECK(prune_nm(w, 1, 8, 1, 0, 4, NULL, NULL, NULL, &e) == NN_EINVAL, "n 0 refused");
+	CHECK(prune_nm(w, 1, 8, 1, 2, 65, NULL, NULL, NULL, &e) == NN_EINVAL, "m 65 refused");
+	CHECK(prune_nm(w, SIZE_MAX / 2, 4, 4, 2, 4, NULL, NULL, NULL, &e) == NN_EINVAL,
+	      "overflowing view refused");
+	CHECK(w[0] == 1 && w[7] == 8, "untouched");
+	/* Cancellation is polled every STEP_POLL_ELEMS elements, in every layout. */
+	size_t n = STEP_POLL_ELEMS + 4096;
+	float *big = malloc(n * sizeof *big);
+	for (size_t i = 0; i < n; i++)
+		big[i] = (float)(i % 13);
+	atomic_bool flag = true;
+	struct step_ctx ctx = {.cancel = &flag};
+	static const size_t views[][3] = {{1, STEP_POLL_ELEMS + 4096, 1},
+					  {(STEP_POLL_ELEMS + 4096) / 6, 6, 1},
+					  {1, 16, (STEP_POLL_ELEMS + 4096) / 16}};
+	for (size_t v = 0; v < 3; v++) {
+		struct nn_err ce = {0};
+		CHECK(prune_nm(big, views[v][0], views[v][1], views[v][2], 2, 4, &ctx, NULL, NULL,
+			       &ce) == NN_ECANCELED && ce.status == NN_ECANCELED,
+		      "view %zu: canceled", v);
+	}
+	free(big);
+	return 0;
+}
+
+/* Each weight of nm_layouts.onnx with the view the test knows from its node
+ * (make_nm_models.py), independent of prune_nm_layout. */
+static const struct {
+	const char *name;
+	size_t outer, len, inner;
+	int axis;
+} nm_expect[] = {
+	{"g0.w", 1, 10, 6, 0},  {"g1.w", 5, 10, 1, 1},  {"mm.b", 1, 11, 70, 0},
+	{"mm.a", 3, 10, 1, 1},  {"bmm.b", 2, 9, 5, 1},  {"conv.w", 6, 27, 1, 1},
+};
+#define NM_WEIGHTS (sizeof nm_expect / sizeof nm_expect[0])
+
+static float *weight_copy(struct onnx_model *m, const char *name, size_t *n)
+{
+	struct tensor t;
+	if (onnx_initializer_view(onnx_find_initializer(m, name), &t, NULL) != NN_OK)
+		return NULL;
+	*n = (size_t)tensor_numel(&t);
+	float *c = malloc(*n * sizeof *c);
+	memcpy(c, t.data, *n * sizeof *c);
+	tensor_free(&t);
+	return c;
+}
+
+static int test_nm_layouts(void)
+{
+	static const int nm[][2] = {{2, 4}, {1, 4}, {3, 8}, {2, 3}};
+	for (size_t c = 0; c < sizeof nm / sizeof nm[0]; c++) {
+		for (int kfl = 0; kfl < 2; kfl++) {
+			struct onnx_model *m = load("nm_layouts.onnx");
+			CHECK(m, "load");
+			float *orig[NM_WEIGHTS];
+			size_t lens[NM_WEIGHTS];
+			for (size_t i = 0; i < NM_WEIGHTS; i++)
+				CHECK((orig[i] = weight_copy(m, nm_expect[i].name, &lens[i])), "copy");
+			struct prune_params p = {.method = PRUNE_NM, .n = nm[c][0], .m = nm[c][1],
+						 .keep_first_last = kfl};
+			json_t *mt = NULL;
+			struct nn_err e = {0};
+			CHECK(prune_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
+			uint64_t groups = 0;
+			for (size_t i = 0; i < NM_WEIGHTS; i++) {
+				size_t n;
+				float *got = weight_copy(m, nm_expect[i].name, &n);
+				/* keep_first_last: g0.w (first node) and conv.w (last) stay */
+				bool dense = kfl && (i == 0 || i == NM_WEIGHTS - 1);
+				if (!dense)
+					ref_nm(orig[i], nm_expect[i].outer, nm_expect[i].len,
+					       nm_expect[i].inner, nm[c][0], nm[c][1]);
+				CHECK(n == lens[i] && !memcmp(got, orig[i], n * sizeof *got),
+				      "%d:%d kfl %d: %s differs from the reference", nm[c][0],
+				      nm[c][1], kfl, nm_expect[i].name);
+				json_t *l = layer_named(mt, nm_expect[i].name);
+				size_t g = nm_expect[i].outer * nm_expect[i].inner *
+					   ((nm_expect[i].len + (size_t)nm[c][1] - 1) / (size_t)nm[c][1]);
+				groups += dense ? 0 : g;
+				CHECK(l && json_integer_value(json_object_get(l, "axis")) ==
+						   nm_expect[i].axis &&
+					      json_integer_value(json_object_get(l, "group_length")) ==
+						      (json_int_t)nm_expect[i].len &&
+					      json_integer_value(json_object_get(l, "groups")) ==
+						      (json_int_t)(dense ? 0 : g) &&
+					      json_integer_value(json_object_get(l, "tail")) ==
+						      (json_int_t)(nm_expect[i].len % (size_t)nm[c][1]) &&
+					      !strcmp(json_string_value(json_object_get(l, "rule")),
+						      dense ? "dense" : "nm") &&
+					      json_integer_value(json_object_get(l, "nonzeros")) ==
+						      (json_int_t)nonzeros(got, n),
+				      "%s layer metrics", nm_expect[i].name);
+				free(got);
+				free(orig[i]);
+			}
+			char pattern[16];
+			snprintf(pattern, sizeof pattern, "%d:%d", nm[c][0], nm[c][1]);
+			CHECK(!strcmp(json_string_value(json_object_get(mt, "method")), "nm") &&
+				      !strcmp(json_string_value(json_object_get(mt, "pattern")), pattern) &&
+				      json_integer_value(json_object_get(mt, "n")) == nm[c][0] &&
+				      json_integer_value(json_object_get(mt, "m")) == nm[c][1] &&
+				      json_integer_value(json_object_get(mt, "groups")) ==
+					      (json_int_t)groups &&
+				      json_is_integer(json_object_get(mt, "nonzeros_before")) &&
+				      json_is_real(json_object_get(mt, "sparsity")),
+			      "step metrics");
+			json_decref(mt);
+			onnx_free(m);
+		}
+	}
 	return 0;
 }
 
@@ -507,6 +1072,14 @@ int main(int argc, char **argv)
 		{"global_exact_k", test_global_exact_k},
 		{"layer_exact_k", test_layer_exact_k},
 		{"params_parse", test_params_parse},
+		{"layer_overrides", test_layer_overrides},
+		{"keep_first_last", test_keep_first_last},
+		{"check_layers_summary", test_check_layers_summary},
+		{"nm_kernel_matches_reference", test_nm_kernel_matches_reference},
+		{"nm_ties_and_nonfinite", test_nm_ties_and_nonfinite},
+		{"nm_tail_groups", test_nm_tail_groups},
+		{"nm_bad_arguments_and_cancel", test_nm_bad_arguments_and_cancel},
+		{"nm_layouts", test_nm_layouts},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		if (!strcmp(argv[1], cases[i].name))
