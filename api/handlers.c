@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "datasets.h"
@@ -323,30 +324,201 @@ static int parse_range(const char *header, int64_t size, int64_t *first, int64_t
 	return 1;
 }
 
+/* Accept-Encoding (RFC 9110 12.5.3), as far as choosing between identity
+ * and zstd needs: each coding's qvalue in thousandths, -1 when not listed. */
+struct accept_enc {
+	bool present; /* at least one Accept-Encoding header line */
+	int zstd, identity, star;
+};
+
+static bool is_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ); -1 if malformed. */
+static int parse_qvalue(const char *p, size_t n)
+{
+	if (n == 0 || (p[0] != '0' && p[0] != '1'))
+		return -1;
+	int q = (p[0] - '0') * 1000;
+	if (n == 1)
+		return q;
+	if (p[1] != '.' || n > 5)
+		return -1;
+	int scale = 100;
+	for (size_t i = 2; i < n; i++, scale /= 10) {
+		if (p[i] < '0' || p[i] > '9')
+			return -1;
+		q += (p[i] - '0') * scale;
+	}
+	return q > 1000 ? -1 : q;
+}
+
+/* One Accept-Encoding line: "zstd;q=0.5, gzip, *;q=0". A malformed element
+ * is ignored (it is not the client's other preferences' fault). */
+static void accept_enc_parse(struct accept_enc *a, const char *v)
+{
+	a->present = true;
+	while (*v) {
+		size_t len = strcspn(v, ",");
+		const char *el = v, *el_end = v + len;
+		v += len + (v[len] == ',');
+		while (el < el_end && is_ows(*el))
+			el++;
+		const char *tok = el;
+		while (el < el_end && *el != ';' && !is_ows(*el))
+			el++;
+		size_t tok_len = (size_t)(el - tok);
+		if (tok_len == 0)
+			continue;
+		int q = 1000;
+		bool bad = false;
+		while (el < el_end && !bad) {
+			while (el < el_end && is_ows(*el))
+				el++;
+			if (el == el_end)
+				break;
+			if (*el != ';') {
+				bad = true;
+				break;
+			}
+			el++;
+			while (el < el_end && is_ows(*el))
+				el++;
+			const char *param = el;
+			while (el < el_end && *el != ';' && !is_ows(*el))
+				el++;
+			size_t plen = (size_t)(el - param);
+			if (plen >= 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=')
+				q = parse_qvalue(param + 2, plen - 2);
+			bad = q < 0;
+		}
+		if (bad)
+			continue;
+		int *slot = NULL;
+		if (tok_len == 4 && strncasecmp(tok, "zstd", 4) == 0)
+			slot = &a->zstd;
+		else if (tok_len == 8 && strncasecmp(tok, "identity", 8) == 0)
+			slot = &a->identity;
+		else if (tok_len == 1 && tok[0] == '*')
+			slot = &a->star;
+		if (slot && q > *slot)
+			*slot = q;
+	}
+}
+
+static enum MHD_Result accept_enc_line(void *cls, enum MHD_ValueKind kind, const char *key,
+				       const char *value)
+{
+	(void)kind;
+	if (key && value && strcasecmp(key, MHD_HTTP_HEADER_ACCEPT_ENCODING) == 0)
+		accept_enc_parse(cls, value);
+	return MHD_YES;
+}
+
+/* Whether the request's Accept-Encoding lines (all of them) prefer zstd:
+ * acceptable (q > 0, listed or through "*") and at least as wanted as
+ * identity when identity has a qvalue of its own (listed, or through "*"
+ * beside a listed zstd). Identity that is only implicitly acceptable loses
+ * to any acceptable zstd, as a client that lists zstd expects. No header
+ * at all means identity, as before zstd existed. */
+static bool accept_prefers_zstd(struct request *rq)
+{
+	struct accept_enc a = {.zstd = -1, .identity = -1, .star = -1};
+	MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, accept_enc_line, &a);
+	if (!a.present)
+		return false;
+	int qz = a.zstd >= 0 ? a.zstd : (a.star >= 0 ? a.star : 0);
+	if (qz <= 0)
+		return false;
+	if (a.identity >= 0)
+		return qz >= a.identity;
+	if (a.star >= 0)
+		return qz >= a.star;
+	return true;
+}
+
+/* If-None-Match (RFC 9110 13.1.2): "*" or a list of entity tags, compared
+ * weakly (W/"x" matches "x"). A bare tag without quotes is tolerated. */
+static bool if_none_match(const char *header, const char *tag)
+{
+	if (!header)
+		return false;
+	size_t tag_len = strlen(tag);
+	const char *p = header;
+	while (*p) {
+		while (*p == ',' || is_ows(*p))
+			p++;
+		if (!*p)
+			break;
+		if (*p == '*')
+			return true;
+		if (p[0] == 'W' && p[1] == '/')
+			p += 2;
+		bool quoted = *p == '"';
+		const char *start = p + quoted;
+		const char *stop = quoted ? strchr(start, '"') : start + strcspn(start, ", \t");
+		if (!stop)
+			return false;
+		if ((size_t)(stop - start) == tag_len && memcmp(start, tag, tag_len) == 0)
+			return true;
+		p = stop + quoted;
+	}
+	return false;
+}
+
 static enum MHD_Result artifact_get(struct request *rq)
 {
 	struct api_server *srv = rq->srv;
 	struct nn_err e = {0};
 	struct store_artifact art;
+	/* Which representation: ?encoding= decides when given; otherwise
+	 * Accept-Encoding, and the answer then varies with that header. */
+	const char *enc = query_arg(rq, "encoding");
+	bool want_zstd, negotiated = enc == NULL;
+	if (enc && strcasecmp(enc, "zstd") == 0)
+		want_zstd = true;
+	else if (enc && strcasecmp(enc, "identity") == 0)
+		want_zstd = false;
+	else if (enc)
+		return api_respond_error(rq, MHD_HTTP_BAD_REQUEST, "invalid_query", "encoding",
+					 "encoding must be zstd or identity (got '%.64s')", enc);
+	else
+		want_zstd = accept_prefers_zstd(rq);
 	if (store_artifact_get(srv->store, tenant_of(rq), rq->id, &art, &e) != NN_OK)
 		return api_respond_err(rq, &e);
+	bool zstd = want_zstd && art.zstd_sha256[0];
+	if (want_zstd && !zstd && !negotiated)
+		return api_respond_error(rq, MHD_HTTP_NOT_ACCEPTABLE, "encoding_unavailable",
+					 "encoding",
+					 "artifact %s has no zstd copy (its job finished before nncd "
+					 "stored them): download it without ?encoding=zstd",
+					 art.id);
+	/* A different representation, a different strong ETag: its own hash. */
+	const char *sha = zstd ? art.zstd_sha256 : art.sha256;
 	char etag[72];
-	snprintf(etag, sizeof etag, "\"%s\"", art.sha256);
+	snprintf(etag, sizeof etag, "\"%s\"", sha);
 	const char *inm = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
 						      MHD_HTTP_HEADER_IF_NONE_MATCH);
-	if (inm && (strstr(inm, art.sha256) || strcmp(inm, "*") == 0)) {
+	if (if_none_match(inm, sha)) {
 		struct MHD_Response *resp =
 			MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-		if (resp)
+		if (resp) {
 			MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+			if (negotiated)
+				MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY,
+							MHD_HTTP_HEADER_ACCEPT_ENCODING);
+		}
 		return api_respond_response(rq, MHD_HTTP_NOT_MODIFIED, resp);
 	}
 	int fd;
 	int64_t size;
-	if (blob_open(srv->blobs, art.sha256, &fd, &size, &e) != NN_OK) {
+	if (blob_open(srv->blobs, sha, &fd, &size, &e) != NN_OK) {
 		if (e.status == NN_ENOTFOUND)
 			err_set(&e, NN_EINTERNAL, "blob_missing", NULL,
-				"artifact %s has no stored bytes", art.id);
+				"artifact %s has no stored bytes%s", art.id,
+				zstd ? " for its zstd copy" : "");
 		return api_respond_err(rq, &e);
 	}
 	int64_t first = 0, last = size - 1;
@@ -359,8 +531,12 @@ static enum MHD_Result artifact_get(struct request *rq)
 		snprintf(content_range, sizeof content_range, "bytes */%" PRId64, size);
 		struct MHD_Response *resp =
 			MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-		if (resp)
+		if (resp) {
 			MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, content_range);
+			if (negotiated)
+				MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY,
+							MHD_HTTP_HEADER_ACCEPT_ENCODING);
+		}
 		return api_respond_response(rq, MHD_HTTP_RANGE_NOT_SATISFIABLE, resp);
 	}
 	uint64_t len = size == 0 ? 0 : (uint64_t)(last - first + 1);
@@ -371,12 +547,19 @@ static enum MHD_Result artifact_get(struct request *rq)
 		close(fd);
 		return MHD_NO;
 	}
+	/* Asked for by ?encoding=zstd, the bytes are a .zst file to whoever
+	 * saves them; negotiated, the client's HTTP layer decodes them. */
 	char disposition[96];
-	snprintf(disposition, sizeof disposition, "attachment; filename=\"%s.onnx\"", art.id);
+	snprintf(disposition, sizeof disposition, "attachment; filename=\"%s.onnx%s\"", art.id,
+		 zstd && !negotiated ? ".zst" : "");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, disposition);
+	if (zstd)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "zstd");
+	if (negotiated)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, MHD_HTTP_HEADER_ACCEPT_ENCODING);
 	unsigned status = MHD_HTTP_OK;
 	if (r > 0) {
 		char content_range[96];

@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include "blob_zstd.h"
 #include "eval.h"
 #include "job_data.h"
 #include "onnx_io.h"
@@ -122,6 +123,94 @@ static enum nn_status write_artifact(struct worker_pool *pool, const struct onnx
 	return NN_OK;
 }
 
+/* The artifact's zstd-compressed copy, read back from the uncommitted
+ * writer's temp file (the model is never serialised twice nor held whole in
+ * memory); returned uncommitted like write_artifact's. NN_ECANCELED when the
+ * job is canceled meanwhile. Any other failure only costs the transport
+ * representation: logged, *out stays NULL and the job still succeeds. */
+static enum nn_status write_artifact_zstd(struct worker_slot *slot, const char *job_id,
+					  const struct blob_writer *artifact,
+					  struct blob_writer **out)
+{
+	struct worker_pool *pool = slot->pool;
+	struct nn_err e = {0};
+	struct blob_writer *w = NULL;
+	int64_t zsize = 0;
+	/* Level and threads: see BLOB_ZSTD_LEVEL and docs/internals/blob.md. */
+	struct blob_zstd_opts opts = {.level = BLOB_ZSTD_LEVEL,
+				      .workers = pool->exec_threads > 1 ? (int)pool->exec_threads
+									: 0};
+	*out = NULL;
+	enum nn_status st = blob_writer_new(pool->blobs, &w, &e);
+	if (st == NN_OK)
+		st = blob_zstd_compress_fd(blob_writer_fd(artifact), blob_writer_size(artifact), w,
+					   &opts, &slot->cancel, &zsize, &e);
+	if (st == NN_OK) {
+		*out = w;
+		return NN_OK;
+	}
+	blob_writer_abort(w);
+	if (st == NN_ECANCELED)
+		return st;
+	err_prefix(&e, "compressing the artifact with zstd");
+	log_job(pool, LOG_WARN, "artifact stored without its zstd copy", job_id, &e);
+	return NN_OK;
+}
+
+/* What save_artifact recorded. */
+struct saved_artifact {
+	char id[STORE_ID_CAP];
+	char sha[65];
+	int64_t size;
+	char zstd_sha[65]; /* "" when there is no zstd copy */
+	int64_t zstd_size;
+};
+
+/* Writes the artifact and its zstd copy, then commits both blobs and the
+ * job's success in one step under blob_gc_lock (a blob never exists for
+ * long without the row that keeps it). */
+static enum nn_status save_artifact(struct worker_slot *slot, const struct store_claim *claim,
+				    const struct onnx_model *model, struct saved_artifact *out,
+				    struct nn_err *e)
+{
+	struct worker_pool *pool = slot->pool;
+	struct blob_writer *writer = NULL, *zwriter = NULL;
+	*out = (struct saved_artifact){.zstd_size = -1};
+	enum nn_status st = write_artifact(pool, model, &writer, e);
+	if (st == NN_OK) {
+		st = write_artifact_zstd(slot, claim->id, writer, &zwriter);
+		if (st == NN_ECANCELED) {
+			blob_writer_abort(writer);
+			return err_set(e, NN_ECANCELED, "canceled", NULL, "canceled");
+		}
+	}
+	if (st != NN_OK) {
+		err_prefix(e, "saving the artifact");
+		return st;
+	}
+	blob_gc_lock(pool->blobs);
+	st = blob_writer_commit(writer, out->sha, &out->size, e);
+	if (st == NN_OK && zwriter) {
+		struct nn_err ze = {0};
+		if (blob_writer_commit(zwriter, out->zstd_sha, &out->zstd_size, &ze) != NN_OK) {
+			out->zstd_sha[0] = '\0';
+			out->zstd_size = -1;
+			log_job(pool, LOG_WARN, "artifact stored without its zstd copy", claim->id,
+				&ze);
+		}
+	} else {
+		blob_writer_abort(zwriter);
+	}
+	if (st == NN_OK)
+		st = store_job_succeed_zstd(pool->store, claim->id, out->sha, out->size, "onnx",
+					    out->zstd_sha[0] ? out->zstd_sha : NULL,
+					    out->zstd_size, out->id, e);
+	blob_gc_unlock(pool->blobs);
+	if (st != NN_OK)
+		err_prefix(e, "saving the artifact");
+	return st;
+}
+
 static void finish_failed(struct worker_pool *pool, const char *job_id, const struct nn_err *err)
 {
 	struct nn_err e = {0};
@@ -213,8 +302,11 @@ static void run_job(struct worker_slot *slot, const struct store_claim *claim)
 		st = pipeline_run(model, claim->spec, &hooks, &err);
 	}
 	job_eval_free(&ev);
+	struct saved_artifact art;
+	if (st == NN_OK)
+		st = save_artifact(slot, claim, model, &art, &err);
+	onnx_free(model);
 	if (st == NN_ECANCELED) {
-		onnx_free(model);
 		if (atomic_load(&slot->interrupted)) {
 			log_job(pool, LOG_WARN, "job interrupted by shutdown; re-queued at next start",
 				claim->id, NULL);
@@ -227,33 +319,15 @@ static void run_job(struct worker_slot *slot, const struct store_claim *claim)
 		return;
 	}
 	if (st != NN_OK) {
-		onnx_free(model);
-		finish_failed(pool, claim->id, &err);
-		return;
-	}
-	char sha[65];
-	int64_t size = 0;
-	char artifact_id[STORE_ID_CAP];
-	struct blob_writer *writer = NULL;
-	st = write_artifact(pool, model, &writer, &err);
-	onnx_free(model);
-	if (st == NN_OK) {
-		blob_gc_lock(pool->blobs);
-		st = blob_writer_commit(writer, sha, &size, &err);
-		if (st == NN_OK)
-			st = store_job_succeed(pool->store, claim->id, sha, size, "onnx",
-					       artifact_id, &err);
-		blob_gc_unlock(pool->blobs);
-	}
-	if (st != NN_OK) {
-		err_prefix(&err, "saving the artifact");
 		finish_failed(pool, claim->id, &err);
 		return;
 	}
 	struct timespec done;
 	clock_gettime(CLOCK_MONOTONIC, &done);
-	json_t *data = json_pack("{s:s, s:s, s:I, s:f}", "artifact", artifact_id, "sha256", sha,
-				 "size", (json_int_t)size, "seconds", seconds_between(&started, &done));
+	json_t *data = json_pack("{s:s, s:s, s:I, s:o, s:f}", "artifact", art.id, "sha256", art.sha,
+				 "size", (json_int_t)art.size, "zstd_size",
+				 art.zstd_sha[0] ? json_integer(art.zstd_size) : json_null(),
+				 "seconds", seconds_between(&started, &done));
 	store_job_event(pool->store, claim->id, "succeeded", data, &err);
 	json_object_set_new(data, "job", json_string(claim->id));
 	log_json(pool->log, LOG_INFO, "job succeeded", data);

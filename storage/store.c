@@ -130,6 +130,15 @@ static const char *const migrations[] = {
 	"  bytes INTEGER NOT NULL CHECK (bytes >= 0),"
 	"  PRIMARY KEY (dataset_id, name)) WITHOUT ROWID;"
 	"CREATE INDEX dataset_arrays_sha256 ON dataset_arrays(sha256);",
+	/* 4: the zstd-compressed representation of an artifact, a blob of its
+	 * own recorded in the artifact's row (issue 4). NULL for artifacts of
+	 * jobs that succeeded before this migration: they are served identity
+	 * only (docs/API.md, Artifacts). */
+	"ALTER TABLE artifacts ADD COLUMN zstd_sha256 TEXT"
+	"  CHECK (zstd_sha256 IS NULL OR length(zstd_sha256) = 64);"
+	"ALTER TABLE artifacts ADD COLUMN zstd_size INTEGER"
+	"  CHECK (zstd_size IS NULL OR zstd_size >= 0);"
+	"CREATE INDEX artifacts_zstd_sha256 ON artifacts(zstd_sha256);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -469,6 +478,7 @@ enum nn_status store_blob_in_use(struct store *s, const char *sha256, bool *in_u
 	if ((st = sdb_query(c,
 		     "SELECT EXISTS (SELECT 1 FROM models WHERE sha256 = ?1 AND deleted_at IS NULL)"
 		     " OR EXISTS (SELECT 1 FROM artifacts WHERE sha256 = ?1)"
+		     " OR EXISTS (SELECT 1 FROM artifacts WHERE zstd_sha256 = ?1)"
 		     " OR EXISTS (SELECT 1 FROM dataset_arrays WHERE sha256 = ?1)",
 		     &q, e, "s", sha256)))
 		goto out;

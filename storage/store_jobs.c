@@ -220,7 +220,8 @@ static enum nn_status job_view(struct conn *c, sqlite3_stmt *q, bool with_spec, 
 	if ((st = job_metrics_view(q, steps, o, e)))
 		goto fail;
 	if ((st = sdb_query(c,
-		     "SELECT id, sha256, size, format FROM artifacts WHERE job_id = ?"
+		     "SELECT id, sha256, size, format, zstd_sha256, zstd_size FROM artifacts"
+		     " WHERE job_id = ?"
 		     " ORDER BY created_at, id",
 		     &sub, e, "s", id)))
 		goto fail;
@@ -235,7 +236,12 @@ static enum nn_status job_view(struct conn *c, sqlite3_stmt *q, bool with_spec, 
 		    json_object_set_new(a, "id", sdb_col_json_str(sub, 0)) ||
 		    json_object_set_new(a, "sha256", sdb_col_json_str(sub, 1)) ||
 		    json_object_set_new(a, "size", json_integer(sqlite3_column_int64(sub, 2))) ||
-		    json_object_set_new(a, "format", sdb_col_json_str(sub, 3)))
+		    json_object_set_new(a, "format", sdb_col_json_str(sub, 3)) ||
+		    json_object_set_new(a, "zstd_sha256", sdb_col_json_str(sub, 4)) ||
+		    json_object_set_new(a, "zstd_size",
+					sqlite3_column_type(sub, 5) == SQLITE_NULL
+						? json_null()
+						: json_integer(sqlite3_column_int64(sub, 5))))
 			goto nomem;
 	}
 	sdb_done(sub);
@@ -661,10 +667,23 @@ enum nn_status store_job_succeed(struct store *s, const char *job_id, const char
 				 int64_t artifact_size, const char *format,
 				 char artifact_id_out[STORE_ID_CAP], struct nn_err *e)
 {
+	return store_job_succeed_zstd(s, job_id, artifact_sha256, artifact_size, format, NULL, 0,
+				      artifact_id_out, e);
+}
+
+enum nn_status store_job_succeed_zstd(struct store *s, const char *job_id,
+				      const char *artifact_sha256, int64_t artifact_size,
+				      const char *format, const char *zstd_sha256, int64_t zstd_size,
+				      char artifact_id_out[STORE_ID_CAP], struct nn_err *e)
+{
 	if (!sdb_is_sha_hex(artifact_sha256))
 		return err_set(e, NN_EINVAL, "invalid", "sha256", "not 64 lowercase hex digits");
 	if (artifact_size < 0)
 		return err_set(e, NN_EINVAL, "invalid", "size", "negative size");
+	if (zstd_sha256 && !sdb_is_sha_hex(zstd_sha256))
+		return err_set(e, NN_EINVAL, "invalid", "zstd_sha256", "not 64 lowercase hex digits");
+	if (zstd_sha256 && zstd_size < 0)
+		return err_set(e, NN_EINVAL, "invalid", "zstd_size", "negative size");
 	if (!format || !*format || strlen(format) >= sizeof ((struct store_artifact *)0)->format)
 		return err_set(e, NN_EINVAL, "invalid", "format", "format must be 1 to 15 chars");
 	char art[STORE_ID_CAP], state[16], tenant[STORE_ID_CAP];
@@ -683,9 +702,11 @@ enum nn_status store_job_succeed(struct store *s, const char *job_id, const char
 	}
 	if ((st = sdb_run(c,
 			 "INSERT INTO artifacts(id, tenant_id, job_id, sha256, size, format,"
-			 " created_at) VALUES (?, ?, ?, ?, ?, ?, " NOW ")",
-			 NULL, e, "ssssis", art, tenant, job_id, artifact_sha256, artifact_size,
-			 format)))
+			 " zstd_sha256, zstd_size, created_at)"
+			 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN ?7 IS NULL THEN NULL ELSE ?8 END, "
+			 NOW ")",
+			 NULL, e, "ssssissi", art, tenant, job_id, artifact_sha256, artifact_size,
+			 format, zstd_sha256, zstd_size)))
 		goto out;
 	if ((st = sdb_run(c,
 			 "UPDATE jobs SET state = 'succeeded', progress = 1, error_code = NULL,"
@@ -810,8 +831,8 @@ enum nn_status store_artifact_get(struct store *s, const char *tenant, const cha
 	if (st)
 		return st;
 	if ((st = sdb_query(c,
-		     "SELECT id, job_id, sha256, size, format FROM artifacts"
-		     " WHERE tenant_id = ? AND id = ?",
+		     "SELECT id, job_id, sha256, size, format, zstd_sha256, zstd_size"
+		     " FROM artifacts WHERE tenant_id = ? AND id = ?",
 		     &q, e, "ss", tenant, id)))
 		goto out;
 	if ((st = sdb_row(c, q, &row, e)))
@@ -829,6 +850,16 @@ enum nn_status store_artifact_get(struct store *s, const char *tenant, const cha
 		goto out;
 	}
 	out->size = sqlite3_column_int64(q, 3);
+	out->zstd_size = -1;
+	if (sqlite3_column_type(q, 5) != SQLITE_NULL) {
+		if (!sdb_col_copy(q, 5, out->zstd_sha256, sizeof out->zstd_sha256) ||
+		    sqlite3_column_type(q, 6) == SQLITE_NULL) {
+			memset(out, 0, sizeof *out);
+			st = err_set(e, NN_EIO, "db_error", NULL, "artifact %s: corrupt row", id);
+			goto out;
+		}
+		out->zstd_size = sqlite3_column_int64(q, 6);
+	}
 out:
 	sdb_done(q);
 	sdb_conn_put(c);

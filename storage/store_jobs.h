@@ -31,7 +31,8 @@ enum nn_status store_job_insert(struct store *s, const char *tenant, const char 
 /* The API view of a job:
  * {"id","model","state","progress","error":{code,message}|null,
  *  "metrics":{"input":{...}|null,"output":{...}|null}|null (eval figures),
- *  "steps":[{"op","state","metrics":{}|null}], "artifacts":[{"id","sha256","size","format"}],
+ *  "steps":[{"op","state","metrics":{}|null}],
+ *  "artifacts":[{"id","sha256","size","format","zstd_sha256"|null,"zstd_size"|null}],
  *  "spec", "created_at","started_at"|null,"finished_at"|null} */
 enum nn_status store_job_get(struct store *s, const char *tenant, const char *id, json_t **out,
 			     struct nn_err *e);
@@ -70,10 +71,18 @@ enum nn_status store_job_event(struct store *s, const char *job_id, const char *
 			       const json_t *data, struct nn_err *e);
 enum nn_status store_job_cancel_requested(struct store *s, const char *job_id, bool *requested,
 					  struct nn_err *e);
-/* One transaction: artifact row, state succeeded, progress 1, finished_at. */
+/* One transaction: artifact row, state succeeded, progress 1, finished_at.
+ * Same as store_job_succeed_zstd with no zstd representation. */
 enum nn_status store_job_succeed(struct store *s, const char *job_id, const char *artifact_sha256,
 				 int64_t artifact_size, const char *format,
 				 char artifact_id_out[STORE_ID_CAP], struct nn_err *e);
+/* store_job_succeed that also records the blob holding the artifact's
+ * zstd-compressed bytes (zstd_sha256 NULL = none, zstd_size then ignored)
+ * in the same row, in the same transaction. */
+enum nn_status store_job_succeed_zstd(struct store *s, const char *job_id,
+				      const char *artifact_sha256, int64_t artifact_size,
+				      const char *format, const char *zstd_sha256, int64_t zstd_size,
+				      char artifact_id_out[STORE_ID_CAP], struct nn_err *e);
 enum nn_status store_job_fail(struct store *s, const char *job_id, const char *code,
 			      const char *message, struct nn_err *e);
 enum nn_status store_job_mark_canceled(struct store *s, const char *job_id, struct nn_err *e);
@@ -88,6 +97,10 @@ struct store_artifact {
 	char sha256[65];
 	int64_t size;
 	char format[16];
+	/* The zstd-compressed representation: "" and -1 when the artifact has
+	 * none (jobs that succeeded before schema migration 4). */
+	char zstd_sha256[65];
+	int64_t zstd_size;
 };
 enum nn_status store_artifact_get(struct store *s, const char *tenant, const char *id,
 				  struct store_artifact *out, struct nn_err *e);

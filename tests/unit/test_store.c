@@ -178,7 +178,7 @@ static void test_migrations(void)
 	struct store *s = open_store();
 	store_close(s);
 	raw_query("PRAGMA user_version", buf, sizeof buf);
-	CHECK(strcmp(buf, "3") == 0);
+	CHECK(strcmp(buf, "4") == 0);
 	raw_query("SELECT id FROM tenants", buf, sizeof buf);
 	CHECK(strcmp(buf, STORE_DEFAULT_TENANT) == 0);
 	raw_query("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
@@ -195,7 +195,7 @@ static void test_migrations(void)
 	s = open_store();
 	store_close(s);
 	raw_query("PRAGMA user_version", buf, sizeof buf);
-	CHECK(strcmp(buf, "3") == 0);
+	CHECK(strcmp(buf, "4") == 0);
 	raw_query("SELECT count(*) FROM tenants", buf, sizeof buf);
 	CHECK(strcmp(buf, "1") == 0);
 	raw_query("SELECT count(*) FROM models", buf, sizeof buf);
@@ -706,6 +706,80 @@ static void test_requeue_after_crash(void)
 	store_close(s);
 }
 
+/* Claims the only queued job (which must be `job`). */
+static void claim_only(struct store *s, const char *job)
+{
+	struct nn_err e = {0};
+	struct store_claim cl;
+	bool found = false;
+	CHECK_ST(store_job_claim_next(s, &cl, &found, &e), NN_OK);
+	CHECK(found && strcmp(cl.id, job) == 0);
+	if (found)
+		json_decref(cl.spec);
+}
+
+static void test_artifact_zstd(void)
+{
+	static const char SHA_Z[] =
+		"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+	struct nn_err e = {0};
+	struct store *s = open_store();
+	char model[STORE_ID_CAP], job[STORE_ID_CAP], art[STORE_ID_CAP];
+	new_model(s, SHA_A, model);
+	new_job(s, model, 1, job);
+	claim_only(s, job);
+	/* Bad zstd arguments are refused before anything is written. */
+	CHECK_ST(store_job_succeed_zstd(s, job, SHA_B, 100, "onnx", "nothex", 10, art, &e),
+		 NN_EINVAL);
+	CHECK(strcmp(e.field, "zstd_sha256") == 0);
+	CHECK_ST(store_job_succeed_zstd(s, job, SHA_B, 100, "onnx", SHA_Z, -1, art, &e), NN_EINVAL);
+	json_t *j = get_job(s, job);
+	CHECK(strcmp(jstr(j, "state"), "running") == 0);
+	json_decref(j);
+
+	bool used = true;
+	CHECK_ST(store_blob_in_use(s, SHA_Z, &used, &e), NN_OK);
+	CHECK(!used);
+	CHECK_ST(store_job_succeed_zstd(s, job, SHA_B, 100, "onnx", SHA_Z, 37, art, &e), NN_OK);
+	struct store_artifact a;
+	CHECK_ST(store_artifact_get(s, STORE_DEFAULT_TENANT, art, &a, &e), NN_OK);
+	CHECK(strcmp(a.sha256, SHA_B) == 0 && a.size == 100);
+	CHECK(strcmp(a.zstd_sha256, SHA_Z) == 0 && a.zstd_size == 37);
+	j = get_job(s, job);
+	CHECK(strcmp(jstr(j, "state"), "succeeded") == 0);
+	json_t *a0 = json_array_get(json_object_get(j, "artifacts"), 0);
+	CHECK(jstr(a0, "zstd_sha256") && strcmp(jstr(a0, "zstd_sha256"), SHA_Z) == 0);
+	CHECK(json_integer_value(json_object_get(a0, "zstd_size")) == 37);
+	json_decref(j);
+	/* Blob GC must keep the zstd copy while the artifact row exists. */
+	CHECK_ST(store_blob_in_use(s, SHA_Z, &used, &e), NN_OK);
+	CHECK(used);
+
+	/* An artifact row from before migration 4: take the columns away, go
+	 * back to version 3 and reopen; the row reads as "no zstd copy". */
+	char job2[STORE_ID_CAP], art2[STORE_ID_CAP];
+	new_job(s, model, 1, job2);
+	claim_only(s, job2);
+	CHECK_ST(store_job_succeed(s, job2, SHA_A, 55, "onnx", art2, &e), NN_OK);
+	store_close(s);
+	char buf[64];
+	raw_query("DROP INDEX artifacts_zstd_sha256", buf, sizeof buf);
+	raw_query("ALTER TABLE artifacts DROP COLUMN zstd_sha256", buf, sizeof buf);
+	raw_query("ALTER TABLE artifacts DROP COLUMN zstd_size", buf, sizeof buf);
+	raw_query("PRAGMA user_version = 3", buf, sizeof buf);
+	raw_query("SELECT count(*) FROM pragma_table_info('artifacts') WHERE name LIKE 'zstd%'", buf,
+		  sizeof buf);
+	CHECK(strcmp(buf, "0") == 0);
+	s = open_store();
+	raw_query("PRAGMA user_version", buf, sizeof buf);
+	CHECK(strcmp(buf, "4") == 0);
+	CHECK_ST(store_artifact_get(s, STORE_DEFAULT_TENANT, art2, &a, &e), NN_OK);
+	CHECK(a.size == 55 && a.zstd_sha256[0] == '\0' && a.zstd_size == -1);
+	CHECK_ST(store_artifact_get(s, STORE_DEFAULT_TENANT, art, &a, &e), NN_OK);
+	CHECK(a.size == 100 && a.zstd_sha256[0] == '\0' && a.zstd_size == -1);
+	store_close(s);
+}
+
 static void test_succeed_and_fail(void)
 {
 	struct nn_err e = {0};
@@ -746,6 +820,7 @@ static void test_succeed_and_fail(void)
 	CHECK(strcmp(a.sha256, SHA_B) == 0);
 	CHECK(a.size == 4321);
 	CHECK(strcmp(a.format, "onnx") == 0);
+	CHECK(a.zstd_sha256[0] == '\0' && a.zstd_size == -1);
 	CHECK_ST(store_artifact_get(s, "other-tenant", art, &a, &e), NN_ENOTFOUND);
 	CHECK_ST(store_artifact_get(s, STORE_DEFAULT_TENANT, "art_nope", &a, &e), NN_ENOTFOUND);
 	bool used = false;
@@ -759,10 +834,14 @@ static void test_succeed_and_fail(void)
 	json_t *arts = json_object_get(j, "artifacts");
 	CHECK(json_array_size(arts) == 1);
 	json_t *a0 = json_array_get(arts, 0);
-	static const char *const art_keys[] = {"id", "sha256", "size", "format", NULL};
+	static const char *const art_keys[] = {"id", "sha256", "size", "format", "zstd_sha256",
+					       "zstd_size", NULL};
 	CHECK(has_keys(a0, art_keys));
 	CHECK(strcmp(jstr(a0, "id"), art) == 0);
 	CHECK(json_integer_value(json_object_get(a0, "size")) == 4321);
+	/* store_job_succeed records no zstd copy. */
+	CHECK(json_is_null(json_object_get(a0, "zstd_sha256")));
+	CHECK(json_is_null(json_object_get(a0, "zstd_size")));
 	json_decref(j);
 	CHECK_ST(store_job_succeed(s, job, SHA_B, 10, "onnx", art, &e), NN_ECONFLICT);
 	CHECK_ST(store_job_fail(s, job, "x", "y", &e), NN_ECONFLICT);
@@ -1056,6 +1135,7 @@ int main(int argc, char **argv)
 		{"cancel", test_cancel},
 		{"requeue", test_requeue_after_crash},
 		{"succeed_fail", test_succeed_and_fail},
+		{"artifact_zstd", test_artifact_zstd},
 		{"datasets", test_datasets},
 		{"dataset_conflict", test_dataset_delete_conflict},
 	};
