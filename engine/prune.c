@@ -2048,11 +2048,8 @@ enum nn_status prune_run(struct onnx_model *m, const struct prune_params *p,
 		return structured_run(m, p, ctx, metrics, e);
 	if (p->method == PRUNE_DEAD)
 		return dead_run(m, p, ctx, metrics, e);
-	if (p->method != PRUNE_MAGNITUDE) {
-		static const char *const names[] = {"magnitude", "nm", "structured", "dead"};
-		return err_set(e, NN_EUNSUPPORTED, "unsupported", "",
-			       "prune method '%s' is being built (issue 4) and not available yet",
-			       names[p->method]);
-	}
+	if (p->method != PRUNE_MAGNITUDE) /* every parsed method is dispatched above */
+		return err_set(e, NN_EINTERNAL, "internal", "", "prune_run: unknown method %d",
+			       (int)p->method);
 	return magnitude_run(m, p, ctx, metrics, e);
 }
