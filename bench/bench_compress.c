@@ -15,8 +15,13 @@
  *   - the engine's quantize kernels (per channel, per tensor) over every layer;
  *   - global magnitude pruning at sparsity 0.8 over all 100M weights
  *     (prune_arrays: exact selection + zeroing), and the selection alone;
- *   - the whole steps (prune_run, quant_run and pipeline_run with both) on a
- *     model decoded by onnx_load, metrics and initializer rewriting included.
+ *   - N:M 2:4 pruning of all 100M weights (prune_nm; issue 4): along the
+ *     input dimension, i.e. along rows of the Gemm weights (contiguous
+ *     groups, the AVX2 kernel) and down the columns of the MatMul weights
+ *     (the strided column kernel);
+ *   - the whole steps (prune_run magnitude and nm, quant_run and pipeline_run
+ *     with prune + quantize) on a model decoded by onnx_load, metrics and
+ *     initializer rewriting included.
  *
  * Noise control (a shared 2-vCPU VM): the buffers the bench owns are
  * 2 MiB-aligned, MADV_HUGEPAGE and touched before timing (fresh page faults
@@ -49,6 +54,8 @@
 #define MAX_SAMPLES (MAX_REPS * MAX_SUBJECTS) /* all reference samples of a run */
 #define TARGET 0.5
 #define SPARSITY 0.8
+#define NM_N 2
+#define NM_M 4
 
 /* ---- helpers ---- */
 
@@ -129,6 +136,7 @@ static float ref_quant_per_tensor(const float *restrict w, size_t n, int8_t *res
 
 struct layer {
 	size_t outer, channels, inner; /* per-channel view, from onnx_prunable_weights */
+	size_t nm_outer, nm_len, nm_inner; /* N:M view (prune_nm_layout) */
 };
 
 struct bench {
@@ -259,6 +267,46 @@ static void finish_prune_arrays(struct bench *b)
 	check(b, zeros == prune_k(b), "prune_arrays left exactly round(0.8 n) zeros");
 }
 
+static void run_prune_nm(struct bench *b)
+{
+	struct nn_err e;
+	for (size_t l = 0; l < b->n_layers; l++) {
+		const struct layer *ly = &b->layers[l];
+		enum nn_status st = prune_nm(b->work + l * LAYER_ELEMS, ly->nm_outer, ly->nm_len,
+					     ly->nm_inner, NM_N, NM_M, NULL, NULL, NULL, &e);
+		check_status(b, st, &e, "prune_nm");
+	}
+	b->sink += (int)b->work[b->total / 3];
+}
+
+/* Every group of NM_M along the input dimension holds at most NM_N
+ * non-zeros, and exactly NM_N where the original had no zeros. */
+static void finish_prune_nm(struct bench *b)
+{
+	int ok = 1;
+	for (size_t l = 0; l < b->n_layers && ok; l++) {
+		const struct layer *ly = &b->layers[l];
+		const float *w = b->work + l * LAYER_ELEMS, *o = b->pristine + l * LAYER_ELEMS;
+		for (size_t a = 0; a < ly->nm_outer && ok; a++) {
+			for (size_t r = 0; r + NM_M <= ly->nm_len && ok; r += NM_M) {
+				for (size_t c = 0; c < ly->nm_inner; c++) {
+					size_t nz = 0, nz0 = 0;
+					for (size_t i = 0; i < NM_M; i++) {
+						size_t at = (a * ly->nm_len + r + i) * ly->nm_inner + c;
+						nz += w[at] != 0;
+						nz0 += o[at] != 0;
+					}
+					if (nz > NM_N || (nz0 == NM_M && nz != NM_N)) {
+						ok = 0;
+						break;
+					}
+				}
+			}
+		}
+	}
+	check(b, ok, "prune_nm left at most 2 non-zeros in every group of 4 input weights");
+}
+
 static void load_model(struct bench *b)
 {
 	struct nn_err e;
@@ -285,6 +333,10 @@ static void check_metrics(struct bench *b, json_t *m, const char *op)
 		double sp = json_number_value(json_object_get(m, "sparsity"));
 		check(b, fabs(sp - SPARSITY) < 1e-6, "prune metrics report sparsity 0.8");
 	}
+	if (!strcmp(op, "nm")) {
+		double sp = json_number_value(json_object_get(m, "sparsity"));
+		check(b, sp >= 0.5 - 1e-6 && sp < 0.5 + 1e-3, "nm 2:4 metrics report sparsity 0.5");
+	}
 }
 
 static void run_step(struct bench *b, int prune, enum quant_granularity g)
@@ -308,6 +360,18 @@ static void run_step(struct bench *b, int prune, enum quant_granularity g)
 static void run_prune_step(struct bench *b)
 {
 	run_step(b, 1, QUANT_PER_CHANNEL);
+}
+
+static void run_nm_step(struct bench *b)
+{
+	struct nn_err e;
+	json_t *metrics = NULL;
+	struct prune_params p = {.method = PRUNE_NM, .n = NM_N, .m = NM_M};
+	enum nn_status st = prune_run(b->model, &p, NULL, &metrics, &e);
+	check_status(b, st, &e, "prune_run nm");
+	if (st == NN_OK)
+		check_metrics(b, metrics, "nm");
+	json_decref(metrics);
 }
 
 static void run_quant_step_channel(struct bench *b)
@@ -429,14 +493,26 @@ int main(int argc, char **argv)
 		struct layer *ly = &b->layers[l];
 		char want[16];
 		snprintf(want, sizeof want, "W%zu", l);
-		int axis = -1;
-		for (size_t r = 0; r < nref; r++)
-			if (!strcmp(refs[r].init->name, want))
-				axis = refs[r].channel_axis;
+		int axis = -1, nm_axis;
+		for (size_t r = 0; r < nref; r++) {
+			if (strcmp(refs[r].init->name, want))
+				continue;
+			axis = refs[r].channel_axis;
+			struct tensor v;
+			if (onnx_initializer_view(refs[r].init, &v, &e) != NN_OK ||
+			    prune_nm_layout(&refs[r], &v, &b->layers[l].nm_outer,
+					    &b->layers[l].nm_len, &b->layers[l].nm_inner, &nm_axis,
+					    &e) != NN_OK) {
+				fprintf(stderr, "bench_compress: N:M layout of %s: %s\n", want,
+					e.message);
+				return 1;
+			}
+			tensor_free(&v);
+		}
 		if (axis == 0) {
-			*ly = (struct layer){1, (size_t)rows, (size_t)cols};
+			ly->outer = 1, ly->channels = (size_t)rows, ly->inner = (size_t)cols;
 		} else if (axis == 1) {
-			*ly = (struct layer){(size_t)rows, (size_t)cols, 1};
+			ly->outer = (size_t)rows, ly->channels = (size_t)cols, ly->inner = 1;
 		} else {
 			fprintf(stderr, "bench_compress: unexpected channel axis %d for %s\n", axis,
 				want);
@@ -476,6 +552,9 @@ int main(int argc, char **argv)
 			finish_prune_arrays),
 		SUBJECT("  of which prune_kth_abs (select)", 0, restore_work, run_prune_kth, NULL),
 		SUBJECT("prune_run step global 0.8", 1, load_model, run_prune_step, free_model),
+		SUBJECT("prune kernel nm 2:4 (prune_nm)", 1, restore_work, run_prune_nm,
+			finish_prune_nm),
+		SUBJECT("prune_run step nm 2:4", 1, load_model, run_nm_step, free_model),
 		SUBJECT("quant_run step int8 per_channel", 1, load_model, run_quant_step_channel,
 			free_model),
 		SUBJECT("quant_run step int8 per_tensor", 1, load_model, run_quant_step_tensor,
