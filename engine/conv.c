@@ -168,6 +168,160 @@ static int64_t band_rows(int64_t k, int64_t oh, int64_t ow)
 	return rows < oh ? rows : oh;
 }
 
+/* Padded or strided 1-D/2-D convolutions skip per-tap clipping and gathers:
+ * each image's group of channels is copied once into zero-bordered "phase"
+ * planes, and every im2col row of a band becomes one memcpy.
+ *
+ * Stride 1 (any dilation): one plane per channel, the input padded to
+ * Hp x Wp (H + pad_top + pad_bottom, likewise W). The output is computed on
+ * a grid of OH rows of Wp columns; grid column q reads padded input
+ * q + kh*dh*Wp + kw*dw, contiguous in q.
+ * Stride s > 1 (dilation 1): the padded input is split into sh x sw phase
+ * planes of Hph x Wph (Hph = ceil(Hp / sh)), plane (a, b) holding padded rows
+ * a, a + sh, ... and columns b, b + sw, ...; tap (kh, kw) reads plane
+ * (kh % sh, kw % sw) at grid position + (kh / sh) * Wph + kw / sw, again
+ * contiguous, on a grid of OH rows of Wph columns.
+ * sgemm writes the grid into scratch; the OW valid columns of each row are
+ * copied out (plus bias) and the wrap-around columns dropped. Reads run past
+ * the last plane by at most the largest column offset, which the buffer
+ * holds as zeros. The unpadded stride-1 case keeps im2col_2d, which needs no
+ * copy at all. */
+#define CONV_PADDED_BAND_FLOATS 65536
+#define CONV_PADDED_MAX_FLOATS ((int64_t)1 << 24)
+
+struct padded {
+	int64_t hp, wp;       /* padded input */
+	int64_t ph, pw;       /* phases per dim (the strides) */
+	int64_t hq, wq;       /* phase plane rows, columns (= grid width) */
+	int64_t plane;        /* hq * wq */
+	int64_t pad_floats;   /* cg * ph * pw planes + slack */
+	int64_t rows, band_floats;
+};
+
+static bool padded_geometry(const struct conv_window *w, int64_t cg, int64_t k, int64_t mg,
+			    struct padded *pg)
+{
+	if (w->nspatial > 2)
+		return false;
+	bool any_pad = false, strided = false;
+	for (int i = 0; i < w->nspatial; i++) {
+		any_pad |= w->pads[i] != 0 || w->pads[w->nspatial + i] != 0;
+		strided |= w->strides[i] != 1;
+	}
+	if (!any_pad && !strided) /* im2col_2d's unpadded path copies less */
+		return false;
+	struct geo2 g = geo2_of(w);
+	if (strided && (g.dh != 1 || g.dw != 1))
+		return false;
+	int64_t pb = w->nspatial == 1 ? 0 : w->pads[2], pr = w->pads[w->nspatial == 1 ? 1 : 3];
+	int64_t slack, per_row, planes;
+	if (__builtin_add_overflow(g.h, g.pt, &pg->hp) || __builtin_add_overflow(pg->hp, pb, &pg->hp) ||
+	    __builtin_add_overflow(g.w, g.pl, &pg->wp) || __builtin_add_overflow(pg->wp, pr, &pg->wp))
+		return false;
+	pg->ph = g.sh;
+	pg->pw = g.sw;
+	pg->hq = (pg->hp + g.sh - 1) / g.sh;
+	pg->wq = (pg->wp + g.sw - 1) / g.sw;
+	slack = strided ? (g.kw - 1) / g.sw : (g.kw - 1) * g.dw;
+	if (__builtin_mul_overflow(pg->hq, pg->wq, &pg->plane) ||
+	    __builtin_mul_overflow(g.sh, g.sw, &planes) ||
+	    __builtin_mul_overflow(planes, cg, &planes) ||
+	    __builtin_mul_overflow(pg->plane, planes, &pg->pad_floats) ||
+	    __builtin_add_overflow(pg->pad_floats, slack, &pg->pad_floats) ||
+	    __builtin_mul_overflow(k + mg, pg->wq, &per_row) ||
+	    pg->pad_floats > CONV_PADDED_MAX_FLOATS || per_row > CONV_PADDED_MAX_FLOATS)
+		return false;
+	/* every valid output reads inside its phase plane */
+	if ((g.oh - 1) + (g.kh - 1) * g.dh / g.sh >= pg->hq || g.ow > pg->wq)
+		return false;
+	int64_t rows = CONV_PADDED_BAND_FLOATS / per_row;
+	if (rows < 1)
+		rows = 1;
+	if (rows > g.oh)
+		rows = g.oh;
+	int64_t bands = (g.oh + rows - 1) / rows;
+	pg->rows = (g.oh + bands - 1) / bands; /* even bands */
+	pg->band_floats = per_row * pg->rows;
+	return true;
+}
+
+/* Fills the phase planes of cg channels of x (see above). */
+static void fill_phases(const struct geo2 *g, const struct padded *pg, int64_t cg, const float *x,
+			float *xp)
+{
+	memset(xp, 0, (size_t)pg->pad_floats * sizeof(float));
+	if (pg->ph == 1 && pg->pw == 1) {
+		for (int64_t c = 0; c < cg; c++)
+			for (int64_t r = 0; r < g->h; r++)
+				memcpy(xp + c * pg->plane + (r + g->pt) * pg->wq + g->pl,
+				       x + (c * g->h + r) * g->w, (size_t)g->w * sizeof(float));
+		return;
+	}
+	for (int64_t c = 0; c < cg; c++) {
+		const float *xc = x + c * g->h * g->w;
+		for (int64_t a = 0; a < pg->ph; a++) {
+			for (int64_t b = 0; b < pg->pw; b++) {
+				float *pl = xp + ((c * pg->ph + a) * pg->pw + b) * pg->plane;
+				/* padded column j * sw + b is input column j * sw + b - pl */
+				int64_t j0 = 0, j1 = pg->wq;
+				while (j0 < j1 && j0 * pg->pw + b - g->pl < 0)
+					j0++;
+				while (j1 > j0 && (j1 - 1) * pg->pw + b - g->pl >= g->w)
+					j1--;
+				for (int64_t i = 0; i < pg->hq; i++) {
+					int64_t r = i * pg->ph + a - g->pt;
+					if (r < 0 || r >= g->h)
+						continue;
+					const float *src = xc + r * g->w + b - g->pl;
+					float *dst = pl + i * pg->wq;
+					for (int64_t j = j0; j < j1; j++)
+						dst[j] = src[j * pg->pw];
+				}
+			}
+		}
+	}
+}
+
+static void conv_padded(const struct geo2 *g, const struct padded *pg, int64_t cg, int64_t mg,
+			const float *xg, const float *wg, const float *bg, float *yg,
+			float *scratch)
+{
+	float *xp = scratch, *col = scratch + pg->pad_floats;
+	int64_t k = cg * g->kh * g->kw;
+	bool strided = pg->ph != 1 || pg->pw != 1;
+	fill_phases(g, pg, cg, xg, xp);
+	for (int64_t oh0 = 0; oh0 < g->oh; oh0 += pg->rows) {
+		int64_t oh1 = oh0 + pg->rows < g->oh ? oh0 + pg->rows : g->oh;
+		int64_t nq = (oh1 - oh0) * pg->wq;
+		float *dst = col, *cbuf = col + k * nq;
+		for (int64_t c = 0; c < cg; c++)
+			for (int64_t kh = 0; kh < g->kh; kh++)
+				for (int64_t kw = 0; kw < g->kw; kw++, dst += nq) {
+					const float *src;
+					if (strided)
+						src = xp +
+						      ((c * pg->ph + kh % pg->ph) * pg->pw +
+						       kw % pg->pw) * pg->plane +
+						      (oh0 + kh / pg->ph) * pg->wq + kw / pg->pw;
+					else
+						src = xp + c * pg->plane +
+						      (oh0 + kh * g->dh) * pg->wq + kw * g->dw;
+					memcpy(dst, src, (size_t)nq * sizeof(float));
+				}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)nq, (int)k,
+			    1.0f, wg, (int)k, col, (int)nq, 0.0f, cbuf, (int)nq);
+		for (int64_t m = 0; m < mg; m++) {
+			float b = bg ? bg[m] : 0.0f;
+			for (int64_t oh = oh0; oh < oh1; oh++) {
+				const float *src = cbuf + m * nq + (oh - oh0) * pg->wq;
+				float *out = yg + (m * g->oh + oh) * g->ow;
+				for (int64_t j = 0; j < g->ow; j++)
+					out[j] = src[j] + b;
+			}
+		}
+	}
+}
+
 enum nn_status conv_check(const struct conv_params *p, size_t *scratch_bytes, struct nn_err *e)
 {
 	const struct conv_window *w = &p->win;
@@ -208,7 +362,10 @@ enum nn_status conv_check(const struct conv_params *p, size_t *scratch_bytes, st
 			return err_set(e, NN_ETOOBIG, "too_large", "",
 				       "Conv: im2col buffer size overflows");
 		bytes = (size_t)elems;
-		if (w->nspatial <= 2) {
+		struct padded pg;
+		if (padded_geometry(w, cg, k, mg, &pg)) {
+			bytes = (size_t)(pg.pad_floats + pg.band_floats) * sizeof(float);
+		} else if (w->nspatial <= 2) {
 			struct geo2 g2 = geo2_of(w);
 			bytes = (size_t)(k * band_rows(k, g2.oh, g2.ow) * g2.ow) * sizeof(float);
 		}
@@ -391,6 +548,8 @@ void conv_run(const struct conv_params *p, const float *x, const float *w, const
 	bool pointwise = conv_is_pointwise(win);
 	struct geo2 g2 = geo2_of(win);
 	int64_t rows = band_rows(k, g2.oh, g2.ow);
+	struct padded pg;
+	bool padded = !pointwise && padded_geometry(win, cg, k, mg, &pg);
 	for (int64_t n = 0; n < p->batch; n++) {
 		for (int64_t g = 0; g < p->group; g++) {
 			const float *xg = x + (n * p->in_channels + g * cg) * inn;
@@ -398,6 +557,10 @@ void conv_run(const struct conv_params *p, const float *x, const float *w, const
 			float *yg = y + (n * p->out_channels + g * mg) * outn;
 			const float *bg = bias ? bias + g * mg : NULL;
 			float beta = bias ? 1.0f : 0.0f;
+			if (padded) {
+				conv_padded(&g2, &pg, cg, mg, xg, wg, bg, yg, scratch);
+				continue;
+			}
 			if (pointwise || ns > 2) {
 				if (bg)
 					fill_bias(yg, mg, outn, outn, bg);

@@ -174,7 +174,8 @@ static int case_conv_matches_reference(void)
 }
 
 /* Convolutions large enough that conv_run's im2col runs in several bands of
- * output rows (and one with a single row per band), against the reference. */
+ * output rows (and one with a single row per band), against the reference;
+ * the padded, strided and depthwise shapes take the phase-plane path. */
 static int case_bands_match_reference(void)
 {
 	static const struct {
@@ -185,6 +186,9 @@ static int case_bands_match_reference(void)
 		{12, 6, 2, 37, 45, 5, 2, 1, 2},  /* strided, padded, grouped */
 		{8, 8, 1, 30, 50, 3, 1, 2, 0},   /* dilated, unpadded stride 1 */
 		{6, 6, 6, 70, 70, 3, 1, 1, 1},   /* depthwise: K 9, many rows */
+		{8, 8, 1, 20, 23, 3, 3, 1, 1},   /* stride 3, padded: 9 phase planes */
+		{16, 32, 1, 14, 14, 1, 2, 1, 0}, /* 1x1 stride 2 (ResNet projection) */
+		{4, 4, 1, 17, 19, 3, 1, 2, 2},   /* dilated and padded */
 	};
 	double max_err = 0.0;
 	for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
@@ -205,10 +209,18 @@ static int case_bands_match_reference(void)
 		      e.message);
 		CHECK(conv_check(&p, &sb, &e) == NN_OK, "%s", e.message);
 		int64_t k = shapes[t].c / shapes[t].group * shapes[t].k * shapes[t].k;
-		/* Bands keep scratch near 128 KiB, never below one output row. */
+		/* Bands keep scratch near 128 KiB (im2col) or 256 KiB (padded or
+		 * strided convs, which add one group's padded input, split into
+		 * stride x stride phase planes), never below one output row. */
 		size_t row_bytes = (size_t)(k * p.win.out[1]) * sizeof(float);
-		CHECK(sb <= (row_bytes > 131072 ? row_bytes : 131072) && sb >= row_bytes,
-		      "shape %zu: scratch %zu bytes", t, sb);
+		bool phased = shapes[t].pad != 0 || shapes[t].s != 1;
+		int64_t hq = (shapes[t].h + 2 * shapes[t].pad + shapes[t].s - 1) / shapes[t].s;
+		int64_t wq = (shapes[t].w + 2 * shapes[t].pad + shapes[t].s - 1) / shapes[t].s;
+		size_t input_bytes = (size_t)(shapes[t].c / shapes[t].group * hq * wq * shapes[t].s *
+					      shapes[t].s + shapes[t].k) * sizeof(float);
+		size_t band_cap = phased ? 262144 : 131072;
+		size_t cap = (row_bytes > band_cap ? row_bytes : band_cap) + (phased ? input_bytes : 0);
+		CHECK(sb <= cap && sb >= row_bytes, "shape %zu: scratch %zu bytes (cap %zu)", t, sb, cap);
 		int64_t nx = p.batch * p.in_channels * p.win.in[0] * p.win.in[1];
 		int64_t ny = p.batch * p.out_channels * p.win.out[0] * p.win.out[1];
 		int64_t nw = p.out_channels * k;
