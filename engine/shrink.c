@@ -1196,13 +1196,61 @@ static enum nn_status slice_init(Onnx__TensorProto *init, int axis, int64_t blk,
 			inner *= v.shape[d];
 	}
 	shape[axis] = kept * blk;
+	size_t run = (size_t)(blk * inner);
+	if (!v.owned) {
+		/* Compact in place: every kept run moves to a lower or equal
+		 * offset, so memmove in order never overwrites what is still to
+		 * be read, and no new memory is faulted in (a big model's
+		 * weights would otherwise be copied once per sliced axis). */
+		float *base = v.data, *dst = base;
+		if (run == 1) {
+			/* one float per channel (the input axis of a [N,K] weight):
+			 * a plain forward gather, not a memmove call per element */
+			int64_t *idx = malloc((size_t)kept * sizeof *idx);
+			if (!idx)
+				return err_set(e, NN_ENOMEM, "out_of_memory", "",
+					       "no memory for channel surgery");
+			int64_t k = 0;
+			for (int64_t c = 0; c < n; c++)
+				if (keep[c])
+					idx[k++] = c;
+			for (int64_t o = 0; o < outer; o++) {
+				const float *row = base + (size_t)o * (size_t)n;
+				for (int64_t j = 0; j < kept; j++)
+					dst[j] = row[idx[j]];
+				dst += kept;
+			}
+			free(idx);
+		} else {
+			for (int64_t o = 0; o < outer; o++) {
+				const float *row = base + (size_t)o * (size_t)(n * blk * inner);
+				for (int64_t c = 0; c < n; c++) {
+					if (!keep[c])
+						continue;
+					if (dst != row + (size_t)c * run)
+						memmove(dst, row + (size_t)c * run, run * sizeof *dst);
+					dst += run;
+				}
+			}
+		}
+		size_t bytes = (size_t)(dst - base) * sizeof *dst;
+		init->dims[axis] = kept * blk;
+		if (init->has_raw_data && init->raw_data.data == (uint8_t *)base) {
+			init->raw_data.len = bytes;
+			uint8_t *shrunk = bytes ? realloc(init->raw_data.data, bytes) : NULL;
+			if (shrunk)
+				init->raw_data.data = shrunk;
+		} else {
+			init->n_float_data = bytes / sizeof(float);
+		}
+		return NN_OK;
+	}
 	if ((st = tensor_alloc(&nt, DT_FLOAT, v.ndim, shape, e)) != NN_OK) {
 		tensor_free(&v);
 		return st;
 	}
 	const float *src = v.data;
 	float *dst = nt.data;
-	size_t run = (size_t)(blk * inner);
 	for (int64_t o = 0; o < outer; o++) {
 		const float *row = src + (size_t)o * (size_t)(n * blk * inner);
 		for (int64_t c = 0; c < n; c++) {
