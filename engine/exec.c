@@ -364,7 +364,8 @@ enum nn_status exec_tensor_proto(const Onnx__TensorProto *init, const char *nm,
 		return err_set(e, NN_EINVAL, "invalid_model", "",
 			       "tensor '%.100s' holds %zu bytes, its shape needs %zu", nm, have,
 			       bytes);
-	if (src_es == es && aligned_for(src, es)) {
+	/* An empty tensor still gets a data pointer: ops tell constants by it. */
+	if (src && src_es == es && aligned_for(src, es)) {
 		t->data = (void *)src;
 		return NN_OK;
 	}
@@ -372,7 +373,8 @@ enum nn_status exec_tensor_proto(const Onnx__TensorProto *init, const char *nm,
 	if (!buf)
 		return err_set(e, NN_ENOMEM, "out_of_memory", "", "copying tensor '%.100s'", nm);
 	if (src_es == es) {
-		memcpy(buf, src, bytes);
+		if (bytes)
+			memcpy(buf, src, bytes);
 	} else {
 		for (int64_t i = 0; i < numel; i++) {
 			const unsigned char *s = (const unsigned char *)src + (size_t)i * src_es;

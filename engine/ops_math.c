@@ -5,6 +5,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -473,6 +474,492 @@ static enum nn_status run_softmax(const struct exec_run_ctx *c, struct nn_err *e
 	return NN_OK;
 }
 
+/* ---- Exp, Log, Round (float32) ---- */
+
+static enum nn_status run_exp(const struct exec_run_ctx *c, struct nn_err *e)
+{
+	(void)e;
+	const float *x = c->in[0].data;
+	float *y = c->out[0].data;
+	int64_t n = exec_numel(&c->out[0]);
+	for (int64_t i = 0; i < n; i++)
+		y[i] = expf(x[i]);
+	return NN_OK;
+}
+
+static enum nn_status run_log(const struct exec_run_ctx *c, struct nn_err *e)
+{
+	(void)e;
+	const float *x = c->in[0].data;
+	float *y = c->out[0].data;
+	int64_t n = exec_numel(&c->out[0]);
+	for (int64_t i = 0; i < n; i++)
+		y[i] = logf(x[i]);
+	return NN_OK;
+}
+
+/* ONNX Round: halves to even, which rintf does in the default rounding mode
+ * (the executor never changes it). */
+static enum nn_status run_round(const struct exec_run_ctx *c, struct nn_err *e)
+{
+	(void)e;
+	const float *x = c->in[0].data;
+	float *y = c->out[0].data;
+	int64_t n = exec_numel(&c->out[0]);
+	for (int64_t i = 0; i < n; i++)
+		y[i] = rintf(x[i]);
+	return NN_OK;
+}
+
+/* ---- Max / Min (variadic, multidirectional broadcasting) ---- */
+
+static bool minmax_dtype_ok(enum dtype dt)
+{
+	return dt == DT_FLOAT || dt == DT_DOUBLE || dt == DT_INT32 || dt == DT_INT64;
+}
+
+static enum nn_status infer_minmax(struct exec_infer_ctx *c, struct nn_err *e)
+{
+	if (c->n_in < 1 || c->n_out < 1)
+		return exec_node_err(e, NN_EINVAL, c->node, "takes at least 1 input and 1 output");
+	enum dtype dt = c->in[0].dtype;
+	if (!minmax_dtype_ok(dt))
+		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "dtype %s is not supported",
+				     dtype_name(dt));
+	struct tensor o = c->in[0];
+	for (size_t k = 1; k < c->n_in; k++) {
+		if (c->in[k].dtype != dt)
+			return exec_node_err(e, NN_EINVAL, c->node, "inputs have dtypes %s and %s",
+					     dtype_name(dt), dtype_name(c->in[k].dtype));
+		struct tensor b = {0};
+		if (!ops_broadcast_shape(&o, &c->in[k], &b))
+			return exec_node_err(e, NN_EINVAL, c->node, "input shapes do not broadcast");
+		o.ndim = b.ndim;
+		memcpy(o.shape, b.shape, sizeof o.shape);
+	}
+	set_out(&c->out[0], dt, o.ndim, o.shape);
+	return NN_OK;
+}
+
+/* NaN wins (numpy's maximum/minimum, which ONNX's reference uses). */
+#define MM_F(is_max, a, b) ((a) != (a) ? (a) : (b) != (b) ? (b) : (is_max) ? ((a) > (b) ? (a) : (b)) : ((a) < (b) ? (a) : (b)))
+
+static void minmax_step(enum dtype dt, bool is_max, bool first, const void *a, int64_t ia,
+			void *y, int64_t iy)
+{
+	switch (dt) {
+	case DT_FLOAT: {
+		float v = ((const float *)a)[ia], *r = (float *)y + iy;
+		*r = first ? v : MM_F(is_max, *r, v);
+		break;
+	}
+	case DT_DOUBLE: {
+		double v = ((const double *)a)[ia], *r = (double *)y + iy;
+		*r = first ? v : MM_F(is_max, *r, v);
+		break;
+	}
+	case DT_INT32: {
+		int32_t v = ((const int32_t *)a)[ia], *r = (int32_t *)y + iy;
+		*r = first ? v : is_max ? (*r > v ? *r : v) : (*r < v ? *r : v);
+		break;
+	}
+	default: {
+		int64_t v = ((const int64_t *)a)[ia], *r = (int64_t *)y + iy;
+		*r = first ? v : is_max ? (*r > v ? *r : v) : (*r < v ? *r : v);
+		break;
+	}
+	}
+}
+
+static enum nn_status run_minmax(const struct exec_run_ctx *c, struct nn_err *e)
+{
+	(void)e;
+	const struct tensor *y = &c->out[0];
+	bool is_max = strcmp(c->node->op_type, "Max") == 0;
+	int64_t n = exec_numel(y);
+	for (size_t k = 0; k < c->n_in && n > 0; k++) {
+		const struct tensor *a = &c->in[k];
+		int64_t sa[TENSOR_MAX_DIMS], idx[TENSOR_MAX_DIMS] = {0}, off = 0;
+		bcast_strides(a, y, sa);
+		for (int64_t i = 0; i < n; i++) {
+			minmax_step(y->dtype, is_max, k == 0, a->data, off, y->data, i);
+			for (int d = y->ndim - 1; d >= 0; d--) {
+				idx[d]++;
+				off += sa[d];
+				if (idx[d] < y->shape[d])
+					break;
+				off -= sa[d] * idx[d];
+				idx[d] = 0;
+			}
+		}
+	}
+	return NN_OK;
+}
+
+/* ---- Cast ---- */
+
+static bool cast_dtype_ok(enum dtype dt)
+{
+	switch (dt) {
+	case DT_FLOAT:
+	case DT_DOUBLE:
+	case DT_INT8:
+	case DT_UINT8:
+	case DT_INT16:
+	case DT_UINT16:
+	case DT_INT32:
+	case DT_UINT32:
+	case DT_INT64:
+	case DT_UINT64:
+	case DT_BOOL:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static enum nn_status infer_cast(struct exec_infer_ctx *c, struct nn_err *e)
+{
+	enum nn_status st = want_io(c, 1, 1, e);
+	if (st != NN_OK)
+		return st;
+	const Onnx__AttributeProto *a = exec_attr_find(c->node, "to");
+	if (!a)
+		return exec_node_err(e, NN_EINVAL, c->node, "attribute 'to' is required");
+	enum dtype to = (enum dtype)a->i;
+	if (!cast_dtype_ok(c->in[0].dtype) || !cast_dtype_ok(to))
+		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "cast from %s to %s is not supported",
+				     dtype_name(c->in[0].dtype), dtype_name(to));
+	set_out(&c->out[0], to, c->in[0].ndim, c->in[0].shape);
+	return NN_OK;
+}
+
+/* Element i of a Cast input: floats as double, integers exactly in one of
+ * the two 64-bit forms. */
+struct cast_val {
+	bool is_float, is_unsigned;
+	double f;
+	int64_t i;
+	uint64_t u;
+};
+
+static struct cast_val cast_read(enum dtype dt, const void *p, int64_t i)
+{
+	struct cast_val v = {0};
+	switch (dt) {
+	case DT_FLOAT:
+		v.is_float = true, v.f = ((const float *)p)[i];
+		break;
+	case DT_DOUBLE:
+		v.is_float = true, v.f = ((const double *)p)[i];
+		break;
+	case DT_UINT64:
+		v.is_unsigned = true, v.u = ((const uint64_t *)p)[i];
+		break;
+	default: {
+		struct tensor t = {0};
+		t.dtype = dt;
+		t.data = (void *)p;
+		v.i = ops_int_at(&t, i);
+		break;
+	}
+	}
+	return v;
+}
+
+/* Out-of-range values have no ONNX result; they saturate (NaN gives 0) so
+ * that no input reaches undefined behaviour. */
+static int64_t cast_to_i64(struct cast_val v, int64_t lo, int64_t hi)
+{
+	if (v.is_float) {
+		if (v.f != v.f)
+			return 0;
+		if (v.f <= (double)lo)
+			return lo;
+		if (v.f >= (double)hi)
+			return hi;
+		return (int64_t)v.f;
+	}
+	if (v.is_unsigned)
+		return v.u > (uint64_t)hi ? hi : (int64_t)v.u;
+	return v.i < lo ? lo : v.i > hi ? hi : v.i;
+}
+
+static uint64_t cast_to_u64(struct cast_val v, uint64_t hi)
+{
+	if (v.is_float) {
+		if (v.f != v.f || v.f <= 0.0)
+			return 0;
+		if (v.f >= (double)hi)
+			return hi;
+		return (uint64_t)v.f;
+	}
+	if (v.is_unsigned)
+		return v.u > hi ? hi : v.u;
+	return v.i < 0 ? 0 : (uint64_t)v.i > hi ? hi : (uint64_t)v.i;
+}
+
+static enum nn_status run_cast(const struct exec_run_ctx *c, struct nn_err *e)
+{
+	(void)e;
+	enum dtype from = c->in[0].dtype, to = c->out[0].dtype;
+	const void *x = c->in[0].data;
+	void *y = c->out[0].data;
+	int64_t n = exec_numel(&c->out[0]);
+	for (int64_t i = 0; i < n; i++) {
+		struct cast_val v = cast_read(from, x, i);
+		double f = v.is_float ? v.f : v.is_unsigned ? (double)v.u : (double)v.i;
+		switch (to) {
+		case DT_FLOAT:
+			((float *)y)[i] = (float)f;
+			break;
+		case DT_DOUBLE:
+			((double *)y)[i] = f;
+			break;
+		case DT_BOOL:
+			((uint8_t *)y)[i] = v.is_float ? v.f != 0.0 : v.is_unsigned ? v.u != 0 : v.i != 0;
+			break;
+		case DT_INT8:
+			((int8_t *)y)[i] = (int8_t)cast_to_i64(v, INT8_MIN, INT8_MAX);
+			break;
+		case DT_INT16:
+			((int16_t *)y)[i] = (int16_t)cast_to_i64(v, INT16_MIN, INT16_MAX);
+			break;
+		case DT_INT32:
+			((int32_t *)y)[i] = (int32_t)cast_to_i64(v, INT32_MIN, INT32_MAX);
+			break;
+		case DT_INT64:
+			/* 2^63 is exact in double; the largest double below it converts */
+			((int64_t *)y)[i] = cast_to_i64(v, INT64_MIN, INT64_MAX);
+			break;
+		case DT_UINT8:
+			((uint8_t *)y)[i] = (uint8_t)cast_to_u64(v, UINT8_MAX);
+			break;
+		case DT_UINT16:
+			((uint16_t *)y)[i] = (uint16_t)cast_to_u64(v, UINT16_MAX);
+			break;
+		case DT_UINT32:
+			((uint32_t *)y)[i] = (uint32_t)cast_to_u64(v, UINT32_MAX);
+			break;
+		default:
+			((uint64_t *)y)[i] = cast_to_u64(v, UINT64_MAX);
+			break;
+		}
+	}
+	return NN_OK;
+}
+
+/* ---- ReduceMax / ReduceMin / ReduceSum / ReduceMean ----
+ *
+ * Axes come from the "axes" attribute, or from the optional second input
+ * from opset 13 (ReduceSum) / 18 (the others), where it must be a
+ * compile-time constant (the plan's shapes depend on it). No axes reduce
+ * every axis, unless noop_with_empty_axes = 1 (input-axes opsets only),
+ * which makes the node an identity. An empty reduction gives 0 (Sum), NaN
+ * (Mean), -inf / +inf (Max / Min; the type's min / max for integers). */
+
+enum reduce_kind { R_MAX, R_MIN, R_SUM, R_MEAN };
+
+struct reduce_geom {
+	enum reduce_kind kind;
+	bool noop;
+	int ndim;
+	int64_t shape[TENSOR_MAX_DIMS];  /* input */
+	int64_t ostride[TENSOR_MAX_DIMS]; /* output element stride per input dim, 0 if reduced */
+	int64_t count;                    /* elements per output element */
+};
+
+static enum reduce_kind reduce_kind_of(const char *op)
+{
+	return !strcmp(op, "ReduceMax") ? R_MAX
+	       : !strcmp(op, "ReduceMin") ? R_MIN
+	       : !strcmp(op, "ReduceSum") ? R_SUM
+					  : R_MEAN;
+}
+
+static bool reduce_axes_input(enum reduce_kind k, int64_t opset)
+{
+	return k == R_SUM ? opset >= 13 : opset >= 18;
+}
+
+static enum nn_status infer_reduce(struct exec_infer_ctx *c, struct nn_err *e)
+{
+	enum nn_status st = want_io(c, 1, 2, e);
+	if (st != NN_OK)
+		return st;
+	enum reduce_kind kind = reduce_kind_of(c->node->op_type);
+	const struct tensor *x = &c->in[0];
+	enum dtype dt = x->dtype;
+	bool ok = dt == DT_FLOAT || dt == DT_DOUBLE || (kind != R_MEAN && (dt == DT_INT32 ||
+									    dt == DT_INT64));
+	if (!ok)
+		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "dtype %s is not supported",
+				     dtype_name(dt));
+	int r = x->ndim;
+	int64_t keep = exec_attr_int(c->node, "keepdims", 1);
+	int64_t noop_empty = exec_attr_int(c->node, "noop_with_empty_axes", 0);
+	if ((keep != 0 && keep != 1) || (noop_empty != 0 && noop_empty != 1))
+		return exec_node_err(e, NN_EINVAL, c->node,
+				     "keepdims and noop_with_empty_axes must be 0 or 1");
+	int64_t axes[TENSOR_MAX_DIMS];
+	size_t n_axes = 0;
+	bool from_input = reduce_axes_input(kind, c->opset);
+	if (from_input) {
+		if (c->n_in > 2 || (c->n_in == 2 && has_in(c, 1) && c->in[1].dtype != DT_INT64))
+			return exec_node_err(e, NN_EINVAL, c->node, "axes must be an int64 tensor");
+		if (has_in(c, 1)) {
+			const struct tensor *a = &c->in[1];
+			if (!a->data)
+				return exec_node_err(e, NN_EUNSUPPORTED, c->node,
+						     "axes must be a constant (the output shape "
+						     "depends on it)");
+			if (a->ndim != 1 || a->shape[0] > r)
+				return exec_node_err(e, NN_EINVAL, c->node,
+						     "axes must be 1-D with at most %d values", r);
+			n_axes = (size_t)a->shape[0];
+			for (size_t i = 0; i < n_axes; i++)
+				axes[i] = ((const int64_t *)a->data)[i];
+		}
+	} else {
+		if (c->n_in > 1)
+			return exec_node_err(e, NN_EINVAL, c->node,
+					     "takes 1 input before opset %d",
+					     kind == R_SUM ? 13 : 18);
+		const int64_t *v;
+		size_t n;
+		if (exec_attr_ints(c->node, "axes", &v, &n)) {
+			if (n > (size_t)r)
+				return exec_node_err(e, NN_EINVAL, c->node,
+						     "axes has %zu values for rank %d", n, r);
+			n_axes = n;
+			memcpy(axes, v, n * sizeof *v);
+		}
+		noop_empty = 0;
+	}
+	struct reduce_geom *g = calloc(1, sizeof *g);
+	if (!g)
+		return exec_node_err(e, NN_ENOMEM, c->node, "out of memory");
+	g->kind = kind;
+	g->ndim = r;
+	memcpy(g->shape, x->shape, sizeof g->shape);
+	bool red[TENSOR_MAX_DIMS] = {false};
+	for (size_t i = 0; i < n_axes; i++) {
+		int64_t a = axes[i] < 0 ? axes[i] + r : axes[i];
+		if (a < 0 || a >= r || red[a]) {
+			free(g);
+			return exec_node_err(e, NN_EINVAL, c->node,
+					     "axis %lld is out of range for rank %d or repeated",
+					     (long long)axes[i], r);
+		}
+		red[a] = true;
+	}
+	if (n_axes == 0) {
+		if (noop_empty) {
+			g->noop = true;
+			set_out(&c->out[0], dt, r, x->shape);
+			c->priv = g;
+			return NN_OK;
+		}
+		for (int d = 0; d < r; d++)
+			red[d] = true;
+	}
+	int64_t oshape[TENSOR_MAX_DIMS];
+	int on = 0;
+	g->count = 1;
+	for (int d = 0; d < r; d++) {
+		if (red[d]) {
+			g->count *= x->shape[d];
+			if (keep)
+				oshape[on++] = 1;
+		} else {
+			oshape[on++] = x->shape[d];
+		}
+	}
+	int64_t s = 1;
+	for (int d = r - 1; d >= 0; d--) {
+		g->ostride[d] = red[d] ? 0 : s;
+		if (!red[d])
+			s *= x->shape[d];
+	}
+	set_out(&c->out[0], dt, on, oshape);
+	c->priv = g;
+	return NN_OK;
+}
+
+#define DEF_REDUCE(NAME, T, LOWEST, HIGHEST, ACC)                                             \
+	static void NAME(const struct reduce_geom *g, const T *x, T *y, int64_t nx, int64_t ny) \
+	{                                                                                       \
+		for (int64_t i = 0; i < ny; i++)                                                \
+			y[i] = g->kind == R_MAX ? (LOWEST) : g->kind == R_MIN ? (HIGHEST) : (T)0; \
+		int64_t idx[TENSOR_MAX_DIMS] = {0}, o = 0;                                      \
+		int last = g->ndim - 1;                                                         \
+		for (int64_t i = 0; i < nx; i++) {                                              \
+			T v = x[i], *r = y + o;                                                 \
+			switch (g->kind) {                                                      \
+			case R_MAX:                                                             \
+				if (v > *r || v != v)                                           \
+					*r = *r != *r ? *r : v;                                 \
+				break;                                                          \
+			case R_MIN:                                                             \
+				if (v < *r || v != v)                                           \
+					*r = *r != *r ? *r : v;                                 \
+				break;                                                          \
+			default:                                                                \
+				*r = ACC(*r, v);                                                \
+				break;                                                          \
+			}                                                                       \
+			for (int d = last; d >= 0; d--) {                                       \
+				idx[d]++;                                                       \
+				o += g->ostride[d];                                             \
+				if (idx[d] < g->shape[d])                                       \
+					break;                                                  \
+				o -= g->ostride[d] * idx[d];                                    \
+				idx[d] = 0;                                                     \
+			}                                                                       \
+		}                                                                               \
+		if (g->kind == R_MEAN)                                                          \
+			for (int64_t i = 0; i < ny; i++)                                        \
+				y[i] = (T)(y[i] / (T)g->count);                                 \
+	}
+
+#define ADD_PLAIN(a, b) ((a) + (b))
+/* integer sums wrap (no undefined overflow on untrusted data) */
+#define ADD_WRAP32(a, b) ((int32_t)((uint32_t)(a) + (uint32_t)(b)))
+#define ADD_WRAP64(a, b) ((int64_t)((uint64_t)(a) + (uint64_t)(b)))
+DEF_REDUCE(reduce_f32, float, -INFINITY, INFINITY, ADD_PLAIN)
+DEF_REDUCE(reduce_f64, double, -INFINITY, INFINITY, ADD_PLAIN)
+DEF_REDUCE(reduce_i32, int32_t, INT32_MIN, INT32_MAX, ADD_WRAP32)
+DEF_REDUCE(reduce_i64, int64_t, INT64_MIN, INT64_MAX, ADD_WRAP64)
+
+static enum nn_status run_reduce(const struct exec_run_ctx *c, struct nn_err *e)
+{
+	(void)e;
+	const struct reduce_geom *g = c->priv;
+	const struct tensor *x = &c->in[0], *y = &c->out[0];
+	int64_t nx = exec_numel(x), ny = exec_numel(y);
+	if (g->noop) {
+		size_t b = (size_t)nx * dtype_size(x->dtype);
+		if (b && y->data != x->data)
+			memcpy(y->data, x->data, b);
+		return NN_OK;
+	}
+	switch (x->dtype) {
+	case DT_FLOAT:
+		reduce_f32(g, x->data, y->data, nx, ny);
+		break;
+	case DT_DOUBLE:
+		reduce_f64(g, x->data, y->data, nx, ny);
+		break;
+	case DT_INT32:
+		reduce_i32(g, x->data, y->data, nx, ny);
+		break;
+	default:
+		reduce_i64(g, x->data, y->data, nx, ny);
+		break;
+	}
+	return NN_OK;
+}
+
 const struct exec_op exec_ops_math[] = {
 	{"", "Add", NULL, infer_binary, run_binary, NULL},
 	{"", "Sub", NULL, infer_binary, run_binary, NULL},
@@ -489,5 +976,15 @@ const struct exec_op exec_ops_math[] = {
 	{"", "Clip", NULL, infer_clip, run_clip, NULL},
 	{"", "Softmax", NULL, infer_softmax, run_softmax, NULL},
 	{"", "LogSoftmax", NULL, infer_softmax, run_softmax, NULL},
+	{"", "Exp", NULL, infer_unary, run_exp, NULL},
+	{"", "Log", NULL, infer_unary, run_log, NULL},
+	{"", "Round", NULL, infer_unary, run_round, NULL},
+	{"", "Max", NULL, infer_minmax, run_minmax, NULL},
+	{"", "Min", NULL, infer_minmax, run_minmax, NULL},
+	{"", "Cast", NULL, infer_cast, run_cast, NULL},
+	{"", "ReduceMax", NULL, infer_reduce, run_reduce, NULL},
+	{"", "ReduceMin", NULL, infer_reduce, run_reduce, NULL},
+	{"", "ReduceSum", NULL, infer_reduce, run_reduce, NULL},
+	{"", "ReduceMean", NULL, infer_reduce, run_reduce, NULL},
 };
 const size_t exec_ops_math_count = sizeof exec_ops_math / sizeof exec_ops_math[0];

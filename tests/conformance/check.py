@@ -29,6 +29,9 @@ ISSUE3_OPS = """Gemm MatMul Add Sub Mul Div Relu LeakyRelu Sigmoid Tanh Gelu Erf
 Clip Softmax LogSoftmax Flatten Reshape Transpose Concat Identity Dropout Conv MaxPool
 AveragePool GlobalAveragePool BatchNormalization Constant Shape Gather Unsqueeze
 DequantizeLinear QuantizeLinear DynamicQuantizeLinear MatMulInteger""".split()
+# Added after issue 3 so that the `_expanded` cases of Softmax, LogSoftmax and
+# DynamicQuantizeLinear run (their function bodies use them); their own cases are listed too.
+ISSUE3_OPS += """ReduceMax ReduceMin ReduceSum ReduceMean Exp Log Max Min Round Cast""".split()
 
 HEADER = """\
 # ONNX backend conformance cases for the operators of issue 3, run through nncd's executor
