@@ -8,6 +8,10 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define CONV_X86 1
+#endif
 
 /* ---- window geometry ---- */
 
@@ -231,6 +235,7 @@ static bool padded_geometry(const struct conv_window *w, int64_t cg, int64_t k, 
 	    __builtin_mul_overflow(k + mg, pg->wq, &per_row) ||
 	    pg->pad_floats > CONV_PADDED_MAX_FLOATS || per_row > CONV_PADDED_MAX_FLOATS)
 		return false;
+	pg->pad_floats = (pg->pad_floats + 15) & ~(int64_t)15; /* the band starts 64-byte aligned */
 	/* every valid output reads inside its phase plane */
 	if ((g.oh - 1) + (g.kh - 1) * g.dh / g.sh >= pg->hq || g.ow > pg->wq)
 		return false;
@@ -259,8 +264,9 @@ static void fill_phases(const struct geo2 *g, const struct padded *pg, int64_t c
 	}
 	for (int64_t c = 0; c < cg; c++) {
 		const float *xc = x + c * g->h * g->w;
-		for (int64_t a = 0; a < pg->ph; a++) {
-			for (int64_t b = 0; b < pg->pw; b++) {
+		/* phases no tap reads (a >= KH or b >= KW: 1x1 strided) stay zero */
+		for (int64_t a = 0; a < pg->ph && a < g->kh; a++) {
+			for (int64_t b = 0; b < pg->pw && b < g->kw; b++) {
 				float *pl = xp + ((c * pg->ph + a) * pg->pw + b) * pg->plane;
 				/* padded column j * sw + b is input column j * sw + b - pl */
 				int64_t j0 = 0, j1 = pg->wq;
@@ -282,34 +288,134 @@ static void fill_phases(const struct geo2 *g, const struct padded *pg, int64_t c
 	}
 }
 
+/* Offset in the phase buffer of tap t = (c, kh, kw) at grid position 0 of
+ * band row oh0. */
+static int64_t tap_offset(const struct geo2 *g, const struct padded *pg, int64_t c, int64_t kh,
+			  int64_t kw, int64_t oh0)
+{
+	if (pg->ph != 1 || pg->pw != 1)
+		return ((c * pg->ph + kh % pg->ph) * pg->pw + kw % pg->pw) * pg->plane +
+		       (oh0 + kh / pg->ph) * pg->wq + kw / pg->pw;
+	return c * pg->plane + (oh0 + kh * g->dh) * pg->wq + kw * g->dw;
+}
+
+#ifdef CONV_X86
+/* Implicit GEMM on the grid: cbuf[m][q] = sum_t w[m][t] * xp[off[t] + q] for
+ * q < nq, m < mg: tiles of 6 output channels x 64 grid positions in 24 zmm
+ * accumulators, the tap loop innermost; the last tile of a row is masked.
+ * Each output is summed over t in order, whatever its tile. */
+/* One tile: MR (a constant after inlining) channels x 64 positions. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+grid_tile_avx512(const int mr, const float *xp, const int64_t *off, int64_t k, const float *wm,
+		 int64_t q0, const __mmask16 *mk, float *cb, int64_t nq)
+{
+	__m512 acc[6][4];
+	_Pragma("GCC unroll 6") for (int i = 0; i < mr; i++)
+		_Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
+			acc[i][v] = _mm512_setzero_ps();
+	for (int64_t t = 0; t < k; t++) {
+		const float *src = xp + off[t] + q0;
+		__m512 x0 = _mm512_maskz_loadu_ps(mk[0], src);
+		__m512 x1 = _mm512_maskz_loadu_ps(mk[1], src + 16);
+		__m512 x2 = _mm512_maskz_loadu_ps(mk[2], src + 32);
+		__m512 x3 = _mm512_maskz_loadu_ps(mk[3], src + 48);
+		_Pragma("GCC unroll 6") for (int i = 0; i < mr; i++) {
+			__m512 wv = _mm512_set1_ps(wm[i * k + t]);
+			acc[i][0] = _mm512_fmadd_ps(wv, x0, acc[i][0]);
+			acc[i][1] = _mm512_fmadd_ps(wv, x1, acc[i][1]);
+			acc[i][2] = _mm512_fmadd_ps(wv, x2, acc[i][2]);
+			acc[i][3] = _mm512_fmadd_ps(wv, x3, acc[i][3]);
+		}
+	}
+	_Pragma("GCC unroll 6") for (int i = 0; i < mr; i++)
+		_Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
+			_mm512_mask_storeu_ps(cb + i * nq + q0 + 16 * v, mk[v], acc[i][v]);
+}
+
+__attribute__((target("avx512f"))) static void grid_gemm_avx512(const float *xp,
+								  const int64_t *off, int64_t k,
+								  const float *w, int64_t mg,
+								  int64_t nq, float *cbuf)
+{
+	for (int64_t q0 = 0; q0 < nq; q0 += 64) {
+		__mmask16 mk[4];
+		for (int v = 0; v < 4; v++) {
+			int64_t left = nq - q0 - 16 * v;
+			mk[v] = left >= 16 ? (__mmask16)0xFFFF
+				: left <= 0 ? (__mmask16)0
+					    : (__mmask16)((1u << left) - 1u);
+		}
+		for (int64_t m0 = 0; m0 < mg; m0 += 6) {
+			const float *wm = w + m0 * k;
+			float *cb = cbuf + m0 * nq;
+			switch (mg - m0 < 6 ? (int)(mg - m0) : 6) {
+#define GRID_CASE(R)                                                          \
+	case R:                                                               \
+		grid_tile_avx512(R, xp, off, k, wm, q0, mk, cb, nq);          \
+		break;
+				GRID_CASE(1)
+				GRID_CASE(2)
+				GRID_CASE(3)
+				GRID_CASE(4)
+				GRID_CASE(5)
+				GRID_CASE(6)
+#undef GRID_CASE
+			}
+		}
+	}
+}
+#endif
+
+static bool conv_avx512(const struct conv_params *p)
+{
+#ifdef CONV_X86
+	if (p->portable)
+		return false;
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f");
+#else
+	(void)p;
+	return false;
+#endif
+}
+
+/* scratch: phase planes (pad_floats), then per band either im2col columns
+ * (k * nq) and the grid output (mg * nq), or (AVX-512) k tap offsets and the
+ * grid output. */
 static void conv_padded(const struct geo2 *g, const struct padded *pg, int64_t cg, int64_t mg,
 			const float *xg, const float *wg, const float *bg, float *yg,
-			float *scratch)
+			float *scratch, bool avx512)
 {
 	float *xp = scratch, *col = scratch + pg->pad_floats;
 	int64_t k = cg * g->kh * g->kw;
-	bool strided = pg->ph != 1 || pg->pw != 1;
 	fill_phases(g, pg, cg, xg, xp);
 	for (int64_t oh0 = 0; oh0 < g->oh; oh0 += pg->rows) {
 		int64_t oh1 = oh0 + pg->rows < g->oh ? oh0 + pg->rows : g->oh;
 		int64_t nq = (oh1 - oh0) * pg->wq;
-		float *dst = col, *cbuf = col + k * nq;
-		for (int64_t c = 0; c < cg; c++)
-			for (int64_t kh = 0; kh < g->kh; kh++)
-				for (int64_t kw = 0; kw < g->kw; kw++, dst += nq) {
-					const float *src;
-					if (strided)
-						src = xp +
-						      ((c * pg->ph + kh % pg->ph) * pg->pw +
-						       kw % pg->pw) * pg->plane +
-						      (oh0 + kh / pg->ph) * pg->wq + kw / pg->pw;
-					else
-						src = xp + c * pg->plane +
-						      (oh0 + kh * g->dh) * pg->wq + kw * g->dw;
-					memcpy(dst, src, (size_t)nq * sizeof(float));
-				}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)nq, (int)k,
-			    1.0f, wg, (int)k, col, (int)nq, 0.0f, cbuf, (int)nq);
+		float *cbuf = col + k * nq;
+#ifdef CONV_X86
+		if (avx512 && nq >= 2) {
+			/* k int64 offsets fit in the k * nq floats of the columns */
+			int64_t *off = (int64_t *)(void *)col;
+			int64_t t = 0;
+			for (int64_t c = 0; c < cg; c++)
+				for (int64_t kh = 0; kh < g->kh; kh++)
+					for (int64_t kw = 0; kw < g->kw; kw++)
+						off[t++] = tap_offset(g, pg, c, kh, kw, oh0);
+			grid_gemm_avx512(xp, off, k, wg, mg, nq, cbuf);
+		} else
+#endif
+		{
+			(void)avx512;
+			float *dst = col;
+			for (int64_t c = 0; c < cg; c++)
+				for (int64_t kh = 0; kh < g->kh; kh++)
+					for (int64_t kw = 0; kw < g->kw; kw++, dst += nq)
+						memcpy(dst, xp + tap_offset(g, pg, c, kh, kw, oh0),
+						       (size_t)nq * sizeof(float));
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)nq,
+				    (int)k, 1.0f, wg, (int)k, col, (int)nq, 0.0f, cbuf, (int)nq);
+		}
 		for (int64_t m = 0; m < mg; m++) {
 			float b = bg ? bg[m] : 0.0f;
 			for (int64_t oh = oh0; oh < oh1; oh++) {
@@ -550,6 +656,7 @@ void conv_run(const struct conv_params *p, const float *x, const float *w, const
 	int64_t rows = band_rows(k, g2.oh, g2.ow);
 	struct padded pg;
 	bool padded = !pointwise && padded_geometry(win, cg, k, mg, &pg);
+	bool avx512 = padded && conv_avx512(p);
 	for (int64_t n = 0; n < p->batch; n++) {
 		for (int64_t g = 0; g < p->group; g++) {
 			const float *xg = x + (n * p->in_channels + g * cg) * inn;
@@ -558,7 +665,7 @@ void conv_run(const struct conv_params *p, const float *x, const float *w, const
 			const float *bg = bias ? bias + g * mg : NULL;
 			float beta = bias ? 1.0f : 0.0f;
 			if (padded) {
-				conv_padded(&g2, &pg, cg, mg, xg, wg, bg, yg, scratch);
+				conv_padded(&g2, &pg, cg, mg, xg, wg, bg, yg, scratch, avx512);
 				continue;
 			}
 			if (pointwise || ns > 2) {

@@ -8,7 +8,9 @@
  * caller-provided scratch and never allocate. conv_run is im2col + OpenBLAS
  * sgemm per image and group (1-D/2-D: in bands of output rows of at most
  * 128 KiB of im2col columns, so scratch stays small and in cache), with a 1x1
- * stride-1 unpadded path that feeds the input to sgemm directly;
+ * stride-1 unpadded path that feeds the input to sgemm directly; padded or
+ * strided 1-D/2-D convolutions read zero-bordered phase planes instead, on
+ * an AVX-512 implicit-GEMM kernel when the CPU has it (no im2col at all);
  * conv_reference is the plain direct-loop version the tests hold it to.
  *
  * Threading: the kernels keep no state; distinct calls may run on distinct
@@ -67,6 +69,8 @@ enum nn_status conv_window_resolve(struct conv_window *w, enum conv_auto_pad aut
 struct conv_params {
 	int64_t batch, in_channels, out_channels, group;
 	struct conv_window win; /* resolved */
+	bool portable;          /* tests: never take the AVX-512 kernel (zero = use it
+				 * when the CPU has it) */
 };
 
 /* Checks channel/group consistency and that every size fits; *scratch_bytes

@@ -121,6 +121,9 @@ static int one_random_conv(int ns, int *paths_seen, double *max_err)
 		goto done;
 	}
 	const float *bias = rnd_in(0, 1) ? b : NULL;
+	/* half the padded/strided convs on the portable im2col + sgemm path, the
+	 * rest on the AVX-512 grid kernel when the CPU has it */
+	p.portable = rnd_in(0, 1) == 1;
 	conv_run(&p, x, w, bias, y, scratch);
 	conv_reference(&p, x, w, bias, yr);
 	rc = 0;
@@ -228,15 +231,18 @@ static int case_bands_match_reference(void)
 		float *y = malloc((size_t)ny * sizeof(float)), *yr = malloc((size_t)ny * sizeof(float));
 		float *scratch = malloc(sb);
 		CHECK(x && w && b && y && yr && scratch, "oom");
-		conv_run(&p, x, w, b, y, scratch);
 		conv_reference(&p, x, w, b, yr);
 		int bad = -1;
-		for (int64_t i = 0; i < ny && bad < 0; i++) {
-			double d = fabs((double)y[i] - (double)yr[i]);
-			if (d > max_err)
-				max_err = d;
-			if (!(d <= CONV_TOL_ABS + CONV_TOL_REL * fabs((double)yr[i])))
-				bad = (int)i;
+		for (int portable = 0; portable <= 1 && bad < 0; portable++) {
+			p.portable = portable == 1; /* both the AVX-512 grid kernel and im2col + sgemm */
+			conv_run(&p, x, w, b, y, scratch);
+			for (int64_t i = 0; i < ny && bad < 0; i++) {
+				double d = fabs((double)y[i] - (double)yr[i]);
+				if (d > max_err)
+					max_err = d;
+				if (!(d <= CONV_TOL_ABS + CONV_TOL_REL * fabs((double)yr[i])))
+					bad = (int)i;
+			}
 		}
 		if (bad >= 0)
 			fprintf(stderr, "shape %zu: element %d fast %.9g ref %.9g\n", t, bad,
