@@ -304,64 +304,71 @@ static int64_t tap_offset(const struct geo2 *g, const struct padded *pg, int64_t
  * q < nq, m < mg: tiles of 6 output channels x 64 grid positions in 24 zmm
  * accumulators, the tap loop innermost; the last tile of a row is masked.
  * Each output is summed over t in order, whatever its tile. */
-/* One tile: MR (a constant after inlining) channels x 64 positions. */
+/* One tile: MR x (NV * 16) (both constants after inlining). */
 __attribute__((target("avx512f"), always_inline)) static inline void
-grid_tile_avx512(const int mr, const float *xp, const int64_t *off, int64_t k, const float *wm,
-		 int64_t q0, const __mmask16 *mk, float *cb, int64_t nq)
+grid_tile_avx512(const int mr, const int nv, const float *xp, const int64_t *off, int64_t k,
+		 const float *wm, int64_t q0, const __mmask16 *mk, float *cb, int64_t nq)
 {
-	__m512 acc[6][4];
+	__m512 acc[6][4], x[4];
 	_Pragma("GCC unroll 6") for (int i = 0; i < mr; i++)
-		_Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
+		_Pragma("GCC unroll 4") for (int v = 0; v < nv; v++)
 			acc[i][v] = _mm512_setzero_ps();
 	for (int64_t t = 0; t < k; t++) {
 		const float *src = xp + off[t] + q0;
-		__m512 x0 = _mm512_maskz_loadu_ps(mk[0], src);
-		__m512 x1 = _mm512_maskz_loadu_ps(mk[1], src + 16);
-		__m512 x2 = _mm512_maskz_loadu_ps(mk[2], src + 32);
-		__m512 x3 = _mm512_maskz_loadu_ps(mk[3], src + 48);
+		_Pragma("GCC unroll 4") for (int v = 0; v < nv; v++)
+			x[v] = _mm512_maskz_loadu_ps(mk[v], src + 16 * v);
 		_Pragma("GCC unroll 6") for (int i = 0; i < mr; i++) {
 			__m512 wv = _mm512_set1_ps(wm[i * k + t]);
-			acc[i][0] = _mm512_fmadd_ps(wv, x0, acc[i][0]);
-			acc[i][1] = _mm512_fmadd_ps(wv, x1, acc[i][1]);
-			acc[i][2] = _mm512_fmadd_ps(wv, x2, acc[i][2]);
-			acc[i][3] = _mm512_fmadd_ps(wv, x3, acc[i][3]);
+			_Pragma("GCC unroll 4") for (int v = 0; v < nv; v++)
+				acc[i][v] = _mm512_fmadd_ps(wv, x[v], acc[i][v]);
 		}
 	}
 	_Pragma("GCC unroll 6") for (int i = 0; i < mr; i++)
-		_Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
+		_Pragma("GCC unroll 4") for (int v = 0; v < nv; v++)
 			_mm512_mask_storeu_ps(cb + i * nq + q0 + 16 * v, mk[v], acc[i][v]);
 }
 
+/* Tiles of up to 64 positions; the last tile of a row is as narrow as its
+ * remainder allows (masked lanes still cost FMAs). */
 __attribute__((target("avx512f"))) static void grid_gemm_avx512(const float *xp,
 								  const int64_t *off, int64_t k,
 								  const float *w, int64_t mg,
 								  int64_t nq, float *cbuf)
 {
-	for (int64_t q0 = 0; q0 < nq; q0 += 64) {
+	for (int64_t q0 = 0; q0 < nq;) {
+		int64_t left = nq - q0;
+		int nv = left >= 64 ? 4 : (int)((left + 15) / 16);
 		__mmask16 mk[4];
 		for (int v = 0; v < 4; v++) {
-			int64_t left = nq - q0 - 16 * v;
-			mk[v] = left >= 16 ? (__mmask16)0xFFFF
-				: left <= 0 ? (__mmask16)0
-					    : (__mmask16)((1u << left) - 1u);
+			int64_t l = left - 16 * v;
+			mk[v] = l >= 16 ? (__mmask16)0xFFFF
+				: l <= 0 ? (__mmask16)0 : (__mmask16)((1u << l) - 1u);
 		}
-		for (int64_t m0 = 0; m0 < mg; m0 += 6) {
+		/* channel tiles of even size (32 = 6+6+5+5+5+5, not 6*5+2: a
+		 * narrow tile spends its loads on few FMAs) */
+		int64_t tiles = (mg + 5) / 6, base = mg / tiles, extra = mg % tiles;
+		for (int64_t ti = 0, m0 = 0; ti < tiles; ti++) {
+			int mr = (int)(base + (ti < extra ? 1 : 0));
 			const float *wm = w + m0 * k;
 			float *cb = cbuf + m0 * nq;
-			switch (mg - m0 < 6 ? (int)(mg - m0) : 6) {
-#define GRID_CASE(R)                                                          \
-	case R:                                                               \
-		grid_tile_avx512(R, xp, off, k, wm, q0, mk, cb, nq);          \
+			m0 += mr;
+			switch (mr * 4 + nv - 1) {
+#define GRID_CASE(R, V)                                                         \
+	case R * 4 + V - 1:                                                     \
+		grid_tile_avx512(R, V, xp, off, k, wm, q0, mk, cb, nq);         \
 		break;
-				GRID_CASE(1)
-				GRID_CASE(2)
-				GRID_CASE(3)
-				GRID_CASE(4)
-				GRID_CASE(5)
-				GRID_CASE(6)
+#define GRID_ROW(R) GRID_CASE(R, 1) GRID_CASE(R, 2) GRID_CASE(R, 3) GRID_CASE(R, 4)
+				GRID_ROW(1)
+				GRID_ROW(2)
+				GRID_ROW(3)
+				GRID_ROW(4)
+				GRID_ROW(5)
+				GRID_ROW(6)
+#undef GRID_ROW
 #undef GRID_CASE
 			}
 		}
+		q0 += 16 * nv;
 	}
 }
 #endif
