@@ -423,6 +423,65 @@ static int axis_of(const struct tinfo *t)
 	return t->ndim ? t->ndim - 1 - t->from_end : -1;
 }
 
+/* Whether `name` is a constant int64 equal to the scalar or 1-element v. */
+static bool const_is(const struct index *x, const char *name, int64_t v)
+{
+	int64_t a[1];
+	size_t n;
+	return const_ints(x, name, a, 1, &n) && n == 1 && a[0] == v;
+}
+
+/* A Shape node that only feeds Gather(index 0, axis 0): it reads the batch
+ * size, which channel removal does not change. */
+static bool shape_reads_batch_only(const struct builder *b, const Onnx__NodeProto *n)
+{
+	if (n->n_output != 1 || onnx_node_int_attr(n, "start", 0) != 0)
+		return false;
+	size_t c;
+	const struct use *u = uses_of(b->x.cons, b->x.n_cons, n->output[0], &c);
+	for (size_t k = 0; k < c; k++) {
+		const Onnx__NodeProto *gn = b->g->node[u[k].node];
+		if (!streq(gn->op_type, "Gather") || u[k].slot != 0 || gn->n_input < 2 ||
+		    onnx_node_int_attr(gn, "axis", 0) != 0 || !const_is(&b->x, gn->input[1], 0))
+			return false;
+	}
+	return c > 0 && !is_graph_output(b->g, n->output[0]);
+}
+
+/* Whether a Reshape's shape input (constant, or computed the way PyTorch
+ * exports x.view(x.size(0), -1)) makes it a Flatten at axis 1 of `data`:
+ * [0, -1] (allowzero 0), or Concat(Unsqueeze(Gather(Shape(data), 0)), [-1]). */
+static bool reshape_is_flatten(const struct builder *b, const Onnx__NodeProto *n)
+{
+	if (n->n_input < 2 || onnx_node_int_attr(n, "allowzero", 0) != 0)
+		return false;
+	int64_t sh[2];
+	size_t ns;
+	if (const_ints(&b->x, n->input[1], sh, 2, &ns))
+		return ns == 2 && sh[0] == 0 && sh[1] == -1;
+	const Onnx__NodeProto *cat = producer(&b->x, n->input[1], NULL);
+	if (!cat || !streq(cat->op_type, "Concat") || cat->n_input != 2 ||
+	    !const_is(&b->x, cat->input[1], -1))
+		return false;
+	const Onnx__NodeProto *uq = producer(&b->x, cat->input[0], NULL);
+	if (!uq || !streq(uq->op_type, "Unsqueeze") || uq->n_input < 1)
+		return false;
+	if (uq->n_input >= 2 ? !const_is(&b->x, uq->input[1], 0) : false)
+		return false;
+	if (uq->n_input < 2) {
+		Onnx__AttributeProto *ax = onnx_find_attr(uq, "axes", NULL);
+		if (!ax || ax->n_ints != 1 || ax->ints[0] != 0)
+			return false;
+	}
+	const Onnx__NodeProto *ga = producer(&b->x, uq->input[0], NULL);
+	if (!ga || !streq(ga->op_type, "Gather") || ga->n_input < 2 ||
+	    onnx_node_int_attr(ga, "axis", 0) != 0 || !const_is(&b->x, ga->input[1], 0))
+		return false;
+	const Onnx__NodeProto *shp = producer(&b->x, ga->input[0], NULL);
+	return shp && streq(shp->op_type, "Shape") && shp->n_input == 1 &&
+	       streq(shp->input[0], n->input[0]);
+}
+
 /* A channel-wise node reached from tensor t of group gr: joins its data
  * inputs and outputs to the group, records its per-channel constants. */
 static bool pass_node(struct builder *b, struct shrink_group *gr, size_t ni, const struct tinfo *t0)
@@ -484,9 +543,14 @@ static bool pass_node(struct builder *b, struct shrink_group *gr, size_t ni, con
 				return true;
 			}
 		}
-	} else if (!strcmp(op, "Flatten")) {
+	} else if (!strcmp(op, "Flatten") || !strcmp(op, "Reshape")) {
+		if (!strcmp(op, "Reshape") && !reshape_is_flatten(b, n)) {
+			block(gr, "Reshape node '%.80s' is not a flatten of the channel axis",
+			      node_label(n));
+			return true;
+		}
 		if (axis != 1 || onnx_node_int_attr(n, "axis", 1) != 1) {
-			block(gr, "Flatten node '%.80s' does not keep channels on axis 1",
+			block(gr, "%s node '%.80s' does not keep channels on axis 1", op,
 			      node_label(n));
 			return true;
 		}
@@ -657,14 +721,15 @@ static bool explore(struct builder *b, struct shrink_group *gr, const char *name
 				block(gr, "it joins the output of Concat node '%.80s'", node_label(p));
 		} else if (is_unary_passthrough(p->op_type) || is_binary(p->op_type) ||
 			   is_pool(p->op_type) || streq(p->op_type, "BatchNormalization") ||
-			   streq(p->op_type, "Pad") || streq(p->op_type, "Flatten")) {
-			if (streq(p->op_type, "Flatten")) {
+			   streq(p->op_type, "Pad") || streq(p->op_type, "Flatten") ||
+			   streq(p->op_type, "Reshape")) {
+			if (streq(p->op_type, "Flatten") || streq(p->op_type, "Reshape")) {
 				/* backwards through a Flatten: the input's rank is not
 				 * known here; only forward Flattens are understood */
 				if (b->group_of_node_pass[pi] < 0) {
 					b->group_of_node_pass[pi] = (long)(gr - b->plan->groups);
-					block(gr, "Flatten node '%.80s' is reached from its output",
-					      node_label(p));
+					block(gr, "%s node '%.80s' is reached from its output",
+					      p->op_type, node_label(p));
 				}
 			} else if (!pass_node(b, gr, pi, &t)) {
 				return false;
@@ -728,8 +793,11 @@ static bool explore(struct builder *b, struct shrink_group *gr, const char *name
 			}
 			if (!add_item(in, &it))
 				return false;
+		} else if (streq(op, "Shape") && shape_reads_batch_only(b, c)) {
+			continue; /* the batch size does not depend on channels */
 		} else if (is_unary_passthrough(op) || is_binary(op) || is_pool(op) ||
-			   streq(op, "BatchNormalization") || streq(op, "Pad") || streq(op, "Flatten")) {
+			   streq(op, "BatchNormalization") || streq(op, "Pad") || streq(op, "Flatten") ||
+			   streq(op, "Reshape")) {
 			if (slot != 0 && !is_binary(op)) {
 				block(gr, "it is a parameter of %s node '%.80s'", op, node_label(c));
 				continue;
@@ -1069,6 +1137,11 @@ enum nn_status shrink_analyze(const struct onnx_model *m, struct shrink_plan **o
 		const Onnx__NodeProto *n = g->node[i];
 		if (!streq(n->op_type, "Concat") || !default_domain(n) || n->n_output < 1 ||
 		    group_of_tensor(b.plan, n->output[0]) >= 0)
+			continue;
+		bool any = false; /* a Concat of no channel group (shape arithmetic) is not one */
+		for (size_t s = 0; s < n->n_input && !any; s++)
+			any = group_of_tensor(b.plan, n->input[s]) >= 0;
+		if (!any)
 			continue;
 		long *ins = calloc(n->n_input ? n->n_input : 1, sizeof *ins);
 		struct shrink_group *gr = ins ? new_group(b.plan, &cap) : NULL;

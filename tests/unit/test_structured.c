@@ -243,6 +243,39 @@ static int test_matmul_gelu_and_depthwise(void)
 	return 0;
 }
 
+/* A Reshape that flattens ([0, -1], or PyTorch's x.view(x.size(0), -1) as
+ * Shape/Gather/Unsqueeze/Concat/Reshape) maps channels like a Flatten. */
+static int test_reshape_flatten(void)
+{
+	struct onnx_model *m = data_model("struct_view_torch.onnx");
+	CHECK(m, "model");
+	int rc;
+	json_t *mt = run_structured(m, "{\"op\":\"prune\",\"method\":\"structured\",\"ratio\":0.5}", &rc);
+	CHECK(mt, "structured ran");
+	CHECK(dim(m, "conv.weight", 0) == 4 && dim(m, "fc1.weight", 1) == 4 * 144,
+	      "conv 8 -> 4, fc1 reads 4 x 144 (%lld)", (long long)dim(m, "fc1.weight", 1));
+	CHECK(dim(m, "fc1.weight", 0) == 16, "fc1 32 -> 16");
+	int64_t width;
+	float *x = make_input(3 * 784, 2), *y = run_model(m, x, 3, &width);
+	CHECK(y && width == 10, "runs");
+	free(y);
+	json_decref(mt);
+	onnx_free(m);
+
+	m = data_model("struct_reshape0.onnx");
+	CHECK(m, "model");
+	mt = run_structured(m, "{\"op\":\"prune\",\"method\":\"structured\",\"ratio\":0.5}", &rc);
+	CHECK(mt, "structured ran");
+	CHECK(dim(m, "c1.w", 0) == 3 && dim(m, "fc.w", 1) == 3 * 169, "c1 6 -> 3, fc reads 3 x 169");
+	y = run_model(m, x, 3, &width);
+	CHECK(y && width == 10, "runs");
+	free(y);
+	free(x);
+	json_decref(mt);
+	onnx_free(m);
+	return 0;
+}
+
 static int test_graph_output_left_alone(void)
 {
 	struct onnx_model *m = data_model("struct_output.onnx");
@@ -400,9 +433,12 @@ static int test_onnxruntime_agrees(const char *node, const char *modules, const 
 		{"struct_concat.onnx", false, "{\"op\":\"prune\",\"method\":\"structured\",\"ratio\":0.5}"},
 		{"struct_matmul.onnx", false, "{\"op\":\"prune\",\"method\":\"structured\",\"ratio\":0.5}"},
 		{"struct_dw.onnx", false, "{\"op\":\"prune\",\"method\":\"structured\",\"ratio\":0.5}"},
+		{"struct_view_torch.onnx", false, "{\"op\":\"prune\",\"method\":\"structured\",\"ratio\":0.5}"},
+		{"struct_reshape0.onnx", false, "{\"op\":\"prune\",\"method\":\"structured\",\"ratio\":0.5}"},
 	};
-	struct ort_case cs[8];
-	for (size_t i = 0; i < 8; i++) {
+	enum { N_CASES = sizeof cases / sizeof *cases };
+	struct ort_case cs[N_CASES];
+	for (size_t i = 0; i < N_CASES; i++) {
 		struct onnx_model *m = cases[i].fixture ? fixture(cases[i].file) : data_model(cases[i].file);
 		CHECK(m, "%s", cases[i].file);
 		int rc;
@@ -417,8 +453,8 @@ static int test_onnxruntime_agrees(const char *node, const char *modules, const 
 		json_decref(mt);
 		onnx_free(m);
 	}
-	int rc = ort_cases_check(node, modules, script, cs, 8);
-	for (size_t i = 0; i < 8; i++) {
+	int rc = ort_cases_check(node, modules, script, cs, N_CASES);
+	for (size_t i = 0; i < N_CASES; i++) {
 		unlink(cs[i].model);
 		unlink(cs[i].input);
 		unlink(cs[i].ours);
@@ -448,6 +484,8 @@ int main(int argc, char **argv)
 		return test_concat_remapped();
 	if (!strcmp(c, "matmul_gelu_and_depthwise"))
 		return test_matmul_gelu_and_depthwise();
+	if (!strcmp(c, "reshape_flatten"))
+		return test_reshape_flatten();
 	if (!strcmp(c, "graph_output_left_alone"))
 		return test_graph_output_left_alone();
 	if (!strcmp(c, "scope_overrides_criterion"))
