@@ -391,7 +391,7 @@ static bool conv_avx512(const struct conv_params *p)
  * grid output. */
 static void conv_padded(const struct geo2 *g, const struct padded *pg, int64_t cg, int64_t mg,
 			const float *xg, const float *wg, const float *bg, float *yg,
-			float *scratch, bool avx512)
+			float *scratch, bool avx512, bool relu)
 {
 	float *xp = scratch, *col = scratch + pg->pad_floats;
 	int64_t k = cg * g->kh * g->kw;
@@ -428,8 +428,15 @@ static void conv_padded(const struct geo2 *g, const struct padded *pg, int64_t c
 			for (int64_t oh = oh0; oh < oh1; oh++) {
 				const float *src = cbuf + m * nq + (oh - oh0) * pg->wq;
 				float *out = yg + (m * g->oh + oh) * g->ow;
-				for (int64_t j = 0; j < g->ow; j++)
-					out[j] = src[j] + b;
+				if (relu) {
+					for (int64_t j = 0; j < g->ow; j++) {
+						float v = src[j] + b;
+						out[j] = v > 0.0f ? v : 0.0f;
+					}
+				} else {
+					for (int64_t j = 0; j < g->ow; j++)
+						out[j] = src[j] + b;
+				}
 			}
 		}
 	}
@@ -634,6 +641,17 @@ static void im2col_nd(const struct conv_window *w, int64_t channels, const float
 	}
 }
 
+/* Rows m < mg of Y (row stride ld), columns [0, n): max(y, 0), NaN -> 0
+ * (a fused Relu, applied while the rows sgemm wrote are in cache). */
+static void relu_rows(float *y, int64_t mg, int64_t n, int64_t ld)
+{
+	for (int64_t m = 0; m < mg; m++) {
+		float *row = y + m * ld;
+		for (int64_t j = 0; j < n; j++)
+			row[j] = row[j] > 0.0f ? row[j] : 0.0f;
+	}
+}
+
 /* Rows m < mg of Y (row stride ld), columns [0, n), set to bias[m]. */
 static void fill_bias(float *y, int64_t mg, int64_t n, int64_t ld, const float *bias)
 {
@@ -672,7 +690,7 @@ void conv_run(const struct conv_params *p, const float *x, const float *w, const
 			const float *bg = bias ? bias + g * mg : NULL;
 			float beta = bias ? 1.0f : 0.0f;
 			if (padded) {
-				conv_padded(&g2, &pg, cg, mg, xg, wg, bg, yg, scratch, avx512);
+				conv_padded(&g2, &pg, cg, mg, xg, wg, bg, yg, scratch, avx512, p->relu);
 				continue;
 			}
 			if (pointwise || ns > 2) {
@@ -686,6 +704,8 @@ void conv_run(const struct conv_params *p, const float *x, const float *w, const
 				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg,
 					    (int)outn, (int)k, 1.0f, wg, (int)k, col, (int)outn, beta,
 					    yg, (int)outn);
+				if (p->relu)
+					relu_rows(yg, mg, outn, outn);
 				continue;
 			}
 			/* Bands of output rows: columns [oh0 * OW, oh1 * OW) of Y. */
@@ -700,6 +720,8 @@ void conv_run(const struct conv_params *p, const float *x, const float *w, const
 				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg,
 					    (int)nc, (int)k, 1.0f, wg, (int)k, scratch, (int)nc, beta,
 					    yg + oh0 * g2.ow, (int)outn);
+				if (p->relu)
+					relu_rows(yg + oh0 * g2.ow, mg, nc, outn);
 			}
 		}
 	}

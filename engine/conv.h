@@ -71,6 +71,8 @@ struct conv_params {
 	struct conv_window win; /* resolved */
 	bool portable;          /* tests: never take the AVX-512 kernel (zero = use it
 				 * when the CPU has it) */
+	bool relu;              /* y = max(y, 0) (NaN -> 0), as ONNX Relu: a Relu the
+				 * executor fused into the Conv at compile time */
 };
 
 /* Checks channel/group consistency and that every size fits; *scratch_bytes

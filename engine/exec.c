@@ -953,9 +953,54 @@ static enum nn_status fuse_conv_bn(struct exec_plan *p, size_t bi, bool *done, s
 	return NN_OK;
 }
 
+/* A Relu whose input is a plain Conv's output read by nothing else (after
+ * BatchNormalization folding, Conv -> BN -> Relu qualifies) becomes part of
+ * the Conv: the step is re-inferred as ops_conv's ConvRelu (same node, same
+ * inputs), which applies max(y, 0) while writing its output. Nothing changes
+ * when that infer fails. */
+static void fuse_conv_relu(struct exec_plan *p, size_t ri, const struct exec_op *conv,
+			   const struct exec_op *conv_relu)
+{
+	struct exec_step *r = &p->steps[ri];
+	if (!op_is(r, "Relu") || r->n_in != 1 || r->n_out != 1 || r->in[0] < 0)
+		return;
+	int v = r->in[0], ci = p->values[v].def;
+	if (ci < 0 || p->values[v].t.dtype != DT_FLOAT || sole_reader(p, v, NULL) != (int)ri)
+		return;
+	struct exec_step *c = &p->steps[ci];
+	if (c->folded || c->op != conv || c->n_out != 1)
+		return;
+	struct tensor out = c->out_t[0];
+	struct nn_err ignored;
+	err_clear(&ignored);
+	struct exec_infer_ctx ic = {
+		.node = c->node, .opset = c->opset, .in = c->in_t, .n_in = c->n_in,
+		.out = &out, .n_out = 1,
+	};
+	if (conv_relu->infer(&ic, &ignored) != NN_OK) {
+		if (ic.priv)
+			free(ic.priv);
+		return;
+	}
+	drop_priv(c);
+	c->op = conv_relu;
+	c->priv = ic.priv;
+	c->scratch_bytes = ic.scratch_bytes;
+	p->const_bytes += ic.priv_bytes;
+	int y = r->out[0];
+	absorb(p, ri);
+	p->values[v].dead = true;
+	p->values[y].dead = false;
+	p->values[y].def = ci;
+	c->out[0] = y;
+	c->out_t[0] = p->values[y].t;
+}
+
 static enum nn_status fuse_steps(struct exec_plan *p, struct nn_err *e)
 {
 	const struct exec_op *gelu = exec_op_find("", "Gelu");
+	const struct exec_op *conv = exec_op_find("", "Conv");
+	const struct exec_op *conv_relu = exec_op_find("nncd.fused", "ConvRelu");
 	for (size_t si = 0; si < p->n_steps; si++) {
 		bool done = false;
 		enum nn_status st = fuse_conv_bn(p, si, &done, e);
@@ -963,6 +1008,8 @@ static enum nn_status fuse_steps(struct exec_plan *p, struct nn_err *e)
 			return st;
 		if (!done && gelu)
 			fuse_gelu(p, si, gelu);
+		if (!done && conv && conv_relu)
+			fuse_conv_relu(p, si, conv, conv_relu);
 	}
 	return NN_OK;
 }

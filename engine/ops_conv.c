@@ -237,6 +237,17 @@ static enum nn_status conv_run_node(const struct exec_run_ctx *c, struct nn_err 
 	return NN_OK;
 }
 
+/* Conv with a Relu fused into it by the executor at compile time
+ * (exec.c, fuse_conv_relu): registered under domain "nncd.fused" so that the
+ * executor can find it; a model naming that op gets exactly Conv + Relu. */
+static enum nn_status conv_relu_infer(struct exec_infer_ctx *c, struct nn_err *e)
+{
+	enum nn_status st = conv_infer(c, e);
+	if (st == NN_OK)
+		((struct conv_params *)c->priv)->relu = true;
+	return st;
+}
+
 /* ---- MaxPool / AveragePool ---- */
 
 static const char *const maxpool_attrs[] = {"auto_pad", "ceil_mode", "dilations", "kernel_shape",
@@ -498,5 +509,7 @@ const struct exec_op exec_ops_conv[] = {
 	 .infer = global_infer, .run = gmp_run_node},
 	{.domain = "", .op_type = "BatchNormalization", .check = bn_check_node, .infer = bn_infer,
 	 .run = bn_run_node},
+	{.domain = "nncd.fused", .op_type = "ConvRelu", .check = conv_check_node,
+	 .infer = conv_relu_infer, .run = conv_run_node},
 };
 const size_t exec_ops_conv_count = sizeof(exec_ops_conv) / sizeof(exec_ops_conv[0]);

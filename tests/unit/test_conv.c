@@ -124,8 +124,12 @@ static int one_random_conv(int ns, int *paths_seen, double *max_err)
 	/* half the padded/strided convs on the portable im2col + sgemm path, the
 	 * rest on the AVX-512 grid kernel when the CPU has it */
 	p.portable = rnd_in(0, 1) == 1;
+	p.relu = rnd_in(0, 2) == 0; /* a fused Relu on every path */
 	conv_run(&p, x, w, bias, y, scratch);
 	conv_reference(&p, x, w, bias, yr);
+	if (p.relu)
+		for (int64_t i = 0; i < ny; i++)
+			yr[i] = yr[i] > 0.0f ? yr[i] : 0.0f;
 	rc = 0;
 	for (int64_t i = 0; i < ny; i++) {
 		double d = fabs((double)y[i] - (double)yr[i]);

@@ -1,6 +1,7 @@
 /* engine/exec.c compile-time fusion (data/make_fusion_models.py): the Erf GELU
  * pattern in both association orders becomes one Gelu step and an inference
- * BatchNormalization after a Conv is folded into the Conv's weights, with
+ * BatchNormalization after a Conv is folded into the Conv's weights (and a
+ * Relu after either fused into the Conv's output pass), with
  * outputs equal to a double-precision reference; look-alikes (a divisor that
  * is not sqrt(2), intermediates that are graph outputs) are left alone and
  * still correct; the fused plans hold fewer buffers (exec_plan_bytes) and give
@@ -138,7 +139,7 @@ static const float *init_of(const struct onnx_model *m, const char *name, struct
 }
 
 static int check_conv_bn(const char *name, bool bias, int64_t k, int64_t pad, int64_t stride,
-			 size_t *bytes)
+			 bool relu, size_t *bytes)
 {
 	struct onnx_model *m = load(name);
 	CHECK(m, "load %s", name);
@@ -174,6 +175,8 @@ static int check_conv_bn(const char *name, bool bias, int64_t k, int64_t pad, in
 				size_t i = (size_t)((n * 6 + o) * ohw + q);
 				double r = ((double)c[i] - mu[o]) / sqrt((double)var[o] + 1e-3) * s[o] +
 					   bb[o];
+				if (relu && r < 0.0)
+					r = 0.0;
 				CHECK(fabs(y[i] - r) <= 1e-5 * (1.0 + fabs(r)),
 				      "%s: y[%zu] = %.9g, want %.9g", name, i, y[i], r);
 			}
@@ -190,12 +193,14 @@ static int check_conv_bn(const char *name, bool bias, int64_t k, int64_t pad, in
 static int case_conv_bn(void)
 {
 	size_t folded = 0, nobias = 0, shared = 0;
-	if (check_conv_bn("fusion_conv_bn.onnx", true, 1, 0, 1, &folded) ||
-	    check_conv_bn("fusion_conv_nobias_bn.onnx", false, 3, 1, 2, &nobias) ||
-	    check_conv_bn("fusion_conv_bn_shared.onnx", true, 1, 0, 1, &shared))
+	size_t relu = 0;
+	if (check_conv_bn("fusion_conv_bn.onnx", true, 1, 0, 1, false, &folded) ||
+	    check_conv_bn("fusion_conv_nobias_bn.onnx", false, 3, 1, 2, false, &nobias) ||
+	    check_conv_bn("fusion_conv_bn_shared.onnx", true, 1, 0, 1, false, &shared) ||
+	    check_conv_bn("fusion_conv_bn_relu.onnx", true, 3, 1, 1, true, &relu))
 		return 1;
-	printf("plan bytes: conv+bn folded %zu, no bias %zu, conv output shared %zu\n", folded,
-	       nobias, shared);
+	printf("plan bytes: conv+bn folded %zu, no bias %zu, conv output shared %zu, "
+	       "conv+bn+relu %zu\n", folded, nobias, shared, relu);
 	/* 1x1 convs need no scratch: folded, the Conv writes y directly (plus 6x3 + 6
 	 * folded constants); unfolded, the Conv output and y are both buffers */
 	CHECK(folded < shared, "folded plan %zu not below unfolded %zu", folded, shared);

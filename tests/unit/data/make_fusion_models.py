@@ -13,6 +13,8 @@
                                                                              (folded)
   fusion_conv_bn_shared.onnx Conv(x, W, B) 1x1 -> BatchNormalization, the Conv output
                           also a graph output                               (not folded)
+  fusion_conv_bn_relu.onnx Conv(x, W, B) 3x3, pads 1 -> BatchNormalization -> Relu
+                          (BN folded, then the Relu fused into the Conv)
 
 Every model has input x; outputs y (and e / c for the shared variants). Weights come
 from numpy's RandomState(7); BN variances are positive.
@@ -74,7 +76,7 @@ def bn_params(c):
             numpy_helper.from_array(rs.uniform(0.2, 2.0, c).astype(np.float32), "var")]
 
 
-def conv_bn(name, bias, shared, pads, strides, k):
+def conv_bn(name, bias, shared, pads, strides, k, relu=False):
     inits = [numpy_helper.from_array(rs.uniform(-0.5, 0.5, (6, 3, k, k)).astype(np.float32),
                                      "W")]
     ins = ["x", "W"]
@@ -84,11 +86,14 @@ def conv_bn(name, bias, shared, pads, strides, k):
     inits += bn_params(6)
     nodes = [helper.make_node("Conv", ins, ["c"], kernel_shape=[k, k], pads=pads,
                               strides=strides),
-             helper.make_node("BatchNormalization", ["c", "s", "bb", "mu", "var"], ["y"],
-                              epsilon=1e-3)]
+             helper.make_node("BatchNormalization", ["c", "s", "bb", "mu", "var"],
+                              ["n" if relu else "y"], epsilon=1e-3)]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["n"], ["y"]))
     model(name, nodes, inits, ["N", 3, 12, 12], ["y", "c"] if shared else ["y"])
 
 
 conv_bn("fusion_conv_bn.onnx", True, False, [0, 0, 0, 0], [1, 1], 1)
 conv_bn("fusion_conv_nobias_bn.onnx", False, False, [1, 1, 1, 1], [2, 2], 3)
 conv_bn("fusion_conv_bn_shared.onnx", True, True, [0, 0, 0, 0], [1, 1], 1)
+conv_bn("fusion_conv_bn_relu.onnx", True, False, [1, 1, 1, 1], [1, 1], 3, relu=True)
