@@ -373,6 +373,34 @@ __attribute__((target("avx512f"))) static void grid_gemm_avx512(const float *xp,
 }
 #endif
 
+/* The OW valid columns of each grid row of a band into y (+ bias, Relu). */
+__attribute__((target("avx512f"))) static void compact_avx512(const float *cbuf, int64_t nq,
+								int64_t wq, int64_t rows,
+								int64_t mg, const float *bg,
+								bool relu, float *yb, int64_t plane,
+								int64_t ow)
+{
+	const __m512 zero = _mm512_setzero_ps();
+	for (int64_t m = 0; m < mg; m++) {
+		__m512 b = _mm512_set1_ps(bg ? bg[m] : 0.0f);
+		for (int64_t r = 0; r < rows; r++) {
+			const float *src = cbuf + m * nq + r * wq;
+			float *out = yb + m * plane + r * ow;
+			for (int64_t j = 0; j < ow; j += 16) {
+				int64_t left = ow - j;
+				__mmask16 mk = left >= 16 ? (__mmask16)0xFFFF
+							  : (__mmask16)((1u << left) - 1u);
+				__m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, src + j), b);
+				/* max(v, 0) with NaN -> 0: max returns its second operand
+				 * when one is NaN */
+				if (relu)
+					v = _mm512_max_ps(v, zero);
+				_mm512_mask_storeu_ps(out + j, mk, v);
+			}
+		}
+	}
+}
+
 static bool conv_avx512(const struct conv_params *p)
 {
 #ifdef CONV_X86
@@ -423,6 +451,13 @@ static void conv_padded(const struct geo2 *g, const struct padded *pg, int64_t c
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)nq,
 				    (int)k, 1.0f, wg, (int)k, col, (int)nq, 0.0f, cbuf, (int)nq);
 		}
+#ifdef CONV_X86
+		if (avx512) {
+			compact_avx512(cbuf, nq, pg->wq, oh1 - oh0, mg, bg, relu, yg + oh0 * g->ow,
+				       g->oh * g->ow, g->ow);
+			continue;
+		}
+#endif
 		for (int64_t m = 0; m < mg; m++) {
 			float b = bg ? bg[m] : 0.0f;
 			for (int64_t oh = oh0; oh < oh1; oh++) {
