@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 BUILD_PACKAGES=(gcc pkg-config meson ninja-build protobuf-c-compiler libprotobuf-c-dev libonnx-dev
 	libmicrohttpd-dev libjansson-dev libsqlite3-dev libopenblas-dev libzstd-dev zlib1g-dev libssl-dev)
-TEST_PACKAGES=(libcurl4-openssl-dev python3 python3-onnx python3-numpy sqlite3 curl ca-certificates)
+TEST_PACKAGES=(libcurl4-openssl-dev python3 python3-onnx python3-numpy sqlite3 curl zstd ca-certificates)
 
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
