@@ -155,7 +155,7 @@ enum nn_status dead_run(struct onnx_model *m, const struct prune_params *p,
 	struct tensor *outs = NULL;
 	double **maxabs = NULL;
 	float *ref = NULL;
-	int64_t *before = NULL;
+	int64_t *before = NULL, *params_b = NULL;
 	struct onnx_weight_ref *refs = NULL;
 	size_t nref = 0, n_taps = 0, n_outs = 0;
 	json_t *out = NULL, *layers = NULL;
@@ -188,7 +188,8 @@ enum nn_status dead_run(struct onnx_model *m, const struct prune_params *p,
 	 * see its inputs' channels). */
 	maxabs = calloc(plan->n_groups ? plan->n_groups : 1, sizeof *maxabs);
 	before = calloc(nref ? nref : 1, sizeof *before);
-	if (!maxabs || !before) {
+	params_b = calloc(nref ? nref : 1, sizeof *params_b);
+	if (!maxabs || !before || !params_b) {
 		st = oom(e);
 		goto fail;
 	}
@@ -304,6 +305,7 @@ enum nn_status dead_run(struct onnx_model *m, const struct prune_params *p,
 		long gi = shrink_group_of_weight(plan, refs[i].init);
 		before[i] = gi >= 0 ? plan->groups[gi].channels
 				    : refs[i].init->dims[refs[i].channel_axis];
+		params_b[i] = numel_of(refs[i].init);
 	}
 	int64_t removed_total = 0;
 	for (size_t gi = 0; gi < plan->n_groups; gi++)
@@ -393,6 +395,7 @@ enum nn_status dead_run(struct onnx_model *m, const struct prune_params *p,
 		bad |= step_json_set(l, "dead", json_integer(dead));
 		bad |= step_json_set(l, "removed", json_integer(before[i] - after));
 		bad |= step_json_set(l, "channels_after", json_integer(after));
+		bad |= step_json_set(l, "parameters_before", json_integer(params_b[i]));
 		bad |= step_json_set(l, "parameters_after", json_integer(numel_of(refs[i].init)));
 		bad |= step_json_set(l, "status", json_string(status));
 		bad |= step_json_set(l, "reason", json_string(reason));
@@ -430,6 +433,7 @@ fail:
 	free(outs);
 	free(ref);
 	free(before);
+	free(params_b);
 	free(refs);
 	onnx_free(probe);
 	shrink_plan_free(plan);

@@ -23,7 +23,8 @@
 /* Needs ctx->calib (NN_EINVAL "invalid_spec" otherwise). *metrics (caller
  * owns): method, threshold, samples, parameters_before/after,
  * bytes_before/after, removed, layers [{name, op, node, channels_before,
- * dead, removed, channels_after, status, reason}], groups, max_abs_diff,
+ * dead, removed, channels_after, parameters_before, parameters_after, status,
+ * reason}] (parameters of the layer's weight), groups, max_abs_diff,
  * argmax_agreement, seconds. */
 enum nn_status dead_run(struct onnx_model *m, const struct prune_params *p,
 			const struct step_ctx *ctx, json_t **metrics, struct nn_err *e);
