@@ -136,8 +136,9 @@ static enum nn_status write_artifact_zstd(struct worker_slot *slot, const char *
 	struct nn_err e = {0};
 	struct blob_writer *w = NULL;
 	int64_t zsize = 0;
-	/* Level 9 on this thread: zstd worker threads gained nothing measurable
-	 * at that level (docs/internals/blob.md, "zstd copy of artifacts"). */
+	/* Level 9 on this thread: zstd worker threads gained 0-17% at that
+	 * level, not worth a core (docs/internals/blob.md, "zstd copy of
+	 * artifacts"). */
 	struct blob_zstd_opts opts = {.level = BLOB_ZSTD_LEVEL, .workers = 0};
 	*out = NULL;
 	enum nn_status st = blob_writer_new(pool->blobs, &w, &e);

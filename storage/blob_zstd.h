@@ -19,10 +19,10 @@
 #include "blob.h"
 #include "err.h"
 
-/* Level chosen by measurement (docs/internals/blob.md, "zstd copy of
- * artifacts"): on a 100 MB pruned model level 19 is 6.5% smaller than 9 but
- * takes ~25x the seconds (~43 s against ~1.7 s) and ~5x the memory; level 3
- * is 12% larger. */
+/* Level chosen by measurement (bench/bench_zstd, docs/internals/blob.md,
+ * "zstd copy of artifacts"): on a 100 MB pruned model level 19 is 8% smaller
+ * than 9 but takes ~20x the seconds (35 s against 1.6 s) and ~5x the
+ * memory; level 3 is 12% larger. */
 #define BLOB_ZSTD_LEVEL 9
 
 struct blob_zstd_opts {
