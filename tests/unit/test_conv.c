@@ -97,6 +97,11 @@ static int one_random_conv(int ns, int *paths_seen, double *max_err)
 	struct nn_err e;
 	if (conv_window_resolve(&p.win, ap, false, &e) != NN_OK)
 		return 2;
+	/* half the padded/strided convs on the portable im2col + sgemm path, the
+	 * rest on the AVX-512 kernels when the CPU has it (set before conv_check,
+	 * whose scratch size depends on the path) */
+	p.portable = rnd_in(0, 1) == 1;
+	p.relu = rnd_in(0, 2) == 0; /* a fused Relu on every path */
 	size_t scratch_bytes = 0;
 	if (conv_check(&p, &scratch_bytes, &e) != NN_OK) {
 		fprintf(stderr, "conv_check: %s\n", e.message);
@@ -121,10 +126,6 @@ static int one_random_conv(int ns, int *paths_seen, double *max_err)
 		goto done;
 	}
 	const float *bias = rnd_in(0, 1) ? b : NULL;
-	/* half the padded/strided convs on the portable im2col + sgemm path, the
-	 * rest on the AVX-512 grid kernel when the CPU has it */
-	p.portable = rnd_in(0, 1) == 1;
-	p.relu = rnd_in(0, 2) == 0; /* a fused Relu on every path */
 	conv_run(&p, x, w, bias, y, scratch);
 	conv_reference(&p, x, w, bias, yr);
 	if (p.relu)
@@ -196,6 +197,12 @@ static int case_bands_match_reference(void)
 		{8, 8, 1, 20, 23, 3, 3, 1, 1},   /* stride 3, padded: 9 phase planes */
 		{16, 32, 1, 14, 14, 1, 2, 1, 0}, /* 1x1 stride 2 (ResNet projection) */
 		{4, 4, 1, 17, 19, 3, 1, 2, 2},   /* dilated and padded */
+		/* multiples of 16 output channels, >= 32 taps: the AVX-512
+		 * channel-vectorised kernel (32 = two vectors, 16 = one) */
+		{16, 32, 1, 14, 14, 3, 1, 1, 1}, /* ResNet 3x3, 14x14 */
+		{16, 32, 1, 14, 14, 3, 2, 1, 1}, /* stride 2 */
+		{32, 16, 1, 7, 9, 3, 1, 2, 2},   /* dilated, padded, 7 x 9 */
+		{32, 96, 2, 9, 11, 3, 1, 1, 1},  /* grouped: 48 = 32 + 16 per group */
 	};
 	double max_err = 0.0;
 	for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
@@ -214,6 +221,11 @@ static int case_bands_match_reference(void)
 		size_t sb = 0;
 		CHECK(conv_window_resolve(&p.win, CONV_PAD_NOTSET, false, &e) == NN_OK, "%s",
 		      e.message);
+		/* the scratch of both paths (AVX-512 kernels and portable) */
+		size_t sb_portable = 0;
+		p.portable = true;
+		CHECK(conv_check(&p, &sb_portable, &e) == NN_OK, "%s", e.message);
+		p.portable = false;
 		CHECK(conv_check(&p, &sb, &e) == NN_OK, "%s", e.message);
 		int64_t k = shapes[t].c / shapes[t].group * shapes[t].k * shapes[t].k;
 		/* Bands keep scratch near 128 KiB (im2col) or 256 KiB (padded or
@@ -227,7 +239,11 @@ static int case_bands_match_reference(void)
 					      shapes[t].s + shapes[t].k) * sizeof(float);
 		size_t band_cap = phased ? 262144 : 131072;
 		size_t cap = (row_bytes > band_cap ? row_bytes : band_cap) + (phased ? input_bytes : 0);
-		CHECK(sb <= cap && sb >= row_bytes, "shape %zu: scratch %zu bytes (cap %zu)", t, sb, cap);
+		CHECK(sb_portable <= cap && sb_portable >= row_bytes,
+		      "shape %zu: scratch %zu bytes (cap %zu)", t, sb_portable, cap);
+		CHECK(sb <= cap, "shape %zu: AVX-512 scratch %zu bytes (cap %zu)", t, sb, cap);
+		if (sb_portable > sb)
+			sb = sb_portable;
 		int64_t nx = p.batch * p.in_channels * p.win.in[0] * p.win.in[1];
 		int64_t ny = p.batch * p.out_channels * p.win.out[0] * p.win.out[1];
 		int64_t nw = p.out_channels * k;
@@ -235,7 +251,11 @@ static int case_bands_match_reference(void)
 		float *y = malloc((size_t)ny * sizeof(float)), *yr = malloc((size_t)ny * sizeof(float));
 		float *scratch = malloc(sb);
 		CHECK(x && w && b && y && yr && scratch, "oom");
+		p.relu = t % 2 == 1; /* a fused Relu on every other shape */
 		conv_reference(&p, x, w, b, yr);
+		if (p.relu)
+			for (int64_t i = 0; i < ny; i++)
+				yr[i] = yr[i] > 0.0f ? yr[i] : 0.0f;
 		int bad = -1;
 		for (int portable = 0; portable <= 1 && bad < 0; portable++) {
 			p.portable = portable == 1; /* both the AVX-512 grid kernel and im2col + sgemm */
