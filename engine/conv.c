@@ -625,6 +625,40 @@ static bool oc16_use(const struct conv_params *p, int64_t cg, int64_t mg, int64_
 	return conv_avx512(p) && oc16_geometry(p, cg, mg, k, o);
 }
 
+static int64_t conv_taps(const struct conv_params *p)
+{
+	int64_t ks = 1;
+	for (int i = 0; i < p->win.nspatial; i++)
+		ks *= p->win.kernel[i];
+	return p->in_channels / p->group * ks;
+}
+
+size_t conv_pack_floats(const struct conv_params *p)
+{
+	struct oc16 o;
+	int64_t cg = p->in_channels / p->group, mg = p->out_channels / p->group;
+	if (conv_is_pointwise(&p->win) || !oc16_use(p, cg, mg, conv_taps(p), &o))
+		return 0;
+	return (size_t)(p->group * o.wpack_floats);
+}
+
+/* Per group, [tap][channel] (the oc16 kernel loads 16 channels of a tap). */
+void conv_pack_weights(const struct conv_params *p, const float *w, float *out)
+{
+	struct oc16 o;
+	int64_t cg = p->in_channels / p->group, mg = p->out_channels / p->group;
+	int64_t k = conv_taps(p);
+	if (!oc16_geometry(p, cg, mg, k, &o))
+		return;
+	for (int64_t g = 0; g < p->group; g++) {
+		const float *wg = w + g * mg * k;
+		float *wp = out + g * o.wpack_floats;
+		for (int64_t t = 0; t < k; t++)
+			for (int64_t m = 0; m < mg; m++)
+				wp[t * mg + m] = wg[m * k + t];
+	}
+}
+
 enum nn_status conv_check(const struct conv_params *p, size_t *scratch_bytes, struct nn_err *e)
 {
 	const struct conv_window *w = &p->win;
@@ -879,13 +913,16 @@ void conv_run(const struct conv_params *p, const float *x, const float *w, const
 				for (int64_t kw = 0; kw < g2.kw; kw++)
 					off[t++] = c * o.plane + kh * g2.dh * o.wp + kw * g2.dw;
 		for (int64_t g = 0; g < p->group; g++) {
-			const float *wg = w + g * mg * k;
-			for (int64_t m = 0; m < mg; m++) /* [m][t] -> [t][m] */
-				for (int64_t tt = 0; tt < k; tt++)
-					wp[tt * mg + m] = wg[m * k + tt];
+			const float *wgp = p->wpack ? p->wpack + g * o.wpack_floats : wp;
+			if (!p->wpack) {
+				const float *wg = w + g * mg * k;
+				for (int64_t tt = 0; tt < k; tt++) /* [m][t] -> [t][m] */
+					for (int64_t m = 0; m < mg; m++)
+						wp[tt * mg + m] = wg[m * k + tt];
+			}
 			for (int64_t n = 0; n < p->batch; n++)
-				conv_oc16(&g2, &o, cg, mg, x + (n * p->in_channels + g * cg) * inn, wp,
-					  off, k, bias ? bias + g * mg : NULL, p->relu,
+				conv_oc16(&g2, &o, cg, mg, x + (n * p->in_channels + g * cg) * inn,
+					  wgp, off, k, bias ? bias + g * mg : NULL, p->relu,
 					  y + (n * p->out_channels + g * mg) * outn, xp);
 		}
 		return;

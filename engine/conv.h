@@ -73,7 +73,16 @@ struct conv_params {
 				 * when the CPU has it) */
 	bool relu;              /* y = max(y, 0) (NaN -> 0), as ONNX Relu: a Relu the
 				 * executor fused into the Conv at compile time */
+	const float *wpack;     /* optional: w as conv_pack_weights lays it out for
+				 * these params (constant weights packed once); NULL:
+				 * conv_run packs per call into its scratch when needed */
 };
+
+/* Floats conv_pack_weights writes for p (0: conv_run's path for p reads w as
+ * it is, so there is nothing to pack). */
+size_t conv_pack_floats(const struct conv_params *p);
+/* w [out_channels, in_channels/group, kernel...] into out (conv_pack_floats). */
+void conv_pack_weights(const struct conv_params *p, const float *w, float *out);
 
 /* Checks channel/group consistency and that every size fits; *scratch_bytes
  * is what conv_run needs (0 when every group takes the 1x1 path). */

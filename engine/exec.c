@@ -172,6 +172,7 @@ struct exec_step {
 	struct tensor *in_t, *out_t;
 	size_t scratch_bytes, scratch_off;
 	bool folded;       /* computed at compile (or fused into another step): never run */
+	size_t priv_bytes; /* what infer reported in const_bytes for priv */
 };
 
 struct exec_plan {
@@ -729,7 +730,7 @@ static bool same_shape(const struct tensor *a, const struct tensor *b)
 	return true;
 }
 
-static void drop_priv(struct exec_step *s)
+static void drop_priv(struct exec_plan *p, struct exec_step *s)
 {
 	if (s->priv) {
 		if (s->op && s->op->free_priv)
@@ -738,13 +739,41 @@ static void drop_priv(struct exec_step *s)
 			free(s->priv);
 	}
 	s->priv = NULL;
+	p->const_bytes -= s->priv_bytes;
+	s->priv_bytes = 0;
+}
+
+/* Runs op's infer again on step s (same node, s's current inputs) and, when
+ * it succeeds, makes op and its new private state the step's: after a fusion
+ * changed the step's constant inputs (packed weights must follow) or its op. */
+static enum nn_status reinfer(struct exec_plan *p, struct exec_step *s, const struct exec_op *op,
+			      struct nn_err *e)
+{
+	struct tensor out = s->out_t[0];
+	struct exec_infer_ctx ic = {
+		.node = s->node, .opset = s->opset, .in = s->in_t, .n_in = s->n_in,
+		.out = &out, .n_out = 1,
+	};
+	enum nn_status st = op->infer(&ic, e);
+	if (st != NN_OK) {
+		if (ic.priv)
+			free(ic.priv);
+		return st;
+	}
+	drop_priv(p, s);
+	s->op = op;
+	s->priv = ic.priv;
+	s->priv_bytes = ic.priv_bytes;
+	p->const_bytes += ic.priv_bytes;
+	s->scratch_bytes = ic.scratch_bytes;
+	return NN_OK;
 }
 
 /* Marks step si folded into another and its outputs dead. */
 static void absorb(struct exec_plan *p, size_t si)
 {
 	struct exec_step *s = &p->steps[si];
-	drop_priv(s);
+	drop_priv(p, s);
 	s->folded = true;
 	s->scratch_bytes = 0;
 	for (size_t k = 0; k < s->n_out; k++)
@@ -830,7 +859,7 @@ static bool fuse_gelu(struct exec_plan *p, size_t di, const struct exec_op *gelu
 		absorb(p, (size_t)chain[k]);
 	p->values[y].dead = false;
 	p->values[y].def = (int)di;
-	drop_priv(d);
+	drop_priv(p, d);
 	p->values[d->out[0]].dead = true;
 	d->op = gelu;
 	d->n_in = 1;
@@ -942,6 +971,10 @@ static enum nn_status fuse_conv_bn(struct exec_plan *p, size_t bi, bool *done, s
 	c->in_t[1] = p->values[wi].t;
 	c->in[2] = bias_i;
 	c->in_t[2] = p->values[bias_i].t;
+	/* the Conv may hold its weights packed: rebuild from the folded ones */
+	enum nn_status st = reinfer(p, c, c->op, e);
+	if (st != NN_OK)
+		return st;
 	int y = b->out[0];
 	absorb(p, bi);
 	p->values[cv].dead = true;
@@ -970,23 +1003,10 @@ static void fuse_conv_relu(struct exec_plan *p, size_t ri, const struct exec_op 
 	struct exec_step *c = &p->steps[ci];
 	if (c->folded || c->op != conv || c->n_out != 1)
 		return;
-	struct tensor out = c->out_t[0];
 	struct nn_err ignored;
 	err_clear(&ignored);
-	struct exec_infer_ctx ic = {
-		.node = c->node, .opset = c->opset, .in = c->in_t, .n_in = c->n_in,
-		.out = &out, .n_out = 1,
-	};
-	if (conv_relu->infer(&ic, &ignored) != NN_OK) {
-		if (ic.priv)
-			free(ic.priv);
+	if (reinfer(p, c, conv_relu, &ignored) != NN_OK)
 		return;
-	}
-	drop_priv(c);
-	c->op = conv_relu;
-	c->priv = ic.priv;
-	c->scratch_bytes = ic.scratch_bytes;
-	p->const_bytes += ic.priv_bytes;
 	int y = r->out[0];
 	absorb(p, ri);
 	p->values[v].dead = true;
@@ -1214,6 +1234,7 @@ static enum nn_status compile_graph(struct exec_plan *p, const struct onnx_model
 		};
 		st = s->op->infer(&ic, e);
 		s->priv = ic.priv;
+		s->priv_bytes = ic.priv_bytes;
 		p->const_bytes += ic.priv_bytes; /* packed weights etc. */
 		s->scratch_bytes = ic.scratch_bytes;
 		if (st != NN_OK)

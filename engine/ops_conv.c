@@ -214,10 +214,20 @@ static enum nn_status conv_infer(struct exec_infer_ctx *c, struct nn_err *e)
 	err_clear(&inner);
 	if ((st = conv_check(&p, &scratch, &inner)) != NN_OK)
 		return wrap_kernel_err(c, st, &inner, e);
-	struct conv_params *priv = malloc(sizeof(*priv));
+	/* Constant weights the kernel wants in another layout are packed once,
+	 * here, after the conv_params (one allocation, freed with it). */
+	size_t pack = w->data ? conv_pack_floats(&p) : 0;
+	size_t head = (sizeof(p) + 63) & ~(size_t)63;
+	struct conv_params *priv = aligned_alloc(64, head + ((pack * sizeof(float) + 63) & ~(size_t)63));
 	if (!priv)
 		return exec_node_err(e, NN_ENOMEM, c->node, "out of memory");
 	*priv = p;
+	if (pack) {
+		float *wp = (float *)(void *)((unsigned char *)priv + head);
+		conv_pack_weights(&p, w->data, wp);
+		priv->wpack = wp;
+		c->priv_bytes = pack * sizeof(float);
+	}
 	int64_t shape[TENSOR_MAX_DIMS];
 	shape[0] = p.batch;
 	shape[1] = p.out_channels;
