@@ -1,8 +1,10 @@
 /* exec: compiles an ONNX graph into a plan (topological order, static shapes,
- * folded constants, one arena laid out by value lifetimes) and runs it.
+ * folded constants, fused steps, one arena laid out by value lifetimes) and
+ * runs it. Fusions (fuse_steps: GELU's Erf pattern, BatchNormalization into
+ * Conv, Relu into Conv) change only the plan, never the model.
  *
  * Owns the plan: its value table, steps, op-private state, folded constants
- * and the arena. Initializers are borrowed from the model (copied only when
+ * (including the weights BatchNormalization folding computes) and the arena. Initializers are borrowed from the model (copied only when
  * stored in a typed field of another width, or misaligned). Operators live in
  * op modules (exec_op.h) listed in the registry below.
  * Threading: a plan is used by one thread at a time; no global state. */
