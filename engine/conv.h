@@ -10,7 +10,10 @@
  * 128 KiB of im2col columns, so scratch stays small and in cache), with a 1x1
  * stride-1 unpadded path that feeds the input to sgemm directly; padded or
  * strided 1-D/2-D convolutions read zero-bordered phase planes instead, on
- * an AVX-512 implicit-GEMM kernel when the CPU has it (no im2col at all);
+ * an AVX-512 implicit-GEMM kernel when the CPU has it (no im2col at all), and
+ * 2-D ones with multiples of 16 output channels, stride 1 or 2 and >= 32
+ * taps run a channel-vectorised AVX-512 kernel on weights packed once
+ * (conv_pack_weights);
  * conv_reference is the plain direct-loop version the tests hold it to.
  *
  * Threading: the kernels keep no state; distinct calls may run on distinct
