@@ -90,6 +90,29 @@ nm_ort=$(jget "$WORK/nm.acc.json" 'd["correct"]')
 log "lenet300 2:4: job $nm_job/10000, ORT $nm_ort/10000; step sparsity $(jget "$WORK/nm.job.json" 'd["steps"][0]["metrics"]["sparsity"]')"
 [[ "$nm_job" == "$nm_ort" ]] || fail "2:4: job $nm_job correct, ORT $nm_ort"
 
+log "== sensitivity, then its suggestion as per-layer overrides"
+SENS_EVAL="\"eval\":{\"dataset\":{\"id\":\"$DS\",\"scale\":0.00392156862745098},\"metrics\":[\"accuracy\"]}"
+submit_job "{\"model\":\"$MODEL_ID\",\"steps\":[{\"op\":\"sensitivity\",\"sparsities\":[0.5,0.8,0.9,0.95],\"budget\":0.005}],$SENS_EVAL}"
+wait_job "$JOB_ID" "$WORK/sens.job.json"
+"$E2E_PY" - "$WORK/sens.job.json" "$WORK/sens.layers.json" <<'EOF2' || fail "sensitivity report: $(cat "$WORK/sens.job.json")"
+import json, sys
+job = json.load(open(sys.argv[1]))
+m = job["steps"][0]["metrics"]
+assert m["measure"] == "accuracy" and m["samples"] == 10000
+assert m["baseline"] == job["metrics"]["input"]["accuracy"], "baseline is the input's accuracy"
+assert [l["name"] for l in m["layers"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+for l in m["layers"]:
+    assert [r["sparsity"] for r in l["results"]] == [0.5, 0.8, 0.9, 0.95]
+    ok = [r["sparsity"] for r in l["results"] if r["drop"] <= 0.005 + 1e-12]
+    assert l["suggested_sparsity"] == (max(ok) if ok else 0), l
+assert job["metrics"]["output"]["accuracy"] == m["baseline"], "the step leaves the model as it was"
+json.dump({k: v for k, v in m["suggested"]["layers"].items() if v > 0}, open(sys.argv[2], "w"))
+EOF2
+log "suggested: $(cat "$WORK/sens.layers.json")"
+submit_job "{\"model\":\"$MODEL_ID\",\"steps\":[{\"op\":\"prune\",\"layers\":$(cat "$WORK/sens.layers.json")}],$SENS_EVAL}"
+wait_job "$JOB_ID" "$WORK/sugg.job.json"
+log "suggested overrides: $(jget "$WORK/sugg.job.json" 'd["metrics"]["input"]["correct"]') -> $(jget "$WORK/sugg.job.json" 'd["metrics"]["output"]["correct"]') correct"
+
 log "== submit-time refusal of a layer that is not a prunable weight"
 http POST /v1/jobs -H 'Content-Type: application/json' \
 	--data-binary "{\"model\":\"$MODEL_ID\",\"steps\":[{\"op\":\"prune\",\"sparsity\":0.5,\"layers\":{\"fc1.bias\":0.5}}]}"
