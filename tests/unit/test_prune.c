@@ -1002,8 +1002,9 @@ static int test_nm_layouts(void)
 			CHECK(prune_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
 			uint64_t groups = 0;
 			for (size_t i = 0; i < NM_WEIGHTS; i++) {
-				size_t n;
+				size_t n = 0;
 				float *got = weight_copy(m, nm_expect[i].name, &n);
+				CHECK(got, "%s is still there", nm_expect[i].name);
 				/* keep_first_last: g0.w (first node) and conv.w (last) stay */
 				bool dense = kfl && (i == 0 || i == NM_WEIGHTS - 1);
 				if (!dense)
