@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "spec.h"
 #include "tensor.h"
 
 typedef uint32_t u32a __attribute__((may_alias));
@@ -887,32 +888,227 @@ bool quant_ref_uint8_asymmetric(const float *w, size_t outer, size_t channels, s
 
 /* ---- spec parameters ---- */
 
+static enum nn_status parse_flag(const json_t *step, size_t index, const char *key, bool fallback,
+				 bool *out, struct nn_err *e)
+{
+	char field[128], got[96];
+	const json_t *v = json_object_get(step, key);
+	*out = fallback;
+	if (!v)
+		return NN_OK;
+	if (!json_is_boolean(v)) {
+		snprintf(field, sizeof field, "steps[%zu].%s", index, key);
+		return err_set(e, NN_EINVAL, "invalid_spec", field, "%s must be true or false, got %s",
+			       key, step_describe_json(v, got, sizeof got));
+	}
+	*out = json_is_true(v);
+	return NN_OK;
+}
+
+/* "ops": ["Gemm", "MatMul", "Conv", "Gather"] (a non-empty subset of `allowed`). */
+static enum nn_status parse_ops(const json_t *step, size_t index, unsigned allowed,
+				unsigned fallback, unsigned *out, struct nn_err *e)
+{
+	static const char *const names[] = {"Gemm", "MatMul", "Conv", "Gather", NULL};
+	char field[128], got[96], list[96] = "";
+	const json_t *v = json_object_get(step, "ops");
+	*out = fallback;
+	if (!v)
+		return NN_OK;
+	for (unsigned k = 0, used = 0; names[k]; k++)
+		if (allowed & (1u << k))
+			used += (unsigned)snprintf(list + used, sizeof list - used, "%s%s",
+						   used ? ", " : "", names[k]);
+	snprintf(field, sizeof field, "steps[%zu].ops", index);
+	if (!json_is_array(v) || json_array_size(v) == 0)
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "ops must be a non-empty array of operator names (%s), got %s", list,
+			       step_describe_json(v, got, sizeof got));
+	unsigned bits = 0;
+	for (size_t i = 0; i < json_array_size(v); i++) {
+		const char *name = json_string_value(json_array_get(v, i));
+		unsigned k = 0;
+		while (name && names[k] && strcmp(names[k], name))
+			k++;
+		if (!name || !names[k] || !(allowed & (1u << k)))
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "this scheme quantizes the weights of %s; got %s", list,
+				       step_describe_json(json_array_get(v, i), got, sizeof got));
+		bits |= 1u << k;
+	}
+	*out = bits;
+	return NN_OK;
+}
+
+/* "exclude": ["node name" or "OpType", ...]. */
+static enum nn_status parse_exclude(const json_t *step, size_t index, const json_t **out,
+				    struct nn_err *e)
+{
+	char field[128], got[96];
+	const json_t *v = json_object_get(step, "exclude");
+	*out = NULL;
+	if (!v)
+		return NN_OK;
+	bool ok = json_is_array(v);
+	for (size_t i = 0; ok && i < json_array_size(v); i++)
+		ok = json_is_string(json_array_get(v, i));
+	if (!ok) {
+		snprintf(field, sizeof field, "steps[%zu].exclude", index);
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "exclude must be an array of node names or operator types, got %s",
+			       step_describe_json(v, got, sizeof got));
+	}
+	*out = v;
+	return NN_OK;
+}
+
+static enum nn_status parse_number_in(const json_t *step, size_t index, const char *key, double lo,
+				      double hi, double fallback, double *out, struct nn_err *e)
+{
+	char field[128], got[96];
+	const json_t *v = json_object_get(step, key);
+	*out = fallback;
+	if (!v)
+		return NN_OK;
+	double x = json_is_number(v) ? json_number_value(v) : NAN;
+	if (!(x > lo && x <= hi)) {
+		snprintf(field, sizeof field, "steps[%zu].%s", index, key);
+		return err_set(e, NN_EINVAL, "invalid_spec", field, "%s must be in (%g, %g], got %s",
+			       key, lo, hi, step_describe_json(v, got, sizeof got));
+	}
+	*out = x;
+	return NN_OK;
+}
+
 enum nn_status quant_params_parse(const json_t *step, size_t index, struct quant_params *out,
 				  struct nn_err *e)
 {
-	static const char *const keys[] = {"op", "scheme", "granularity", "symmetric", NULL};
-	static const char *const schemes[] = {"int8", NULL};
+	static const char *const schemes[] = {"int8",    "int4",   "fp16",  "bf16",
+					      "dynamic", "static", "kmeans", NULL};
+	/* Keys per scheme, in the order of enum quant_scheme. */
+	static const char *const keys[][12] = {
+		{"op", "scheme", "granularity", "symmetric", "ops", "exclude", "bias_correction",
+		 "dataset", NULL},
+		{"op", "scheme", "symmetric", "block_size", "format", "ops", "exclude",
+		 "bias_correction", "dataset", NULL},
+		{"op", "scheme", "graph", "keep_io_types", "exclude", NULL},
+		{"op", "scheme", "graph", "keep_io_types", "exclude", NULL},
+		{"op", "scheme", "symmetric", "ops", "exclude", NULL},
+		{"op", "scheme", "calibration", "percentile", "activations", "granularity",
+		 "symmetric", "exclude", "dataset", NULL},
+		{"op", "scheme", "bits", "ops", "exclude", NULL},
+	};
 	static const char *const granularities[] = {"per_channel", "per_tensor", NULL};
+	static const char *const formats[] = {"onnx", "matmulnbits", NULL};
+	static const char *const calibrations[] = {"minmax", "percentile", "entropy", "mse", NULL};
+	static const char *const activations[] = {"uint8", "int8", NULL};
+	const unsigned weight_ops = QUANT_OP_GEMM | QUANT_OP_MATMUL | QUANT_OP_CONV;
 	char field[128], got[96];
-	int scheme = 0, granularity = 0;
-	enum nn_status st = step_check_keys(step, index, "quantize", keys, e);
-	if (st == NN_OK)
-		st = step_parse_choice(step, index, "scheme", schemes, -1, &scheme, e);
-	if (st == NN_OK)
-		st = step_parse_choice(step, index, "granularity", granularities, 0, &granularity, e);
-	if (st != NN_OK)
+	int scheme = 0, granularity = 0, format = 0, calibration = 0, act = 0;
+	memset(out, 0, sizeof *out);
+	out->index = index;
+	enum nn_status st;
+	if (!json_is_object(step))
+		return step_check_keys(step, index, "quantize", keys[0], e);
+	if ((st = step_parse_choice(step, index, "scheme", schemes, -1, &scheme, e)) != NN_OK)
+		return st;
+	if ((st = step_check_keys(step, index, "quantize", keys[scheme], e)) != NN_OK) {
+		size_t len = strlen(e->message);
+		snprintf(e->message + len, sizeof e->message - len, " (scheme %s)", schemes[scheme]);
+		return st;
+	}
+	out->scheme = (enum quant_scheme)scheme;
+	if ((st = step_parse_choice(step, index, "granularity", granularities, 0, &granularity,
+				    e)) != NN_OK ||
+	    (st = parse_flag(step, index, "symmetric", true, &out->symmetric, e)) != NN_OK ||
+	    (st = parse_exclude(step, index, &out->exclude, e)) != NN_OK ||
+	    (st = parse_flag(step, index, "bias_correction", false, &out->bias_correction, e)) !=
+		    NN_OK ||
+	    (st = parse_flag(step, index, "graph", false, &out->whole_graph, e)) != NN_OK ||
+	    (st = parse_flag(step, index, "keep_io_types", true, &out->keep_io_types, e)) != NN_OK)
 		return st;
 	out->granularity = granularity == 1 ? QUANT_PER_TENSOR : QUANT_PER_CHANNEL;
-	out->symmetric = true;
-	const json_t *v = json_object_get(step, "symmetric");
-	if (v) {
-		if (!json_is_boolean(v)) {
-			snprintf(field, sizeof field, "steps[%zu].symmetric", index);
-			return err_set(e, NN_EINVAL, "invalid_spec", field,
-				       "symmetric must be true or false, got %s",
-				       step_describe_json(v, got, sizeof got));
+	switch (out->scheme) {
+	case QUANT_INT8:
+		st = parse_ops(step, index, weight_ops | QUANT_OP_GATHER, weight_ops, &out->ops, e);
+		break;
+	case QUANT_INT4: {
+		if ((st = step_parse_choice(step, index, "format", formats, 0, &format, e)) != NN_OK)
+			return st;
+		out->format = format == 1 ? QUANT_FORMAT_MATMULNBITS : QUANT_FORMAT_ONNX;
+		unsigned allowed = out->format == QUANT_FORMAT_MATMULNBITS
+					   ? QUANT_OP_MATMUL
+					   : QUANT_OP_GEMM | QUANT_OP_MATMUL;
+		if ((st = parse_ops(step, index, allowed, allowed, &out->ops, e)) != NN_OK)
+			return st;
+		const json_t *b = json_object_get(step, "block_size");
+		out->block_size = 32;
+		if (b) {
+			json_int_t v = json_is_integer(b) ? json_integer_value(b) : 0;
+			if (v != 16 && v != 32 && v != 64 && v != 128) {
+				snprintf(field, sizeof field, "steps[%zu].block_size", index);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "block_size must be 16, 32, 64 or 128, got %s",
+					       step_describe_json(b, got, sizeof got));
+			}
+			out->block_size = (int)v;
 		}
-		out->symmetric = json_is_true(v);
+		break;
+	}
+	case QUANT_FP16:
+	case QUANT_BF16:
+		out->ops = weight_ops;
+		break;
+	case QUANT_DYNAMIC:
+		st = parse_ops(step, index, QUANT_OP_GEMM | QUANT_OP_MATMUL,
+			       QUANT_OP_GEMM | QUANT_OP_MATMUL, &out->ops, e);
+		break;
+	case QUANT_STATIC:
+		out->ops = weight_ops;
+		if ((st = step_parse_choice(step, index, "calibration", calibrations, 0, &calibration,
+					    e)) != NN_OK ||
+		    (st = step_parse_choice(step, index, "activations", activations, 0, &act, e)) !=
+			    NN_OK ||
+		    (st = parse_number_in(step, index, "percentile", 50, 100, 99.99, &out->percentile,
+					  e)) != NN_OK)
+			return st;
+		out->calibration = (enum quant_calibration)calibration;
+		out->activations_int8 = act == 1;
+		if (json_object_get(step, "percentile") && out->calibration != QUANT_CALIB_PERCENTILE) {
+			snprintf(field, sizeof field, "steps[%zu].percentile", index);
+			return err_set(e, NN_EINVAL, "invalid_spec", field,
+				       "percentile applies to calibration \"percentile\" only");
+		}
+		break;
+	case QUANT_KMEANS: {
+		if ((st = parse_ops(step, index, weight_ops | QUANT_OP_GATHER, weight_ops, &out->ops,
+				    e)) != NN_OK)
+			return st;
+		const json_t *b = json_object_get(step, "bits");
+		out->bits = 4;
+		if (b) {
+			json_int_t v = json_is_integer(b) ? json_integer_value(b) : 0;
+			if (v < 2 || v > 8) {
+				snprintf(field, sizeof field, "steps[%zu].bits", index);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "bits must be an integer in [2, 8] (2^bits centroids), "
+					       "got %s",
+					       step_describe_json(b, got, sizeof got));
+			}
+			out->bits = (int)v;
+		}
+		break;
+	}
+	}
+	if (st != NN_OK)
+		return st;
+	const json_t *ds = json_object_get(step, "dataset");
+	if (ds) {
+		struct spec_dataset d;
+		snprintf(field, sizeof field, "steps[%zu].dataset", index);
+		if ((st = spec_parse_dataset(ds, field, &d, e)) != NN_OK)
+			return st;
+		out->has_dataset = true;
 	}
 	return NN_OK;
 }
@@ -1145,6 +1341,18 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	json_t *out = NULL, *layers = NULL;
 	*metrics = NULL;
 
+	switch (p->scheme) {
+	case QUANT_INT8:
+		break;
+	case QUANT_INT4:
+	case QUANT_FP16:
+	case QUANT_BF16:
+	case QUANT_DYNAMIC:
+	case QUANT_STATIC:
+	case QUANT_KMEANS:
+		return err_set(e, NN_EUNSUPPORTED, "unsupported", "",
+			       "this quantization scheme is being built (issue 5)");
+	}
 	if (p->granularity != QUANT_PER_CHANNEL && p->granularity != QUANT_PER_TENSOR)
 		return err_set(e, NN_EINVAL, "invalid_spec", "", "unknown granularity");
 	size_t bytes_before = onnx_packed_size(m);

@@ -37,13 +37,62 @@ enum quant_granularity {
 	QUANT_PER_TENSOR,
 };
 
+enum quant_scheme {
+	QUANT_INT8,    /* weight-only int8 (this module) */
+	QUANT_INT4,    /* weight-only int4, block-wise */
+	QUANT_FP16,    /* float16 weights (or the whole graph) */
+	QUANT_BF16,    /* bfloat16 weights where the runtime accepts them */
+	QUANT_DYNAMIC, /* int8 dynamic quantization of MatMul/Gemm */
+	QUANT_STATIC,  /* QDQ with activation ranges from calibration data */
+	QUANT_KMEANS,  /* weight sharing: per-layer codebook of 2^bits centroids */
+};
+
+enum quant_format {
+	QUANT_FORMAT_ONNX,        /* standard ONNX (DequantizeLinear, opset 21 for int4) */
+	QUANT_FORMAT_MATMULNBITS, /* com.microsoft.MatMulNBits (int4) */
+};
+
+enum quant_calibration {
+	QUANT_CALIB_MINMAX,
+	QUANT_CALIB_PERCENTILE,
+	QUANT_CALIB_ENTROPY, /* KL divergence, as TensorRT and ONNX Runtime define it */
+	QUANT_CALIB_MSE,
+};
+
+/* Which operators' weights a scheme quantizes (bit set). */
+enum quant_ops {
+	QUANT_OP_GEMM = 1u << 0,
+	QUANT_OP_MATMUL = 1u << 1,
+	QUANT_OP_CONV = 1u << 2,
+	QUANT_OP_GATHER = 1u << 3, /* embedding tables (Gather's data input) */
+};
+
+/* A quantize step's parameters. Only the fields of `scheme` are meaningful;
+ * the parser refuses keys that belong to another scheme. */
 struct quant_params {
-	enum quant_granularity granularity; /* default per channel */
+	enum quant_granularity granularity; /* default per channel (weights) */
 	bool symmetric;                     /* default true */
+	enum quant_scheme scheme;
+	unsigned ops;              /* enum quant_ops bits; default Gemm|MatMul|Conv
+				    * (int4, dynamic: Gemm|MatMul) */
+	const json_t *exclude;     /* array of node names or op types kept in float,
+				    * borrowed from the spec; NULL when absent */
+	int block_size;            /* int4: 16, 32 (default), 64 or 128 */
+	enum quant_format format;  /* int4: onnx (default) or matmulnbits */
+	enum quant_calibration calibration; /* static: default minmax */
+	double percentile;         /* static percentile: default 99.99, in (50, 100] */
+	bool activations_int8;     /* static: int8 activations (default uint8) */
+	int bits;                  /* kmeans: 2..8 (default 4) */
+	bool bias_correction;      /* int8/int4: per-channel mean shift from calibration data */
+	bool whole_graph;          /* fp16/bf16: convert the whole graph, not only weights */
+	bool keep_io_types;        /* fp16/bf16 whole graph: float32 inputs/outputs via Cast
+				    * (default true) */
+	bool has_dataset;          /* the step names its own "dataset" */
+	size_t index;              /* the step's place in "steps" (for error fields) */
 };
 
 /* Parses and checks one spec step whose "op" is "quantize" ("scheme" is
- * required and must be "int8"), filling defaults. Errors as prune_params_parse. */
+ * required), filling defaults. Errors as prune_params_parse. */
 enum nn_status quant_params_parse(const json_t *step, size_t index, struct quant_params *out,
 				  struct nn_err *e);
 

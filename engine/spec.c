@@ -290,6 +290,15 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 		} else {
 			if ((st = quant_params_parse(step, i, &qp, e)) != NN_OK)
 				return st;
+			bool needs_data = qp.scheme == QUANT_STATIC || qp.bias_correction;
+			if (needs_data && !qp.has_dataset && !ev.train.set) {
+				snprintf(field, sizeof field, "steps[%zu].dataset", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "%s needs calibration data: name a dataset (the step's "
+					       "\"dataset\" or the spec's top-level one)",
+					       qp.scheme == QUANT_STATIC ? "static quantization"
+									 : "bias_correction");
+			}
 		}
 		snprintf(field, sizeof field, "steps[%zu]", i);
 		/* After a quantize step the weights are int8 initializers feeding

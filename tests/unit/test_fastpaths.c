@@ -364,7 +364,8 @@ static int test_quant_step_in_place(void)
 		for (size_t r = 0; r < nref; r++)
 			axis[strcmp(refs[r].init->name, "foo") ? 1 : 0] = refs[r].channel_axis;
 		free(refs);
-		struct quant_params p = {per_tensor ? QUANT_PER_TENSOR : QUANT_PER_CHANNEL, true};
+		struct quant_params p = {.granularity = per_tensor ? QUANT_PER_TENSOR : QUANT_PER_CHANNEL,
+					 .symmetric = true};
 		json_t *mt = NULL;
 		CHECK(quant_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
 		json_t *layers = json_object_get(mt, "layers");
@@ -432,7 +433,7 @@ static int test_quant_step_float_data_and_asym(void)
 		CHECK(w && w->n_float_data == 32, "W2 in float_data");
 		float orig[32];
 		memcpy(orig, w->float_data, sizeof orig);
-		struct quant_params p = {QUANT_PER_TENSOR, sym != 0};
+		struct quant_params p = {.granularity = QUANT_PER_TENSOR, .symmetric = sym != 0};
 		json_t *mt = NULL;
 		struct nn_err e = {0};
 		CHECK(quant_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);

@@ -324,7 +324,7 @@ static int test_model_per_channel(void)
 {
 	struct onnx_model *m = load("steps_mlp.onnx"), *orig = load("steps_mlp.onnx");
 	CHECK(m && orig, "load");
-	struct quant_params p = {QUANT_PER_CHANNEL, true};
+	struct quant_params p = {.granularity = QUANT_PER_CHANNEL, .symmetric = true};
 	json_t *mt = NULL;
 	struct nn_err e = {0};
 	CHECK(quant_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
@@ -377,7 +377,7 @@ static int test_model_per_tensor_and_asym(void)
 		for (int g = 0; g < 2; g++) {
 			struct onnx_model *m = load("steps_mlp.onnx"), *orig = load("steps_mlp.onnx");
 			CHECK(m && orig, "load");
-			struct quant_params p = {grans[g], syms[s]};
+			struct quant_params p = {.granularity = grans[g], .symmetric = syms[s]};
 			json_t *mt = NULL;
 			struct nn_err e = {0};
 			CHECK(quant_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
@@ -401,7 +401,7 @@ static int test_opset_raised_shared_once(void)
 	struct onnx_model *m = load("steps_cnn11.onnx"), *orig = load("steps_cnn11.onnx");
 	CHECK(m && orig, "load");
 	CHECK(onnx_opset(m) == 11, "fixture opset 11");
-	struct quant_params p = {QUANT_PER_CHANNEL, true};
+	struct quant_params p = {.granularity = QUANT_PER_CHANNEL, .symmetric = true};
 	json_t *mt = NULL;
 	struct nn_err e = {0};
 	CHECK(quant_run(m, &p, NULL, &mt, &e) == NN_OK, "%s", e.message);
@@ -433,7 +433,7 @@ static int test_no_weights(void)
 {
 	struct onnx_model *m = load("steps_noweights.onnx");
 	CHECK(m, "load");
-	struct quant_params p = {QUANT_PER_CHANNEL, true};
+	struct quant_params p = {.granularity = QUANT_PER_CHANNEL, .symmetric = true};
 	json_t *mt = NULL;
 	struct nn_err e = {0};
 	CHECK(quant_run(m, &p, NULL, &mt, &e) == NN_EINVAL && !mt, "no weights");
@@ -448,8 +448,21 @@ static int test_params_parse(void)
 		const char *json, *field, *msg_part;
 	} bad[] = {
 		{"{\"op\":\"quantize\"}", "steps[1].scheme", "missing required field 'scheme'"},
-		{"{\"op\":\"quantize\",\"scheme\":\"int4\"}", "steps[1].scheme",
-		 "unsupported scheme \"int4\"; supported: int8"},
+		{"{\"op\":\"quantize\",\"scheme\":\"int3\"}", "steps[1].scheme",
+		 "unsupported scheme \"int3\"; supported: int8, int4, fp16, bf16, dynamic, static, "
+		 "kmeans"},
+		{"{\"op\":\"quantize\",\"scheme\":\"kmeans\",\"bits\":9}", "steps[1].bits",
+		 "bits must be an integer in [2, 8]"},
+		{"{\"op\":\"quantize\",\"scheme\":\"int4\",\"block_size\":24}",
+		 "steps[1].block_size", "16, 32, 64 or 128"},
+		{"{\"op\":\"quantize\",\"scheme\":\"int4\",\"format\":\"matmulnbits\","
+		 "\"ops\":[\"Gemm\"]}", "steps[1].ops", "quantizes the weights of MatMul"},
+		{"{\"op\":\"quantize\",\"scheme\":\"static\",\"calibration\":\"minmax\","
+		 "\"percentile\":99.9}", "steps[1].percentile", "calibration \"percentile\" only"},
+		{"{\"op\":\"quantize\",\"scheme\":\"static\",\"calibration\":\"kl\"}",
+		 "steps[1].calibration", "supported: minmax, percentile, entropy, mse"},
+		{"{\"op\":\"quantize\",\"scheme\":\"fp16\",\"block_size\":32}",
+		 "steps[1].block_size", "unknown field 'block_size'"},
 		{"{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":\"per_row\"}",
 		 "steps[1].granularity", "supported: per_channel, per_tensor"},
 		{"{\"op\":\"quantize\",\"scheme\":\"int8\",\"symmetric\":1}", "steps[1].symmetric",
