@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "exec_op.h"
+#include "ops_quant.h"
 
 #define EXEC_ALIGN 64
 #define EXEC_MAX_VALUES ((size_t)1 << 24)
@@ -324,6 +325,8 @@ enum nn_status exec_tensor_proto(const Onnx__TensorProto *init, const char *nm,
 			       "tensor '%.100s' has %zu dimensions (at most %d)", nm,
 			       init->n_dims, TENSOR_MAX_DIMS);
 	enum dtype dt = (enum dtype)init->data_type;
+	if (dt == DT_INT4 || dt == DT_UINT4) /* unpacked to a byte per element */
+		return ops_quant_unpack4(init, nm, t, e);
 	size_t es = dtype_size(dt);
 	if (es == 0 || dt == DT_STRING)
 		return err_set(e, NN_EUNSUPPORTED, "unsupported_dtype", "",

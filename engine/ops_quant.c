@@ -1,9 +1,13 @@
 /* ops_quant: quantization operators (see ops_quant.h). */
 #include "ops_quant.h"
 
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cblas.h>
 
 #include "exec_op.h"
 #include "ops_util.h"
@@ -15,6 +19,45 @@ int32_t ops_quant_round_sat(float x, int32_t lo, int32_t hi)
 	if (x >= (float)hi)
 		return hi;
 	return (int32_t)rintf(x); /* default rounding mode: to nearest, ties to even */
+}
+
+enum nn_status ops_quant_unpack4(const Onnx__TensorProto *tp, const char *what, struct tensor *t,
+				 struct nn_err *e)
+{
+	memset(t, 0, sizeof *t);
+	bool sgn = tp->data_type == DT_INT4;
+	if (tp->n_dims > TENSOR_MAX_DIMS)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_operator", "",
+			       "tensor '%.100s' has %zu dimensions (at most %d)", what, tp->n_dims,
+			       TENSOR_MAX_DIMS);
+	int64_t numel = 1;
+	for (size_t d = 0; d < tp->n_dims; d++)
+		if (tp->dims[d] < 0 || __builtin_mul_overflow(numel, tp->dims[d], &numel) ||
+		    numel > ((int64_t)1 << 44))
+			return err_set(e, NN_EINVAL, "invalid_model", "",
+				       "tensor '%.100s' has a bad shape", what);
+	bool raw = tp->has_raw_data && tp->raw_data.len > 0;
+	size_t want = raw ? ((size_t)numel + 1) / 2 : (size_t)numel;
+	size_t have = raw ? tp->raw_data.len : tp->n_int32_data;
+	if (have != want)
+		return err_set(e, NN_EINVAL, "invalid_model", "",
+			       "4-bit tensor '%.100s' holds %zu %s, its shape needs %zu", what, have,
+			       raw ? "bytes" : "values", want);
+	uint8_t *buf = malloc(numel ? (size_t)numel : 1);
+	if (!buf)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "unpacking tensor '%.100s'", what);
+	for (int64_t i = 0; i < numel; i++) {
+		unsigned v = raw ? (tp->raw_data.data[i / 2] >> ((i & 1) * 4)) & 15u
+				 : (unsigned)tp->int32_data[i] & 15u;
+		buf[i] = sgn ? (uint8_t)(int8_t)((int)(v ^ 8u) - 8) : (uint8_t)v;
+	}
+	t->dtype = sgn ? DT_INT8 : DT_UINT8;
+	t->ndim = (int)tp->n_dims;
+	for (size_t d = 0; d < tp->n_dims; d++)
+		t->shape[d] = tp->dims[d];
+	t->data = buf;
+	t->owned = true;
+	return NN_OK;
 }
 
 static bool present(const struct tensor *in, size_t n_in, size_t k)
@@ -31,16 +74,69 @@ static bool q8(enum dtype dt)
  * channels == 1 for per-tensor. */
 struct qaxis {
 	int64_t outer, channels, inner;
+	/* Blocked (DequantizeLinear opset 21 block_size > 0): channels is the
+	 * length of the blocked axis, blocks its block count; the scale is
+	 * [outer][blocks][inner] and element (o, l, i) uses entry
+	 * (o * blocks + l / block) * inner + i. block 0 = per tensor / axis. */
+	int64_t block, blocks;
 };
+
+/* The blocked form's geometry: scale (and zero point) have x's shape with
+ * the axis dimension divided by block_size, rounded up (ONNX opset 21). */
+static enum nn_status qaxis_blocked(struct exec_infer_ctx *c, int64_t block, struct qaxis *g,
+				    struct nn_err *e)
+{
+	const struct tensor *x = &c->in[0], *s = &c->in[1];
+	if (block < 0)
+		return exec_node_err(e, NN_EINVAL, c->node, "negative block_size");
+	int64_t axis = exec_attr_int(c->node, "axis", 1);
+	if (axis < 0)
+		axis += x->ndim;
+	if (axis < 0 || axis >= x->ndim)
+		return exec_node_err(e, NN_EINVAL, c->node, "axis out of range");
+	if (s->ndim != x->ndim)
+		return exec_node_err(e, NN_EINVAL, c->node,
+				     "blocked scale must have the input's rank");
+	g->outer = 1, g->inner = 1, g->channels = x->shape[axis], g->block = block;
+	g->blocks = (x->shape[axis] + block - 1) / block;
+	for (int64_t d = 0; d < x->ndim; d++) {
+		int64_t want = d == axis ? g->blocks : x->shape[d];
+		if (s->shape[d] != want)
+			return exec_node_err(e, NN_EINVAL, c->node,
+					     "blocked scale dimension %lld is %lld, expected %lld",
+					     (long long)d, (long long)s->shape[d], (long long)want);
+		if (d < axis)
+			g->outer *= x->shape[d];
+		else if (d > axis)
+			g->inner *= x->shape[d];
+	}
+	if (present(c->in, c->n_in, 2)) {
+		const struct tensor *z = &c->in[2];
+		bool same = z->ndim == s->ndim;
+		for (int d = 0; same && d < s->ndim; d++)
+			same = z->shape[d] == s->shape[d];
+		if (!same)
+			return exec_node_err(e, NN_EINVAL, c->node,
+					     "zero point and scale differ in shape");
+	}
+	return NN_OK;
+}
 
 static enum nn_status qaxis_infer(struct exec_infer_ctx *c, struct qaxis *g, struct nn_err *e)
 {
 	const struct tensor *x = &c->in[0], *s = &c->in[1];
-	if (exec_attr_int(c->node, "block_size", 0) != 0)
-		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "blocked quantization");
+	int64_t block = exec_attr_int(c->node, "block_size", 0);
 	int64_t ns = exec_numel(s);
-	g->outer = exec_numel(x), g->channels = 1, g->inner = 1;
-	if (s->ndim == 0 || (s->ndim == 1 && ns == 1)) {
+	g->outer = exec_numel(x), g->channels = 1, g->inner = 1, g->block = 0, g->blocks = 0;
+	if (block != 0) {
+		/* Only DequantizeLinear runs the blocked form here. */
+		if (strcmp(c->node->op_type, "DequantizeLinear") != 0 || c->opset < 21)
+			return exec_node_err(e, NN_EUNSUPPORTED, c->node,
+					     "block_size needs DequantizeLinear of opset 21");
+		enum nn_status st = qaxis_blocked(c, block, g, e);
+		if (st != NN_OK)
+			return st;
+	} else if (s->ndim == 0 || (s->ndim == 1 && ns == 1)) {
 		/* per-tensor */
 	} else if (s->ndim == 1) {
 		int64_t axis = exec_attr_int(c->node, "axis", 1);
@@ -107,6 +203,29 @@ static enum nn_status infer_dequantize(struct exec_infer_ctx *c, struct nn_err *
 	return NN_OK;
 }
 
+/* (x - zp) * scale per block; x int8/uint8 (4-bit initializers arrive
+ * unpacked to one byte per element, see exec_tensor_proto) or int32. */
+static void dequantize_blocked(const struct qaxis *g, const struct tensor *x, const float *scale,
+			       const struct tensor *zp, float *y)
+{
+	int64_t i = 0;
+	for (int64_t o = 0; o < g->outer; o++)
+		for (int64_t l = 0; l < g->channels; l++) {
+			int64_t sb = (o * g->blocks + l / g->block) * g->inner;
+			for (int64_t k = 0; k < g->inner; k++, i++) {
+				int64_t z = zp ? ops_int_at(zp, sb + k) : 0;
+				int64_t v;
+				if (x->dtype == DT_INT8)
+					v = ((const int8_t *)x->data)[i];
+				else if (x->dtype == DT_UINT8)
+					v = ((const uint8_t *)x->data)[i];
+				else
+					v = ((const int32_t *)x->data)[i];
+				y[i] = (float)(v - z) * scale[sb + k];
+			}
+		}
+}
+
 static enum nn_status run_dequantize(const struct exec_run_ctx *c, struct nn_err *e)
 {
 	(void)e;
@@ -116,6 +235,10 @@ static enum nn_status run_dequantize(const struct exec_run_ctx *c, struct nn_err
 	bool has_zp = present(c->in, c->n_in, 2);
 	float *y = c->out[0].data;
 	int64_t i = 0;
+	if (g->block > 0) {
+		dequantize_blocked(g, x, scale, has_zp ? &c->in[2] : NULL, y);
+		return NN_OK;
+	}
 	for (int64_t o = 0; o < g->outer; o++)
 		for (int64_t ch = 0; ch < g->channels; ch++) {
 			float s = scale[ch];
@@ -397,10 +520,123 @@ static enum nn_status run_mmi(const struct exec_run_ctx *c, struct nn_err *e)
 	return NN_OK;
 }
 
+/* ---- com.microsoft MatMulNBits (bits 4) ----
+ * Y = A[..., K] x W[K, N] (+ bias[N]) with W stored as B uint8
+ * [N][blocks][block_size / 2] (element k of column n in nibble k of row n,
+ * low nibble first), scales float [N * blocks] and zero points uint8
+ * [N][ceil(blocks / 2)] (nibbles; 8 when absent): W[k][n] = (q - zp) *
+ * scale. Exact float numerics, as ONNX Runtime at accuracy_level 1: W is
+ * dequantized once at infer (B, scales and zero points must be constants)
+ * and every run is one sgemm. */
+struct mnb {
+	int64_t k, n, m; /* m: rows of A (product of its leading dims) */
+	float *w;        /* [K, N] */
+};
+
+static void mnb_free(void *priv)
+{
+	struct mnb *p = priv;
+	if (p)
+		free(p->w);
+	free(p);
+}
+
+static enum nn_status check_mnb(const Onnx__NodeProto *node, int64_t opset, struct nn_err *e)
+{
+	(void)opset;
+	if (exec_attr_int(node, "bits", 4) != 4)
+		return exec_node_err(e, NN_EUNSUPPORTED, node, "only bits 4");
+	if (node->n_input > 4 && node->input[4] && node->input[4][0])
+		return exec_node_err(e, NN_EUNSUPPORTED, node, "g_idx input");
+	return NN_OK;
+}
+
+static enum nn_status infer_mnb(struct exec_infer_ctx *c, struct nn_err *e)
+{
+	enum nn_status st = io_check(c, 3, 6, e);
+	if (st != NN_OK)
+		return st;
+	int64_t k = exec_attr_int(c->node, "K", 0), n = exec_attr_int(c->node, "N", 0);
+	int64_t bs = exec_attr_int(c->node, "block_size", 0);
+	if (k < 1 || n < 1 || bs < 16 || (bs & (bs - 1)) != 0 || k > INT_MAX ||
+	    n > INT_MAX || exec_numel(&c->in[0]) / k > INT_MAX)
+		return exec_node_err(e, NN_EINVAL, c->node, "bad K, N or block_size");
+	int64_t nb = (k + bs - 1) / bs, blob = bs / 2, zrow = (nb + 1) / 2;
+	const struct tensor *a = &c->in[0], *b = &c->in[1], *s = &c->in[2];
+	const struct tensor *z = present(c->in, c->n_in, 3) ? &c->in[3] : NULL;
+	const struct tensor *bias = present(c->in, c->n_in, 5) ? &c->in[5] : NULL;
+	if (a->dtype != DT_FLOAT || a->ndim < 1 || a->shape[a->ndim - 1] != k)
+		return exec_node_err(e, NN_EINVAL, c->node, "A must be float with last dimension K");
+	if (b->dtype != DT_UINT8 || b->ndim != 3 || b->shape[0] != n || b->shape[1] != nb ||
+	    b->shape[2] != blob)
+		return exec_node_err(e, NN_EINVAL, c->node,
+				     "B must be uint8 [N, blocks, block_size/2]");
+	if (s->dtype != DT_FLOAT || exec_numel(s) != n * nb)
+		return exec_node_err(e, NN_EINVAL, c->node, "scales must be float [N * blocks]");
+	if (z && (z->dtype != DT_UINT8 || exec_numel(z) != n * zrow))
+		return exec_node_err(e, NN_EUNSUPPORTED, c->node,
+				     "zero points must be uint8 [N * ceil(blocks / 2)]");
+	if (bias && (bias->dtype != DT_FLOAT || exec_numel(bias) != n))
+		return exec_node_err(e, NN_EINVAL, c->node, "bias must be float [N]");
+	if (!b->data || !s->data || (z && !z->data))
+		return exec_node_err(e, NN_EUNSUPPORTED, c->node,
+				     "B, scales and zero points must be constants");
+	size_t cells;
+	if (__builtin_mul_overflow((size_t)k, (size_t)n, &cells) ||
+	    __builtin_mul_overflow(cells, sizeof(float), &cells))
+		return exec_node_err(e, NN_EINVAL, c->node, "K x N overflows");
+	struct mnb *p = calloc(1, sizeof *p);
+	if (!p || !(p->w = malloc(cells))) {
+		free(p);
+		return exec_node_err(e, NN_ENOMEM, c->node, "out of memory");
+	}
+	const uint8_t *bq = b->data, *zq = z ? z->data : NULL;
+	const float *sc = s->data;
+	for (int64_t col = 0; col < n; col++)
+		for (int64_t kk = 0; kk < k; kk++) {
+			int64_t blk = kk / bs, at = col * nb * bs + kk; /* nibble index */
+			int q = (bq[at / 2] >> ((at & 1) * 4)) & 15;
+			int zp = 8;
+			if (zq) {
+				int64_t zi = col * zrow * 2 + blk;
+				zp = (zq[zi / 2] >> ((zi & 1) * 4)) & 15;
+			}
+			p->w[kk * n + col] = (float)(q - zp) * sc[col * nb + blk];
+		}
+	p->k = k, p->n = n, p->m = exec_numel(a) / k;
+	c->priv = p;
+	c->priv_bytes = cells;
+	struct tensor *o = &c->out[0];
+	memset(o, 0, sizeof *o);
+	o->dtype = DT_FLOAT;
+	o->ndim = a->ndim;
+	memcpy(o->shape, a->shape, sizeof o->shape);
+	o->shape[a->ndim - 1] = n;
+	return NN_OK;
+}
+
+static enum nn_status run_mnb(const struct exec_run_ctx *c, struct nn_err *e)
+{
+	(void)e;
+	const struct mnb *p = c->priv;
+	float *y = c->out[0].data;
+	const float *bias = present(c->in, c->n_in, 5) ? c->in[5].data : NULL;
+	if (p->m == 0)
+		return NN_OK;
+	if (bias)
+		for (int64_t r = 0; r < p->m; r++)
+			memcpy(y + r * p->n, bias, (size_t)p->n * sizeof *y);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p->m, (int)p->n, (int)p->k,
+		    1.0f, c->in[0].data, (int)p->k, p->w, (int)p->n, bias ? 1.0f : 0.0f, y,
+		    (int)p->n);
+	return NN_OK;
+}
+
 const struct exec_op exec_ops_quant[] = {
 	{"", "DequantizeLinear", NULL, infer_dequantize, run_dequantize, NULL},
 	{"", "QuantizeLinear", NULL, infer_quantize, run_quantize, NULL},
 	{"", "DynamicQuantizeLinear", NULL, infer_dynq, run_dynq, NULL},
 	{"", "MatMulInteger", NULL, infer_mmi, run_mmi, NULL},
+	{"com.microsoft", "MatMulNBits", check_mnb, infer_mnb, run_mnb, mnb_free},
 };
 const size_t exec_ops_quant_count = sizeof exec_ops_quant / sizeof exec_ops_quant[0];

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "quant_int4.h"
 #include "spec.h"
 #include "tensor.h"
 
@@ -1036,9 +1037,8 @@ enum nn_status quant_params_parse(const json_t *step, size_t index, struct quant
 		if ((st = step_parse_choice(step, index, "format", formats, 0, &format, e)) != NN_OK)
 			return st;
 		out->format = format == 1 ? QUANT_FORMAT_MATMULNBITS : QUANT_FORMAT_ONNX;
-		unsigned allowed = out->format == QUANT_FORMAT_MATMULNBITS
-					   ? QUANT_OP_MATMUL
-					   : QUANT_OP_GEMM | QUANT_OP_MATMUL;
+		/* matmulnbits rewrites a Gemm as MatMulNBits + Add (quant_int4.h) */
+		unsigned allowed = QUANT_OP_GEMM | QUANT_OP_MATMUL;
 		if ((st = parse_ops(step, index, allowed, allowed, &out->ops, e)) != NN_OK)
 			return st;
 		const json_t *b = json_object_get(step, "block_size");
@@ -1345,6 +1345,7 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	case QUANT_INT8:
 		break;
 	case QUANT_INT4:
+		return quant_int4_run(m, p, ctx, metrics, e);
 	case QUANT_FP16:
 	case QUANT_BF16:
 	case QUANT_DYNAMIC:

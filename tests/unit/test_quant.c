@@ -456,7 +456,7 @@ static int test_params_parse(void)
 		{"{\"op\":\"quantize\",\"scheme\":\"int4\",\"block_size\":24}",
 		 "steps[1].block_size", "16, 32, 64 or 128"},
 		{"{\"op\":\"quantize\",\"scheme\":\"int4\",\"format\":\"matmulnbits\","
-		 "\"ops\":[\"Gemm\"]}", "steps[1].ops", "quantizes the weights of MatMul"},
+		 "\"ops\":[\"Conv\"]}", "steps[1].ops", "quantizes the weights of Gemm, MatMul"},
 		{"{\"op\":\"quantize\",\"scheme\":\"static\",\"calibration\":\"minmax\","
 		 "\"percentile\":99.9}", "steps[1].percentile", "calibration \"percentile\" only"},
 		{"{\"op\":\"quantize\",\"scheme\":\"static\",\"calibration\":\"kl\"}",

@@ -1,0 +1,733 @@
+/* quant_int4: int4 block-wise weight-only quantization (see quant_int4.h). */
+#include "quant_int4.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Scale / reciprocal / zero point of one block from its range. */
+static void block_params(float mn, float mx, bool sym, float *scale, float *inv, float *zp)
+{
+	float s;
+	*zp = 0;
+	if (sym) {
+		float a = fmaxf(fabsf(mn), fabsf(mx));
+		s = a / 7.0f;
+	} else {
+		float lo = fminf(mn, 0), hi = fmaxf(mx, 0);
+		s = (hi - lo) / 15.0f;
+		if (isnormal(s) && isnormal(1.0f / s)) {
+			float z = rintf(-lo / s);
+			*zp = z < 0 ? 0 : z > 15 ? 15 : z;
+		}
+	}
+	if (!isnormal(s) || !isnormal(1.0f / s)) { /* zeros (or denormal range): q = zp */
+		*scale = 1.0f, *inv = 0.0f, *zp = 0;
+		return;
+	}
+	*scale = s, *inv = 1.0f / s;
+}
+
+static inline int qval(float x, float inv, float zp, int lo, int hi)
+{
+	float r = rintf(x * inv) + zp;
+	return r < (float)lo ? lo : r > (float)hi ? hi : (int)r;
+}
+
+enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, size_t inner,
+				   size_t block, bool symmetric, unsigned offset, size_t ostride,
+				   uint8_t *packed, float *scales, uint8_t *zero_points,
+				   struct quant_int4_stats *stats, const struct step_ctx *ctx,
+				   struct nn_err *e)
+{
+	if (block == 0)
+		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size must be positive");
+	size_t nb = (len + block - 1) / block;
+	float *mn = malloc((inner ? inner : 1) * 4 * sizeof *mn);
+	if (!mn)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 scratch");
+	float *mx = mn + inner, *inv = mx + inner, *zf = inv + inner;
+	int lo = symmetric ? -7 : 0, hi = symmetric ? 7 : 15;
+	double sq = 0;
+	float maxerr = 0, smin = INFINITY, smax = 0;
+	size_t since = 0;
+	enum nn_status st = NN_OK;
+	for (size_t o = 0; o < outer; o++) {
+		for (size_t b = 0; b < nb; b++) {
+			size_t l0 = b * block, l1 = l0 + block < len ? l0 + block : len;
+			const float *base = w + (o * len + l0) * inner;
+			for (size_t i = 0; i < inner; i++)
+				mn[i] = INFINITY, mx[i] = -INFINITY;
+			bool bad = false;
+			for (size_t l = 0; l < l1 - l0; l++) {
+				const float *row = base + l * inner;
+				for (size_t i = 0; i < inner; i++) {
+					float x = row[i];
+					bad |= !isfinite(x);
+					mn[i] = x < mn[i] ? x : mn[i];
+					mx[i] = x > mx[i] ? x : mx[i];
+				}
+			}
+			if (bad) {
+				st = err_set(e, NN_EINVAL, "invalid_model", "",
+					     "weight contains NaN or Inf");
+				goto out;
+			}
+			float *sc = scales + (o * nb + b) * inner;
+			for (size_t i = 0; i < inner; i++) {
+				block_params(mn[i], mx[i], symmetric, &sc[i], &inv[i], &zf[i]);
+				if (zero_points)
+					zero_points[(o * nb + b) * inner + i] = (uint8_t)zf[i];
+				if (inv[i] != 0) {
+					smin = sc[i] < smin ? sc[i] : smin;
+					smax = sc[i] > smax ? sc[i] : smax;
+				}
+			}
+			for (size_t l = 0; l < l1 - l0; l++) {
+				const float *row = base + l * inner;
+				size_t at = o * ostride + (l0 + l) * inner;
+				for (size_t i = 0; i < inner; i++, at++) {
+					int q = qval(row[i], inv[i], zf[i], lo, hi);
+					float d = (float)(q - (int)zf[i]) * sc[i] - row[i];
+					sq += (double)d * d;
+					d = fabsf(d);
+					maxerr = d > maxerr ? d : maxerr;
+					packed[at >> 1] |= (uint8_t)(((unsigned)(q + (int)offset) & 15u)
+								     << ((at & 1) * 4));
+				}
+			}
+			since += (l1 - l0) * inner;
+			if (since >= STEP_POLL_ELEMS) {
+				since = 0;
+				if (step_canceled(ctx)) {
+					st = err_set(e, NN_ECANCELED, "canceled", "",
+						     "canceled while quantizing");
+					goto out;
+				}
+			}
+		}
+	}
+	stats->sq += sq;
+	stats->maxerr = maxerr > stats->maxerr ? maxerr : stats->maxerr;
+	stats->smin = smin < stats->smin ? smin : stats->smin;
+	stats->smax = smax > stats->smax ? smax : stats->smax;
+out:
+	free(mn);
+	return st;
+}
+
+void quant_int4_pack(const uint8_t *vals, size_t n, uint8_t *out)
+{
+	for (size_t i = 0; i + 1 < n; i += 2)
+		out[i / 2] = (uint8_t)((vals[i] & 15u) | ((vals[i + 1] & 15u) << 4));
+	if (n & 1)
+		out[n / 2] = vals[n - 1] & 15u;
+}
+
+void quant_int4_unpack(const uint8_t *packed, size_t n, bool is_signed, int8_t *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		int v = (packed[i / 2] >> ((i & 1) * 4)) & 15;
+		out[i] = (int8_t)(is_signed ? (v ^ 8) - 8 : v);
+	}
+}
+
+/* ---- graph surgery ---- */
+
+struct iwref {
+	char *name, *op, *node;
+	int kaxis; /* the weight's reduction axis (blocks run along it) */
+};
+
+static bool excluded(const struct quant_params *p, const char *node, const char *op)
+{
+	size_t i;
+	json_t *v;
+	if (!p->exclude)
+		return false;
+	json_array_foreach(p->exclude, i, v) {
+		const char *s = json_string_value(v);
+		if (s && (strcmp(s, node) == 0 || strcmp(s, op) == 0))
+			return true;
+	}
+	return false;
+}
+
+/* How many node inputs and graph outputs use `name`. */
+static size_t uses(const struct onnx_model *m, const char *name)
+{
+	const Onnx__GraphProto *g = m->proto->graph;
+	size_t n = 0;
+	for (size_t i = 0; i < g->n_node; i++)
+		for (size_t k = 0; k < g->node[i]->n_input; k++)
+			n += g->node[i]->input[k] && strcmp(g->node[i]->input[k], name) == 0;
+	for (size_t i = 0; i < g->n_output; i++)
+		n += g->output[i]->name && strcmp(g->output[i]->name, name) == 0;
+	return n;
+}
+
+static Onnx__NodeProto *find_node(const struct onnx_model *m, const char *name, const char *op,
+				  const char *weight, size_t *idx)
+{
+	const Onnx__GraphProto *g = m->proto->graph;
+	for (size_t i = 0; i < g->n_node; i++) {
+		Onnx__NodeProto *n = g->node[i];
+		if (strcmp(n->op_type ? n->op_type : "", op) || strcmp(n->name ? n->name : "", name))
+			continue;
+		for (size_t k = 0; k < n->n_input; k++)
+			if (n->input[k] && strcmp(n->input[k], weight) == 0) {
+				*idx = i;
+				return n;
+			}
+	}
+	return NULL;
+}
+
+/* Sets an initializer's type to 4-bit with the given dims (its raw_data
+ * already holds the packed bytes). */
+static enum nn_status set_4bit(struct onnx_model *m, const char *name, enum dtype dt, int ndim,
+			       const int64_t *dims, struct nn_err *e)
+{
+	Onnx__TensorProto *tp = onnx_find_initializer(m, name);
+	int64_t *d = malloc((size_t)(ndim ? ndim : 1) * sizeof *d);
+	if (!tp || !d) {
+		free(d);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for '%s'", name);
+	}
+	memcpy(d, dims, (size_t)ndim * sizeof *d);
+	free(tp->dims);
+	tp->dims = d;
+	tp->n_dims = (size_t)ndim;
+	tp->data_type = dt;
+	return NN_OK;
+}
+
+static char *mkname(const struct onnx_model *m, const char *base, const char *suffix)
+{
+	size_t n = strlen(base) + strlen(suffix) + 1;
+	char *b = malloc(n);
+	if (!b)
+		return NULL;
+	snprintf(b, n, "%s%s", base, suffix);
+	char *u = onnx_unique_name(m, b);
+	free(b);
+	return u;
+}
+
+static enum nn_status add_packed(struct onnx_model *m, const char *name, uint8_t **data,
+				 size_t bytes, struct nn_err *e)
+{
+	struct tensor t = {0};
+	int64_t shp[1] = {(int64_t)bytes};
+	tensor_view(&t, DT_UINT8, 1, shp, *data);
+	t.owned = true;
+	enum nn_status st = onnx_add_initializer_take(m, name, &t, e);
+	if (st == NN_OK)
+		*data = NULL;
+	return st;
+}
+
+static enum nn_status add_float(struct onnx_model *m, const char *name, float **data, int ndim,
+				const int64_t *shape, struct nn_err *e)
+{
+	struct tensor t = {0};
+	tensor_view(&t, DT_FLOAT, ndim, shape, *data);
+	t.owned = true;
+	enum nn_status st = onnx_add_initializer_take(m, name, &t, e);
+	if (st == NN_OK)
+		*data = NULL;
+	return st;
+}
+
+static enum nn_status set_str(char **dst, const char *v, struct nn_err *e)
+{
+	char *s = strdup(v);
+	if (!s)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
+	free(*dst);
+	*dst = s;
+	return NN_OK;
+}
+
+/* Inserts a new node at index `at` of the graph (after the producer). */
+static enum nn_status insert_node(struct onnx_model *m, size_t at, const char *op,
+				  const char *name, const char *a, const char *b, const char *out,
+				  struct nn_err *e)
+{
+	Onnx__GraphProto *g = m->proto->graph;
+	Onnx__NodeProto *n = malloc(sizeof *n);
+	Onnx__NodeProto **arr = realloc(g->node, (g->n_node + 1) * sizeof *arr);
+	if (arr)
+		g->node = arr;
+	if (!n || !arr) {
+		free(n);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for a node");
+	}
+	onnx__node_proto__init(n);
+	n->input = calloc(2, sizeof *n->input);
+	n->output = calloc(1, sizeof *n->output);
+	n->op_type = strdup(op);
+	n->name = strdup(name);
+	if (n->input) {
+		n->n_input = 2;
+		n->input[0] = strdup(a);
+		n->input[1] = strdup(b);
+	}
+	if (n->output) {
+		n->n_output = 1;
+		n->output[0] = strdup(out);
+	}
+	if (!n->input || !n->output || !n->op_type || !n->name || !n->input[0] || !n->input[1] ||
+	    !n->output[0]) {
+		onnx__node_proto__free_unpacked(n, NULL);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for a node");
+	}
+	memmove(g->node + at + 1, g->node + at, (g->n_node - at) * sizeof *g->node);
+	g->node[at] = n;
+	g->n_node++;
+	return NN_OK;
+}
+
+static enum nn_status ensure_ms_domain(struct onnx_model *m, struct nn_err *e)
+{
+	Onnx__ModelProto *p = m->proto;
+	for (size_t i = 0; i < p->n_opset_import; i++)
+		if (p->opset_import[i]->domain &&
+		    strcmp(p->opset_import[i]->domain, "com.microsoft") == 0)
+			return NN_OK;
+	Onnx__OperatorSetIdProto *imp = malloc(sizeof *imp);
+	Onnx__OperatorSetIdProto **arr =
+		realloc(p->opset_import, (p->n_opset_import + 1) * sizeof *arr);
+	if (arr)
+		p->opset_import = arr;
+	if (!imp || !arr) {
+		free(imp);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for opset import");
+	}
+	onnx__operator_set_id_proto__init(imp);
+	imp->domain = strdup("com.microsoft");
+	if (!imp->domain) {
+		free(imp);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for opset import");
+	}
+	imp->has_version = 1;
+	imp->version = 1;
+	p->opset_import[p->n_opset_import++] = imp;
+	return NN_OK;
+}
+
+struct layer_out {
+	struct quant_int4_stats stats;
+	int64_t blocks;
+	size_t bytes_before, bytes_after;
+	bool skipped;
+	const char *why;
+};
+
+/* format onnx: W -> 4-bit initializer + scale + zero point + DequantizeLinear. */
+static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
+			       const struct quant_params *p, const struct step_ctx *ctx,
+			       const struct tensor *w, struct layer_out *lo, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	uint8_t *packed = NULL, *zpb = NULL, *zpk = NULL;
+	float *sc = NULL;
+	char *qn = NULL, *sn = NULL, *zn = NULL, *nn = NULL;
+	size_t outer = 1, inner = 1, len = (size_t)w->shape[r->kaxis];
+	for (int d = 0; d < r->kaxis; d++)
+		outer *= (size_t)w->shape[d];
+	for (int d = r->kaxis + 1; d < w->ndim; d++)
+		inner *= (size_t)w->shape[d];
+	size_t bs = (size_t)p->block_size, nb = (len + bs - 1) / bs;
+	size_t n = outer * len * inner, ns = outer * nb * inner;
+	int64_t sshape[TENSOR_MAX_DIMS];
+	memcpy(sshape, w->shape, sizeof sshape);
+	sshape[r->kaxis] = (int64_t)nb;
+	packed = calloc(n / 2 + 1, 1);
+	sc = malloc((ns ? ns : 1) * sizeof *sc);
+	zpb = calloc(ns ? ns : 1, 1);
+	zpk = calloc(ns / 2 + 1, 1);
+	qn = mkname(m, r->name, "_quantized");
+	sn = mkname(m, r->name, "_scale");
+	zn = mkname(m, r->name, "_zero_point");
+	nn = mkname(m, r->name, "_DequantizeLinear");
+	if (!packed || !sc || !zpb || !zpk || !qn || !sn || !zn || !nn) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for weight '%s'",
+			     r->name);
+		goto out;
+	}
+	if ((st = quant_int4_quantize(w->data, outer, len, inner, bs, p->symmetric, 0,
+				      len * inner, packed, sc, p->symmetric ? NULL : zpb,
+				      &lo->stats, ctx, e)) != NN_OK) {
+		err_prefix(e, "weight '%s'", r->name);
+		goto out;
+	}
+	quant_int4_pack(zpb, ns, zpk);
+	enum dtype qt = p->symmetric ? DT_INT4 : DT_UINT4;
+	if ((st = add_packed(m, qn, &packed, (n + 1) / 2, e)) != NN_OK ||
+	    (st = set_4bit(m, qn, qt, w->ndim, w->shape, e)) != NN_OK ||
+	    (st = add_float(m, sn, &sc, w->ndim, sshape, e)) != NN_OK ||
+	    (st = add_packed(m, zn, &zpk, (ns + 1) / 2, e)) != NN_OK ||
+	    (st = set_4bit(m, zn, qt, w->ndim, sshape, e)) != NN_OK)
+		goto out;
+	const char *ins[3] = {qn, sn, zn};
+	const char *outs[1] = {r->name};
+	Onnx__NodeProto *node = NULL;
+	if ((st = onnx_prepend_node(m, "DequantizeLinear", nn, ins, 3, outs, 1, &node, e)) !=
+		    NN_OK ||
+	    (st = onnx_node_set_int_attr(node, "axis", r->kaxis, e)) != NN_OK ||
+	    (st = onnx_node_set_int_attr(node, "block_size", p->block_size, e)) != NN_OK)
+		goto out;
+	lo->blocks = (int64_t)ns;
+	lo->bytes_after = (n + 1) / 2 + ns * 4 + (ns + 1) / 2;
+out:
+	free(packed);
+	free(sc);
+	free(zpb);
+	free(zpk);
+	free(qn);
+	free(sn);
+	free(zn);
+	free(nn);
+	return st;
+}
+
+/* format matmulnbits: the consuming MatMul/Gemm becomes MatMulNBits. */
+static enum nn_status one_mnb(struct onnx_model *m, const struct iwref *r,
+			      const struct quant_params *p, const struct step_ctx *ctx,
+			      const struct tensor *w, struct layer_out *lo, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	size_t at = 0;
+	Onnx__NodeProto *node = find_node(m, r->node, r->op, r->name, &at);
+	bool gemm = strcmp(r->op, "Gemm") == 0;
+	lo->skipped = true;
+	if (!node || w->ndim != 2)
+		return lo->why = "weight is not 2-D", NN_OK;
+	if (gemm) {
+		if (node->n_input < 2 || strcmp(node->input[1], r->name) ||
+		    onnx_node_int_attr(node, "transA", 0) != 0)
+			return lo->why = "Gemm with transA or weight as A", NN_OK;
+		const Onnx__AttributeProto *al = onnx_find_attr(node, "alpha", NULL);
+		const Onnx__AttributeProto *be = onnx_find_attr(node, "beta", NULL);
+		if ((al && al->f != 1.0f) || (be && be->f != 1.0f))
+			return lo->why = "Gemm with alpha or beta other than 1", NN_OK;
+	} else if (node->n_input < 2 || strcmp(node->input[1], r->name) != 0) {
+		return lo->why = "weight is MatMul's first operand", NN_OK;
+	}
+	if (uses(m, r->name) != 1)
+		return lo->why = "weight shared with other nodes", NN_OK;
+	bool tb = gemm && onnx_node_int_attr(node, "transB", 0) != 0;
+	size_t K = (size_t)w->shape[tb ? 1 : 0], N = (size_t)w->shape[tb ? 0 : 1];
+	size_t bs = (size_t)p->block_size, nb = (K + bs - 1) / bs, zrow = (nb + 1) / 2;
+	float *wt = NULL, *sc = NULL;
+	uint8_t *packed = NULL, *zpb = NULL, *zpk = NULL;
+	char *qn = NULL, *sn = NULL, *zn = NULL, *yn = NULL, *an = NULL;
+	size_t pb = N * nb * bs / 2;
+	size_t nsc = N * nb + 1; /* +1: never a zero-size allocation */
+	packed = calloc(pb + 1, 1);
+	sc = malloc(nsc * sizeof *sc);
+	zpb = calloc(nsc, 1);
+	zpk = calloc(N * zrow + 1, 1);
+	if (!tb)
+		wt = malloc((K * N + 1) * sizeof *wt);
+	qn = mkname(m, r->name, "_Q4");
+	sn = mkname(m, r->name, "_scales");
+	zn = mkname(m, r->name, "_zp");
+	if (!packed || !sc || !zpb || !zpk || (!tb && !wt) || !qn || !sn || !zn) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for weight '%s'",
+			     r->name);
+		goto out;
+	}
+	const float *rows = w->data; /* [N][K] */
+	if (!tb) {
+		const float *src = w->data;
+		for (size_t k = 0; k < K; k++)
+			for (size_t c = 0; c < N; c++)
+				wt[c * K + k] = src[k * N + c];
+		rows = wt;
+	}
+	if ((st = quant_int4_quantize(rows, N, K, 1, bs, p->symmetric, p->symmetric ? 8 : 0,
+				      nb * bs, packed, sc, p->symmetric ? NULL : zpb, &lo->stats,
+				      ctx, e)) != NN_OK) {
+		err_prefix(e, "weight '%s'", r->name);
+		goto out;
+	}
+	for (size_t c = 0; c < N; c++)
+		quant_int4_pack(zpb + c * nb, nb, zpk + c * zrow);
+	int64_t bshape[3] = {(int64_t)N, (int64_t)nb, (int64_t)(bs / 2)};
+	int64_t sshape[1] = {(int64_t)(N * nb)};
+	struct tensor bt = {0};
+	tensor_view(&bt, DT_UINT8, 3, bshape, packed);
+	bt.owned = true;
+	if ((st = onnx_add_initializer_take(m, qn, &bt, e)) != NN_OK)
+		goto out;
+	packed = NULL;
+	if ((st = add_float(m, sn, &sc, 1, sshape, e)) != NN_OK)
+		goto out;
+	if (!p->symmetric && (st = add_packed(m, zn, &zpk, N * zrow, e)) != NN_OK)
+		goto out;
+	/* Rewire: inputs A, B, scales[, zero_points][, "", bias? no: Add]. */
+	bool has_c = gemm && node->n_input >= 3 && node->input[2] && node->input[2][0];
+	char *cname = has_c ? strdup(node->input[2]) : NULL;
+	if (has_c && !cname) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
+		goto out;
+	}
+	size_t nin = p->symmetric ? 3 : 4;
+	char **ins = calloc(nin, sizeof *ins);
+	if (!ins) {
+		free(cname);
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
+		goto out;
+	}
+	ins[0] = node->input[0];
+	node->input[0] = NULL;
+	ins[1] = strdup(qn);
+	ins[2] = strdup(sn);
+	if (nin == 4)
+		ins[3] = strdup(zn);
+	for (size_t k = 0; k < node->n_input; k++)
+		free(node->input[k]);
+	free(node->input);
+	node->input = ins;
+	node->n_input = nin;
+	if (!ins[1] || !ins[2] || (nin == 4 && !ins[3])) {
+		free(cname);
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
+		goto out;
+	}
+	onnx_remove_attr(node, "alpha");
+	onnx_remove_attr(node, "beta");
+	onnx_remove_attr(node, "transA");
+	onnx_remove_attr(node, "transB");
+	if ((st = set_str(&node->op_type, "MatMulNBits", e)) != NN_OK ||
+	    (st = set_str(&node->domain, "com.microsoft", e)) != NN_OK ||
+	    (st = onnx_node_set_int_attr(node, "K", (int64_t)K, e)) != NN_OK ||
+	    (st = onnx_node_set_int_attr(node, "N", (int64_t)N, e)) != NN_OK ||
+	    (st = onnx_node_set_int_attr(node, "bits", 4, e)) != NN_OK ||
+	    (st = onnx_node_set_int_attr(node, "block_size", p->block_size, e)) != NN_OK ||
+	    (st = onnx_node_set_int_attr(node, "accuracy_level", 0, e)) != NN_OK) {
+		free(cname);
+		goto out;
+	}
+	if (has_c) {
+		/* Y = MatMulNBits(A) + C: the node writes a new value, Add keeps Y. */
+		yn = mkname(m, node->output[0], "_matmul");
+		an = mkname(m, node->name ? node->name : r->name, "_bias");
+		if (!yn || !an) {
+			free(cname);
+			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
+			goto out;
+		}
+		st = insert_node(m, at + 1, "Add", an, yn, cname, node->output[0], e);
+		free(cname);
+		if (st != NN_OK)
+			goto out;
+		free(node->output[0]);
+		node->output[0] = yn;
+		yn = NULL;
+	}
+	onnx_remove_initializer(m, r->name);
+	lo->skipped = false;
+	lo->blocks = (int64_t)(N * nb);
+	lo->bytes_after = pb + N * nb * 4 + (p->symmetric ? 0 : N * zrow);
+out:
+	free(wt);
+	free(sc);
+	free(packed);
+	free(zpb);
+	free(zpk);
+	free(qn);
+	free(sn);
+	free(zn);
+	free(yn);
+	free(an);
+	return st;
+}
+
+static enum nn_status one(struct onnx_model *m, const struct iwref *r,
+			  const struct quant_params *p, const struct step_ctx *ctx,
+			  json_t *layers, uint64_t *params, struct nn_err *e)
+{
+	struct tensor w = {0};
+	struct layer_out lo = {.stats = {0, 0, INFINITY, 0}};
+	Onnx__TensorProto *init = onnx_find_initializer(m, r->name);
+	if (!init)
+		return err_set(e, NN_EINTERNAL, "internal", "", "weight '%s' vanished", r->name);
+	enum nn_status st = onnx_initializer_view(init, &w, e);
+	if (st != NN_OK) {
+		err_prefix(e, "weight '%s'", r->name);
+		return st;
+	}
+	int64_t n = tensor_numel(&w);
+	if (n <= 0) {
+		tensor_free(&w);
+		return NN_OK; /* nothing to quantize */
+	}
+	lo.bytes_before = (size_t)n * 4;
+	if (p->format == QUANT_FORMAT_ONNX) {
+		st = one_onnx(m, r, p, ctx, &w, &lo, e);
+		if (st == NN_OK)
+			onnx_remove_initializer(m, r->name); /* after w's last use */
+	} else {
+		st = one_mnb(m, r, p, ctx, &w, &lo, e);
+	}
+	tensor_free(&w);
+	if (st != NN_OK)
+		return st;
+	json_t *l = json_object();
+	int bad = !l || json_array_append_new(layers, l);
+	if (!bad) {
+		bad |= step_json_set(l, "name", json_string(r->name));
+		bad |= step_json_set(l, "op", json_string(r->op));
+		bad |= step_json_set(l, "node", json_string(r->node));
+		if (lo.skipped) {
+			bad |= step_json_set(l, "skipped", json_string(lo.why));
+		} else {
+			*params += (uint64_t)n;
+			bad |= step_json_set(l, "scheme", json_string("int4"));
+			bad |= step_json_set(l, "bits", json_integer(4));
+			bad |= step_json_set(l, "block_size", json_integer(p->block_size));
+			bad |= step_json_set(l, "axis", json_integer(r->kaxis));
+			bad |= step_json_set(l, "format",
+					     json_string(p->format == QUANT_FORMAT_ONNX
+								 ? "onnx"
+								 : "matmulnbits"));
+			bad |= step_json_set(l, "blocks", json_integer(lo.blocks));
+			bool any = lo.stats.smax > 0;
+			bad |= step_json_set(l, "scale_min", any ? step_json_real(lo.stats.smin)
+								  : json_null());
+			bad |= step_json_set(l, "scale_max", any ? step_json_real(lo.stats.smax)
+								  : json_null());
+			bad |= step_json_set(l, "mse", step_json_real(lo.stats.sq / (double)n));
+			bad |= step_json_set(l, "max_abs_error", step_json_real(lo.stats.maxerr));
+			bad |= step_json_set(l, "bytes_before",
+					     json_integer((json_int_t)lo.bytes_before));
+			bad |= step_json_set(l, "bytes_after",
+					     json_integer((json_int_t)lo.bytes_after));
+		}
+	}
+	if (bad)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+	return NN_OK;
+}
+
+enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p,
+			      const struct step_ctx *ctx, json_t **metrics, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct onnx_weight_ref *refs = NULL;
+	size_t nref = 0, nw = 0;
+	struct iwref *ws = NULL;
+	json_t *out = NULL, *layers = NULL;
+	*metrics = NULL;
+	if (p->block_size < 16 || p->block_size > 128 || (p->block_size & (p->block_size - 1)))
+		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size must be 16..128");
+	size_t bytes_before = onnx_packed_size(m);
+	if ((st = onnx_prunable_weights(m, &refs, &nref, e)) != NN_OK)
+		goto fail;
+	ws = calloc(nref ? nref : 1, sizeof *ws);
+	if (!ws) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", nref);
+		goto fail;
+	}
+	for (size_t i = 0; i < nref; i++) {
+		const Onnx__NodeProto *nd = refs[i].node;
+		const char *op = nd && nd->op_type ? nd->op_type : "";
+		const char *nm = nd && nd->name ? nd->name : "";
+		size_t nd_ = refs[i].init->n_dims;
+		int ca = refs[i].channel_axis, kaxis;
+		unsigned bit = strcmp(op, "Gemm") == 0     ? QUANT_OP_GEMM
+			       : strcmp(op, "MatMul") == 0 ? QUANT_OP_MATMUL
+							   : 0;
+		if (!(bit & p->ops) || excluded(p, nm, op) || nd_ < 2)
+			continue;
+		if (bit == QUANT_OP_GEMM)
+			kaxis = ca == 1 ? 0 : 1;
+		else if (ca == (int)nd_ - 1)
+			kaxis = (int)nd_ - 2;
+		else
+			continue; /* MatMul's first operand: no K axis of a weight */
+		ws[nw].name = strdup(refs[i].init->name ? refs[i].init->name : "");
+		ws[nw].op = strdup(op);
+		ws[nw].node = strdup(nm);
+		ws[nw].kaxis = kaxis;
+		if (!ws[nw].name || !ws[nw].op || !ws[nw].node) {
+			nw++;
+			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for names");
+			goto fail;
+		}
+		nw++;
+	}
+	free(refs);
+	refs = NULL;
+	if (nw == 0) {
+		st = err_set(e, NN_EINVAL, "invalid_spec", "",
+			     "model has no Gemm/MatMul float weights to quantize to int4");
+		goto fail;
+	}
+	if (p->format == QUANT_FORMAT_ONNX && onnx_opset(m) < 21 &&
+	    (st = onnx_raise_opset(m, 21, e)) != NN_OK)
+		goto fail;
+	if (p->format == QUANT_FORMAT_MATMULNBITS && (st = ensure_ms_domain(m, e)) != NN_OK)
+		goto fail;
+	layers = json_array();
+	if (!layers) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+		goto fail;
+	}
+	uint64_t params = 0;
+	for (size_t i = 0; i < nw; i++) {
+		if (step_canceled(ctx)) {
+			st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
+			goto fail;
+		}
+		if ((st = one(m, &ws[i], p, ctx, layers, &params, e)) != NN_OK)
+			goto fail;
+		step_progress(ctx, (double)(i + 1) / (double)nw);
+	}
+	out = json_object();
+	int bad = !out;
+	bad |= step_json_set(out, "scheme", json_string("int4"));
+	bad |= step_json_set(out, "bits", json_integer(4));
+	bad |= step_json_set(out, "block_size", json_integer(p->block_size));
+	bad |= step_json_set(out, "symmetric", json_boolean(p->symmetric));
+	bad |= step_json_set(out, "format", json_string(p->format == QUANT_FORMAT_ONNX
+								 ? "onnx"
+								 : "matmulnbits"));
+	bad |= step_json_set(out, "parameters", json_integer((json_int_t)params));
+	bad |= step_json_set(out, "bytes_before", json_integer((json_int_t)bytes_before));
+	bad |= step_json_set(out, "bytes_after", json_integer((json_int_t)onnx_packed_size(m)));
+	bad |= step_json_set(out, "opset", json_integer((json_int_t)onnx_opset(m)));
+	bad |= step_json_set(out, "ir_version",
+			     json_integer((json_int_t)m->proto->ir_version));
+	json_t *contrib = json_array();
+	if (contrib && p->format == QUANT_FORMAT_MATMULNBITS)
+		bad |= json_array_append_new(contrib, json_string("com.microsoft.MatMulNBits"));
+	bad |= step_json_set(out, "contrib_ops", contrib);
+	bad |= step_json_set(out, "layers", layers);
+	layers = NULL;
+	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
+	if (bad) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for quantize metrics");
+		goto fail;
+	}
+	*metrics = out;
+	out = NULL;
+fail:
+	json_decref(out);
+	json_decref(layers);
+	for (size_t i = 0; ws && i < nw; i++) {
+		free(ws[i].name);
+		free(ws[i].op);
+		free(ws[i].node);
+	}
+	free(ws);
+	free(refs);
+	return st;
+}
