@@ -1,4 +1,5 @@
 #include "quant.h"
+#include "quant_static.h"
 
 #include <float.h>
 #include <math.h>
@@ -1344,12 +1345,13 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	switch (p->scheme) {
 	case QUANT_INT8:
 		break;
+	case QUANT_STATIC:
+		return quant_static_run(m, p, ctx, metrics, e);
 	case QUANT_INT4:
 		return quant_int4_run(m, p, ctx, metrics, e);
 	case QUANT_FP16:
 	case QUANT_BF16:
 	case QUANT_DYNAMIC:
-	case QUANT_STATIC:
 	case QUANT_KMEANS:
 		return err_set(e, NN_EUNSUPPORTED, "unsupported", "",
 			       "this quantization scheme is being built (issue 5)");
