@@ -49,6 +49,20 @@ static bool has_prunable(const json_t *summary)
 	return json_is_array(p) && json_array_size(p) > 0;
 }
 
+/* The summary's "prunable" list holds a weight of a Gemm or MatMul (what
+ * int4 quantizes). */
+static bool has_gemm_weight(const json_t *summary)
+{
+	const json_t *p = json_object_get(summary, "prunable"), *v;
+	size_t i;
+	json_array_foreach(p, i, v) {
+		const char *op = json_string_value(json_object_get(v, "op"));
+		if (op && (!strcmp(op, "Gemm") || !strcmp(op, "MatMul")))
+			return true;
+	}
+	return false;
+}
+
 /* A quantize step raises the default opset to 13 (quant.c); the summary's
  * opset_upgrade["13"] says whether onnx_raise_opset would refuse that, so a
  * model it cannot convert is a 400 naming the step, not a failed job.
@@ -290,6 +304,39 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 		} else {
 			if ((st = quant_params_parse(step, i, &qp, e)) != NN_OK)
 				return st;
+			if (qp.scheme == QUANT_INT4 && model_summary && has_prunable(model_summary) &&
+			    !has_gemm_weight(model_summary)) {
+				snprintf(field, sizeof field, "steps[%zu].scheme", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "int4 quantizes Gemm/MatMul weights and this model "
+					       "has none (its weights feed Conv): use int8 or fp16");
+			}
+			if (qp.scheme == QUANT_DYNAMIC && model_summary &&
+			    has_prunable(model_summary) && !has_gemm_weight(model_summary)) {
+				snprintf(field, sizeof field, "steps[%zu].scheme", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "dynamic quantizes Gemm/MatMul weights and this "
+					       "model has none (its weights feed Conv): use int8, "
+					       "kmeans or fp16");
+			}
+			/* Weights only: the executor has no fp16/bf16 kernels to run a
+			 * whole converted graph with (quant_float.h). */
+			if ((qp.scheme == QUANT_FP16 || qp.scheme == QUANT_BF16) && qp.whole_graph) {
+				snprintf(field, sizeof field, "steps[%zu].graph", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "whole-graph %s conversion is not supported: nncd "
+					       "stores weights as %s and computes in float32; omit "
+					       "\"graph\"",
+					       qp.scheme == QUANT_FP16 ? "fp16" : "bf16",
+					       qp.scheme == QUANT_FP16 ? "float16" : "bfloat16");
+			}
+			if (qp.scheme == QUANT_STATIC && model_summary &&
+			    !has_prunable(model_summary)) {
+				snprintf(field, sizeof field, "steps[%zu].scheme", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "static quantization puts QDQ around Gemm/MatMul/Conv "
+					       "nodes with float weights and this model has none");
+			}
 			bool needs_data = qp.scheme == QUANT_STATIC || qp.bias_correction;
 			if (needs_data && !qp.has_dataset && !ev.train.set) {
 				snprintf(field, sizeof field, "steps[%zu].dataset", i);

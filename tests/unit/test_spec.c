@@ -198,6 +198,49 @@ static int test_model_without_weights(void)
 	return 0;
 }
 
+/* Acceptance 5 of issue 5: int4 on a model whose only weights feed Conv is
+ * a 400 naming steps[i].scheme (hand-written summary and the real summary of
+ * a Conv-only model); the same spec passes on an MLP. */
+static int test_int4_conv_only_model(void)
+{
+	const char *conv_only = "{\"opset\":{\"\":13},\"ops\":{\"Conv\":1},\"prunable\":"
+				"[{\"name\":\"w\",\"op\":\"Conv\",\"node\":\"c0\","
+				"\"shape\":[8,1,3,3],\"parameters\":72}]}";
+	const char *spec_s = "{\"steps\":[{\"op\":\"prune\",\"sparsity\":0.5},"
+			     "{\"op\":\"quantize\",\"scheme\":\"int4\"}]}";
+	json_t *summary = json_loads(conv_only, 0, NULL);
+	json_t *spec = json_loads(spec_s, 0, NULL);
+	struct nn_err e = {0};
+	CHECK(summary && spec, "json");
+	CHECK(spec_validate(spec, summary, &e) == NN_EINVAL, "int4 on Conv-only accepted");
+	CHECK(!strcmp(e.field, "steps[1].scheme") && !strcmp(e.code, "invalid_spec"),
+	      "field %s", e.field);
+	CHECK(strstr(e.message, "int4 quantizes Gemm/MatMul weights"), "%s", e.message);
+	json_decref(summary);
+
+	char path[1024];
+	snprintf(path, sizeof path, "%s/conv_ops.onnx", data_dir);
+	int fd = open(path, O_RDONLY);
+	CHECK(fd >= 0, "open %s", path);
+	json_t *real = NULL;
+	CHECK(onnx_summarize_fd(fd, &real, &e) == NN_OK, "%s", e.message);
+	close(fd);
+	e = (struct nn_err){0};
+	CHECK(spec_validate(spec, real, &e) == NN_EINVAL && !strcmp(e.field, "steps[1].scheme"),
+	      "real Conv-only summary: %s (%s)", e.message, e.field);
+	json_decref(real);
+
+	snprintf(path, sizeof path, "%s/steps_mlp.onnx", data_dir);
+	fd = open(path, O_RDONLY);
+	CHECK(fd >= 0, "open %s", path);
+	CHECK(onnx_summarize_fd(fd, &real, &e) == NN_OK, "%s", e.message);
+	close(fd);
+	CHECK(spec_validate(spec, real, &e) == NN_OK, "int4 on the MLP: %s", e.message);
+	json_decref(real);
+	json_decref(spec);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -213,6 +256,7 @@ int main(int argc, char **argv)
 		{"rejections_name_field", test_rejections_name_field},
 		{"valid_specs_pass", test_valid_specs_pass},
 		{"model_without_weights", test_model_without_weights},
+		{"int4_conv_only_model", test_int4_conv_only_model},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		if (!strcmp(argv[1], cases[i].name))
