@@ -13,6 +13,7 @@
 
 #include "prune.h"
 #include "quant.h"
+#include "quant_verify.h"
 #include "sensitivity.h"
 #include "spec.h"
 #include "step.h"
@@ -69,6 +70,29 @@ static void set_step_data(struct step_ctx *ctx, const struct pipeline_data *d, s
 	ctx->eval = d->eval;
 	ctx->reference = d->reference;
 	ctx->threads = d->threads;
+}
+
+/* The finished model, run by nncd's executor on a few samples of the job's
+ * data (zeros without any) before the job may succeed: an artifact that does
+ * not load or run fails the last step, naming the node. Its description
+ * (IR version, opsets, contrib operators) goes into the last step's metrics
+ * as "artifact", which the job, its report and `nncd compress` show. */
+static enum nn_status verify_artifact(const struct onnx_model *m, const struct pipeline_data *d,
+				      json_t *metrics, struct nn_err *e)
+{
+	const struct eval_data *data = d ? (d->eval ? d->eval : d->calib) : NULL;
+	const char *kind = d && d->eval ? "eval data" : "calibration data";
+	json_t *artifact = NULL;
+	enum nn_status st = quant_verify_run(m, data, kind, &artifact, e);
+	if (st != NN_OK)
+		return st;
+	if (!metrics) {
+		json_decref(artifact);
+		return err_set(e, NN_EINTERNAL, "internal", "", "step left no metrics");
+	}
+	if (json_object_set_new(metrics, "artifact", artifact))
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "out of memory");
+	return NN_OK;
 }
 
 /* Runs the evaluation of the model a step produced into metrics["eval"]. */
@@ -132,6 +156,8 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 		}
 		if (st == NN_OK && hooks && hooks->eval)
 			st = evaluate_step(m, hooks->eval, cancel, metrics, e);
+		if (st == NN_OK && i + 1 == r.count)
+			st = verify_artifact(m, hooks ? hooks->data : NULL, metrics, e);
 		if (st == NN_OK && step_canceled(&ctx)) {
 			json_decref(metrics);
 			metrics = NULL;

@@ -119,6 +119,23 @@ bool quant_ref_int8_symmetric(const float *w, size_t outer, size_t channels, siz
 bool quant_ref_uint8_asymmetric(const float *w, size_t outer, size_t channels, size_t inner,
 				uint8_t *q, float *scales, uint8_t *zero_points);
 
+/* ---- weight selection shared by the schemes ---- */
+
+/* True when `exclude` names the node (by name) or its operator type. */
+bool quant_node_excluded(const struct quant_params *p, const char *name, const char *op_type);
+
+/* The float32 weights the step quantizes under p->ops and p->exclude:
+ * onnx_prunable_weights' Gemm/MatMul/Conv weights, plus (QUANT_OP_GATHER)
+ * every float initializer that is a Gather's data input (channel_axis 0:
+ * one scale per row of an embedding table). A weight stays float when any
+ * node reading it is excluded or is a weight operator outside p->ops (the
+ * quantized value replaces the weight for all its readers). skipped, when not
+ * NULL, receives {"name","reason"} per weight left float. *out is malloc'd
+ * (NULL when *count is 0): free() it. */
+enum nn_status quant_select_weights(const struct onnx_model *m, const struct quant_params *p,
+				    struct onnx_weight_ref **out, size_t *count, json_t *skipped,
+				    struct nn_err *e);
+
 /* Runs the quantize step on m in place. On NN_OK *metrics is a new JSON
  * object the caller owns. Each weight's int8 values are written over its own
  * float storage, which becomes the W_quantized initializer's raw_data
