@@ -31,6 +31,7 @@ struct exec_table {
 };
 
 static const struct exec_table exec_tables[] = {
+	{exec_ops_float16, &exec_ops_float16_count}, /* before math: its Cast takes 16-bit floats */
 	{exec_ops_math, &exec_ops_math_count},
 	{exec_ops_shape, &exec_ops_shape_count},
 	{exec_ops_gemm, &exec_ops_gemm_count},

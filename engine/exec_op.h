@@ -95,6 +95,8 @@ extern const struct exec_op exec_ops_quant[];
 extern const size_t exec_ops_quant_count;
 extern const struct exec_op exec_ops_conv[];
 extern const size_t exec_ops_conv_count;
+extern const struct exec_op exec_ops_float16[];
+extern const size_t exec_ops_float16_count;
 
 /* Registry lookup (exec.c): the op for (domain, op_type) or NULL. */
 const struct exec_op *exec_op_find(const char *domain, const char *op_type);
