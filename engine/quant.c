@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "onnx_graph.h"
 #include "quant_int4.h"
 #include "spec.h"
 #include "tensor.h"
@@ -1117,6 +1118,120 @@ enum nn_status quant_params_parse(const json_t *step, size_t index, struct quant
 	return NN_OK;
 }
 
+/* ---- which weights a scheme quantizes ---- */
+
+bool quant_node_excluded(const struct quant_params *p, const char *name, const char *op_type)
+{
+	for (size_t i = 0; p->exclude && i < json_array_size(p->exclude); i++) {
+		const char *x = json_string_value(json_array_get(p->exclude, i));
+		if (x && ((name && !strcmp(x, name)) || (op_type && !strcmp(x, op_type))))
+			return true;
+	}
+	return false;
+}
+
+/* The quant_ops bit of a default-domain weight operator, 0 for others. */
+static unsigned op_bit(const Onnx__NodeProto *n)
+{
+	if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx"))
+		return 0;
+	const char *op = n->op_type ? n->op_type : "";
+	return !strcmp(op, "Gemm")     ? QUANT_OP_GEMM
+	       : !strcmp(op, "MatMul") ? QUANT_OP_MATMUL
+	       : !strcmp(op, "Conv")   ? QUANT_OP_CONV
+	       : !strcmp(op, "Gather") ? QUANT_OP_GATHER
+				       : 0;
+}
+
+/* Why weight `name` stays float, or NULL when it may be quantized: its
+ * DequantizeLinear output keeps the name, so every node reading it sees the
+ * quantized values, and one excluded or unselected weight operator among
+ * them keeps it float. */
+static const char *keep_float_reason(const Onnx__GraphProto *g, const struct quant_params *p,
+				     unsigned ops, const char *name)
+{
+	for (size_t i = 0; i < g->n_node; i++) {
+		const Onnx__NodeProto *n = g->node[i];
+		bool reads = false;
+		for (size_t k = 0; k < n->n_input && !reads; k++)
+			reads = n->input[k] && !strcmp(n->input[k], name);
+		if (!reads)
+			continue;
+		if (quant_node_excluded(p, n->name, n->op_type))
+			return "excluded";
+		unsigned b = op_bit(n);
+		if (b && !(ops & b))
+			return "operator not in ops";
+	}
+	return NULL;
+}
+
+enum nn_status quant_select_weights(const struct onnx_model *m, const struct quant_params *p,
+				    struct onnx_weight_ref **out, size_t *count, json_t *skipped,
+				    struct nn_err *e)
+{
+	struct onnx_weight_ref *all = NULL, *sel = NULL;
+	size_t nall = 0, n = 0;
+	*out = NULL;
+	*count = 0;
+	enum nn_status st = onnx_prunable_weights(m, &all, &nall, e);
+	if (st != NN_OK)
+		return st;
+	const Onnx__GraphProto *g = m->proto->graph;
+	/* ops 0 (params filled by hand, not by the parser): the default set. */
+	unsigned ops = p->ops ? p->ops : QUANT_OP_GEMM | QUANT_OP_MATMUL | QUANT_OP_CONV;
+	size_t ngather = 0;
+	for (size_t i = 0; g && (ops & QUANT_OP_GATHER) && i < g->n_node; i++)
+		ngather += op_bit(g->node[i]) == QUANT_OP_GATHER;
+	size_t cap = nall + ngather;
+	if (cap && !(sel = calloc(cap, sizeof *sel))) {
+		free(all);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", cap);
+	}
+	int bad = 0;
+	for (size_t i = 0; i < nall; i++) {
+		const char *why = keep_float_reason(g, p, ops, all[i].init->name);
+		if (!why)
+			sel[n++] = all[i];
+		else if (skipped)
+			bad |= json_array_append_new(
+				skipped, json_pack("{s:s, s:s}", "name", all[i].init->name, "reason", why));
+	}
+	/* Embedding tables: a float initializer that is a Gather's data input,
+	 * quantized per row (axis 0) or per tensor. */
+	for (size_t i = 0; g && ngather && i < g->n_node; i++) {
+		Onnx__NodeProto *nd = g->node[i];
+		if (op_bit(nd) != QUANT_OP_GATHER || nd->n_input < 1 || !nd->input[0])
+			continue;
+		Onnx__TensorProto *w = onnx_find_initializer(m, nd->input[0]);
+		if (!w || !w->has_data_type || w->data_type != DT_FLOAT || w->n_dims < 1)
+			continue;
+		bool dup = false;
+		for (size_t k = 0; k < n && !dup; k++)
+			dup = sel[k].init == w;
+		if (dup)
+			continue;
+		const char *why = keep_float_reason(g, p, ops, w->name);
+		if (!why)
+			sel[n++] = (struct onnx_weight_ref){w, nd, 0};
+		else if (skipped)
+			bad |= json_array_append_new(
+				skipped, json_pack("{s:s, s:s}", "name", w->name, "reason", why));
+	}
+	free(all);
+	if (bad) {
+		free(sel);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+	}
+	if (n == 0) {
+		free(sel);
+		sel = NULL;
+	}
+	*out = sel;
+	*count = n;
+	return NN_OK;
+}
+
 /* ---- the step ---- */
 
 struct wref {
@@ -1303,6 +1418,9 @@ static enum nn_status quantize_one(struct onnx_model *m, const struct wref *r,
 		bad |= step_json_set(l, "name", json_string(r->name));
 		bad |= step_json_set(l, "op", json_string(r->op));
 		bad |= step_json_set(l, "node", json_string(r->node));
+		bad |= step_json_set(l, "scheme", json_string("int8"));
+		bad |= step_json_set(l, "bits", json_integer(8));
+		bad |= step_json_set(l, "dtype", json_string(p->symmetric ? "int8" : "uint8"));
 		bad |= step_json_set(l, "shape", shape_json(&q));
 		bad |= step_json_set(l, "granularity",
 				     json_string(per_channel ? "per_channel" : "per_tensor"));
@@ -1342,16 +1460,12 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	struct onnx_weight_ref *refs = NULL;
 	size_t nref = 0;
 	struct wref *ws = NULL;
-	json_t *out = NULL, *layers = NULL;
+	json_t *out = NULL, *layers = NULL, *skipped = NULL;
 	*metrics = NULL;
 
 	switch (p->scheme) {
 	case QUANT_INT8:
 		break;
-	case QUANT_STATIC:
-		return quant_static_run(m, p, ctx, metrics, e);
-	case QUANT_INT4:
-		return quant_int4_run(m, p, ctx, metrics, e);
 	case QUANT_FP16:
 	case QUANT_BF16:
 		return quant_float_run(m, p, ctx, metrics, e);
@@ -1359,15 +1473,25 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 		return quant_dynamic_run(m, p, ctx, metrics, e);
 	case QUANT_KMEANS:
 		return quant_kmeans_run(m, p, ctx, metrics, e);
+	case QUANT_INT4:
+		return quant_int4_run(m, p, ctx, metrics, e);
+	case QUANT_STATIC:
+		return quant_static_run(m, p, ctx, metrics, e);
 	}
 	if (p->granularity != QUANT_PER_CHANNEL && p->granularity != QUANT_PER_TENSOR)
 		return err_set(e, NN_EINVAL, "invalid_spec", "", "unknown granularity");
 	size_t bytes_before = onnx_packed_size(m);
-	if ((st = onnx_prunable_weights(m, &refs, &nref, e)) != NN_OK)
+	if (!(skipped = json_array())) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+		goto fail;
+	}
+	if ((st = quant_select_weights(m, p, &refs, &nref, skipped, e)) != NN_OK)
 		goto fail;
 	if (nref == 0) {
 		st = err_set(e, NN_EINVAL, "invalid_spec", "",
-			     "model has no Gemm/MatMul/Conv float weights to quantize");
+			     "model has no Gemm/MatMul/Conv%s float weights to quantize%s",
+			     p->ops & QUANT_OP_GATHER ? "/Gather" : "",
+			     json_array_size(skipped) ? " (all left float by ops/exclude)" : "");
 		goto fail;
 	}
 	/* DequantizeLinear exists from opset 10 and takes `axis` from 13. */
@@ -1433,6 +1557,8 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	bad |= step_json_set(out, "opset", json_integer((json_int_t)onnx_opset(m)));
 	bad |= step_json_set(out, "layers", layers);
 	layers = NULL;
+	bad |= step_json_set(out, "kept_float", skipped);
+	skipped = NULL;
 	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
 	if (bad) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for quantize metrics");
@@ -1443,6 +1569,7 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 fail:
 	json_decref(out);
 	json_decref(layers);
+	json_decref(skipped);
 	if (ws) {
 		for (size_t i = 0; i < nref; i++) {
 			free(ws[i].name);
