@@ -43,6 +43,7 @@
 #include "pipeline.h"
 #include "prune.h"
 #include "quant.h"
+#include "quant_int4.h"
 #include "synthmodel.h"
 
 #define HUGE_PAGE ((size_t)2 << 20)
@@ -145,6 +146,7 @@ struct bench {
 	float *work;      /* pruned in place, restored from pristine before each sample */
 	int8_t *q;        /* int8 output of the reference and the quantize kernels */
 	float *scales;    /* per-channel scales (DIM_A floats at most) */
+	float *scales4;   /* int4 block scales of one layer (LAYER_ELEMS / 32 floats) */
 	uint8_t *packed;  /* the serialized model */
 	size_t packed_len;
 	struct layer layers[SYNTHMODEL_MAX_LAYERS];
@@ -184,6 +186,7 @@ static void check_status(struct bench *b, enum nn_status st, const struct nn_err
 struct subject {
 	const char *name;
 	int has_target;   /* 0: informational line (a component, or two steps chained) */
+	double target;    /* the ratio to reach; 0 = TARGET (issue 5's int4 asks 0.6) */
 	void (*prepare)(struct bench *b);
 	void (*run)(struct bench *b);
 	void (*finish)(struct bench *b);
@@ -215,6 +218,51 @@ static void run_quant_per_tensor(struct bench *b)
 		check_status(b, st, &e, "quant_int8_symmetric_per_tensor");
 	}
 	b->sink += b->q[b->total / 3];
+}
+
+/* int4 block 32 (issue 5, acceptance 6): blocks along K, as quant_int4_run
+ * lays them out: Gemm (transB=1) weights [N, K] are K-contiguous rows (inner
+ * 1), MatMul weights [K, N] are blocked down the columns (inner N). The
+ * packed nibbles go to b->q (zeroed inside the timed run: the step callocs
+ * its output, so the zeroing is part of the cost). */
+static void run_quant_int4(struct bench *b)
+{
+	struct nn_err e;
+	memset(b->q, 0, b->total / 2 + 1);
+	for (size_t l = 0; l < b->n_layers; l++) {
+		const struct layer *ly = &b->layers[l];
+		struct quant_int4_stats st = {0, 0, INFINITY, 0};
+		/* From the per-channel layout: Gemm [N, K] (channel axis 0) is
+		 * outer 1, channels N, inner K -> N rows of K; MatMul [K, N]
+		 * (channel axis 1) is outer K, channels N -> K down columns. */
+		size_t outer, len, inner;
+		if (ly->outer == 1)
+			outer = ly->channels, len = ly->inner, inner = 1;
+		else
+			outer = 1, len = ly->outer, inner = ly->channels;
+		enum nn_status s = quant_int4_quantize(b->pristine + l * LAYER_ELEMS, outer, len,
+						       inner, 32, true, 0, len * inner,
+						       (uint8_t *)b->q + l * LAYER_ELEMS / 2,
+						       b->scales4, NULL, &st, NULL, &e);
+		check_status(b, s, &e, "quant_int4_quantize");
+	}
+	b->sink += b->q[b->total / 5];
+}
+
+static void check_metrics(struct bench *b, json_t *m, const char *op);
+
+static void run_quant_step_int4(struct bench *b)
+{
+	json_t *metrics = NULL;
+	struct nn_err e;
+	struct quant_params p = {.scheme = QUANT_INT4, .symmetric = true, .block_size = 32,
+				 .ops = QUANT_OP_GEMM | QUANT_OP_MATMUL,
+				 .format = QUANT_FORMAT_ONNX};
+	enum nn_status st = quant_run(b->model, &p, NULL, &metrics, &e);
+	check_status(b, st, &e, "quant_run int4");
+	if (st == NN_OK)
+		check_metrics(b, metrics, "quantize");
+	json_decref(metrics);
 }
 
 static uint64_t prune_k(const struct bench *b)
@@ -458,7 +506,8 @@ int main(int argc, char **argv)
 	b->work = big_alloc(b->total * sizeof(float));
 	b->q = big_alloc(b->total);
 	b->scales = big_alloc(DIM_A * sizeof(float));
-	if (!b->pristine || !b->work || !b->q || !b->scales) {
+	b->scales4 = big_alloc(LAYER_ELEMS / 32 * sizeof(float) + 4096);
+	if (!b->pristine || !b->work || !b->q || !b->scales || !b->scales4) {
 		fprintf(stderr, "bench_compress: out of memory\n");
 		return 1;
 	}
@@ -561,6 +610,10 @@ int main(int argc, char **argv)
 			free_model),
 		SUBJECT("pipeline_run prune 0.8 + int8 per_channel", 0, load_model, run_pipeline,
 			free_model),
+		{.name = "quant kernel int4 block 32", .has_target = 1, .target = 0.6,
+		 .run = run_quant_int4},
+		{.name = "quant_run step int4 block 32", .has_target = 1, .target = 0.6,
+		 .prepare = load_model, .run = run_quant_step_int4, .finish = free_model},
 	};
 #undef SUBJECT
 	size_t n_subj = sizeof subjects / sizeof subjects[0];
@@ -638,7 +691,8 @@ int main(int argc, char **argv)
 		double g = median(sj->gbs, sj->n);
 		double ratio = g / median(sj->ref_gbs, sj->n);
 		int has_target = sj->has_target;
-		const char *res = !has_target ? "(info)" : ratio >= TARGET ? "PASS" : "BELOW";
+		double tg = sj->target > 0 ? sj->target : TARGET;
+		const char *res = !has_target ? "(info)" : ratio >= tg ? "PASS" : "BELOW";
 		/* Spread of the per-repetition ratios: how much to trust the median. */
 		double lo = 1e9, hi = 0;
 		for (int i = 0; i < sj->n; i++) {
@@ -646,25 +700,28 @@ int main(int argc, char **argv)
 			lo = pr < lo ? pr : lo;
 			hi = pr > hi ? pr : hi;
 		}
+		char tgs[16];
+		snprintf(tgs, sizeof tgs, "target>=%.1f", tg);
 		printf("%-44s %8.2f %8.3f %6.2f-%-6.2f %11s %s\n", sj->name, g, ratio, lo, hi,
-		       has_target ? "target>=0.5" : "-", res);
+		       has_target ? tgs : "-", res);
 		if (has_target) {
 			measured++;
-			below += ratio < TARGET;
+			below += ratio < tg;
 			if (ratio < worst) {
 				worst = ratio;
 				worst_name = sj->name;
 			}
 		}
 	}
-	printf("summary: %d of %d subjects at or above %.1f x the streaming limit (%.2f GB/s); "
-	       "lowest: %s at %.3f%s\n",
-	       measured - below, measured, TARGET, limit, worst_name, worst,
+	printf("summary: %d of %d subjects at or above their target x the streaming limit "
+	       "(%.2f GB/s; %.1f, int4 %.1f); lowest: %s at %.3f%s\n",
+	       measured - below, measured, limit, TARGET, 0.6, worst_name, worst,
 	       b->failed ? "; CHECKS FAILED" : "");
 	free(b->packed);
 	free(b->pristine);
 	free(b->work);
 	free(b->q);
 	free(b->scales);
+	free(b->scales4);
 	return b->failed ? 1 : 0;
 }

@@ -30,10 +30,94 @@ static void block_params(float mn, float mx, bool sym, float *scale, float *inv,
 	*scale = s, *inv = 1.0f / s;
 }
 
-static inline int qval(float x, float inv, float zp, int lo, int hi)
+/* Round half to even for |y| < 2^22 (every y here is within +-16): adding
+ * and subtracting 1.5 * 2^23 leaves the integer nearest y, ties to even, in
+ * the default rounding mode: the same result as rintf and _mm256_round_ps. */
+#define ROUND_MAGIC 12582912.0f
+
+/* Quantizes n elements x[k] with parameters inv/zf/sc[k * pstride] (pstride
+ * 0: one block's parameters for all; 1: a row across columns) into
+ * q[k] = (value + offset) & 15; adds the squared errors to *sq and maxes the
+ * abs error into *me. */
+static void q4_run(const float *restrict x, size_t n, const float *inv, const float *zf,
+		   const float *sc, size_t pstride, float lo, float hi, unsigned off,
+		   uint8_t *restrict q, double *sq, float *me)
 {
-	float r = rintf(x * inv) + zp;
-	return r < (float)lo ? lo : r > (float)hi ? hi : (int)r;
+	float s2 = 0, m = *me;
+	for (size_t k = 0; k < n; k++) {
+		size_t j = k * pstride;
+		float r = ((x[k] * inv[j] + ROUND_MAGIC) - ROUND_MAGIC) + zf[j];
+		r = r < lo ? lo : r > hi ? hi : r;
+		float d = (r - zf[j]) * sc[j] - x[k];
+		s2 += d * d;
+		d = fabsf(d);
+		m = d > m ? d : m;
+		q[k] = (uint8_t)(((unsigned)(int)r + off) & 15u);
+	}
+	*sq += s2;
+	*me = m;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_Q4_AVX2 1
+
+/* q4_run for n a multiple of 8 with AVX2 (no FMA, so every value and error
+ * is the scalar version's; only the error sums' order differs). */
+__attribute__((target("avx2"))) static void
+q4_run_avx2(const float *restrict x, size_t n, const float *inv, const float *zf,
+	    const float *sc, size_t pstride, float lo, float hi, unsigned off, uint8_t *restrict q,
+	    double *sq, float *me)
+{
+	__m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+	__m256 acc = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
+	__m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	__m256i voff = _mm256_set1_epi32((int)off), m15 = _mm256_set1_epi32(15);
+	__m256 vi = _mm256_set1_ps(inv[0]), vz = _mm256_set1_ps(zf[0]), vs = _mm256_set1_ps(sc[0]);
+	for (size_t k = 0; k < n; k += 8) {
+		if (pstride) {
+			vi = _mm256_loadu_ps(inv + k);
+			vz = _mm256_loadu_ps(zf + k);
+			vs = _mm256_loadu_ps(sc + k);
+		}
+		__m256 xv = _mm256_loadu_ps(x + k);
+		__m256 r = _mm256_round_ps(_mm256_mul_ps(xv, vi),
+					   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vz), vlo), vhi);
+		__m256 d = _mm256_sub_ps(_mm256_mul_ps(_mm256_sub_ps(r, vz), vs), xv);
+		acc = _mm256_add_ps(acc, _mm256_mul_ps(d, d));
+		mx = _mm256_max_ps(mx, _mm256_and_ps(d, absmask));
+		__m256i qi = _mm256_and_si256(_mm256_add_epi32(_mm256_cvtps_epi32(r), voff), m15);
+		__m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(qi),
+					       _mm256_extracti128_si256(qi, 1));
+		_mm_storel_epi64((__m128i *)(void *)(q + k), _mm_packus_epi16(w16, w16));
+	}
+	float a[8], b[8];
+	_mm256_storeu_ps(a, acc);
+	_mm256_storeu_ps(b, mx);
+	float s2 = 0, m = *me;
+	for (int i = 0; i < 8; i++) {
+		s2 += a[i];
+		m = b[i] > m ? b[i] : m;
+	}
+	*sq += s2;
+	*me = m;
+}
+#endif
+
+/* Writes n nibbles q[k] at nibble index `at` of packed (zeroed by the caller). */
+static void put_nibbles(uint8_t *restrict packed, size_t at, const uint8_t *restrict q, size_t n)
+{
+	size_t k = 0;
+	if (n && (at & 1)) {
+		packed[at >> 1] |= (uint8_t)(q[0] << 4);
+		k = 1;
+	}
+	uint8_t *d = packed + ((at + k) >> 1);
+	for (; k + 1 < n; k += 2)
+		*d++ = (uint8_t)(q[k] | (q[k + 1] << 4));
+	if (k < n)
+		*d |= q[k];
 }
 
 enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, size_t inner,
@@ -42,41 +126,56 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 				   struct quant_int4_stats *stats, const struct step_ctx *ctx,
 				   struct nn_err *e)
 {
-	if (block == 0)
-		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size must be positive");
+	if (block == 0 || block > 4096)
+		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size out of range");
 	size_t nb = (len + block - 1) / block;
-	float *mn = malloc((inner ? inner : 1) * 4 * sizeof *mn);
+	size_t cols = inner ? inner : 1, qcap = cols > block ? cols : block;
+	/* mn, mx, inv, zf (cols floats each) + q (qcap bytes) */
+	float *mn = malloc(cols * 4 * sizeof *mn + qcap);
 	if (!mn)
 		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 scratch");
-	float *mx = mn + inner, *inv = mx + inner, *zf = inv + inner;
-	int lo = symmetric ? -7 : 0, hi = symmetric ? 7 : 15;
+	float *mx = mn + cols, *inv = mx + cols, *zf = inv + cols;
+	uint8_t *q = (uint8_t *)(zf + cols);
+	float lo = symmetric ? -7.0f : 0.0f, hi = symmetric ? 7.0f : 15.0f;
 	double sq = 0;
 	float maxerr = 0, smin = INFINITY, smax = 0;
 	size_t since = 0;
 	enum nn_status st = NN_OK;
+	bool avx2 = false;
+#ifdef HAVE_Q4_AVX2
+	__builtin_cpu_init();
+	avx2 = __builtin_cpu_supports("avx2");
+#endif
 	for (size_t o = 0; o < outer; o++) {
 		for (size_t b = 0; b < nb; b++) {
-			size_t l0 = b * block, l1 = l0 + block < len ? l0 + block : len;
+			size_t l0 = b * block, cnt = l0 + block < len ? block : len - l0;
 			const float *base = w + (o * len + l0) * inner;
-			for (size_t i = 0; i < inner; i++)
-				mn[i] = INFINITY, mx[i] = -INFINITY;
 			bool bad = false;
-			for (size_t l = 0; l < l1 - l0; l++) {
-				const float *row = base + l * inner;
-				for (size_t i = 0; i < inner; i++) {
-					float x = row[i];
-					bad |= !isfinite(x);
-					mn[i] = x < mn[i] ? x : mn[i];
-					mx[i] = x > mx[i] ? x : mx[i];
+			if (inner == 1) {
+				float a = INFINITY, z = -INFINITY;
+				for (size_t k = 0; k < cnt; k++) {
+					float x = base[k];
+					bad |= x != x;
+					a = x < a ? x : a;
+					z = x > z ? x : z;
 				}
-			}
-			if (bad) {
-				st = err_set(e, NN_EINVAL, "invalid_model", "",
-					     "weight contains NaN or Inf");
-				goto out;
+				mn[0] = a, mx[0] = z;
+			} else {
+				for (size_t i = 0; i < inner; i++)
+					mn[i] = INFINITY, mx[i] = -INFINITY;
+				for (size_t l = 0; l < cnt; l++) {
+					const float *row = base + l * inner;
+					for (size_t i = 0; i < inner; i++) {
+						float x = row[i];
+						bad |= x != x;
+						mn[i] = x < mn[i] ? x : mn[i];
+						mx[i] = x > mx[i] ? x : mx[i];
+					}
+				}
 			}
 			float *sc = scales + (o * nb + b) * inner;
 			for (size_t i = 0; i < inner; i++) {
+				bad |= !isfinite(mn[i]) || !isfinite(mx[i]);
 				block_params(mn[i], mx[i], symmetric, &sc[i], &inv[i], &zf[i]);
 				if (zero_points)
 					zero_points[(o * nb + b) * inner + i] = (uint8_t)zf[i];
@@ -85,20 +184,40 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 					smax = sc[i] > smax ? sc[i] : smax;
 				}
 			}
-			for (size_t l = 0; l < l1 - l0; l++) {
-				const float *row = base + l * inner;
-				size_t at = o * ostride + (l0 + l) * inner;
-				for (size_t i = 0; i < inner; i++, at++) {
-					int q = qval(row[i], inv[i], zf[i], lo, hi);
-					float d = (float)(q - (int)zf[i]) * sc[i] - row[i];
-					sq += (double)d * d;
-					d = fabsf(d);
-					maxerr = d > maxerr ? d : maxerr;
-					packed[at >> 1] |= (uint8_t)(((unsigned)(q + (int)offset) & 15u)
-								     << ((at & 1) * 4));
+			if (bad) {
+				st = err_set(e, NN_EINVAL, "invalid_model", "",
+					     "weight contains NaN or Inf");
+				goto out;
+			}
+			if (inner == 1) {
+				size_t at = o * ostride + l0;
+#ifdef HAVE_Q4_AVX2
+				if (avx2 && cnt % 8 == 0)
+					q4_run_avx2(base, cnt, inv, zf, sc, 0, lo, hi, offset, q, &sq,
+						    &maxerr);
+				else
+#endif
+					q4_run(base, cnt, inv, zf, sc, 0, lo, hi, offset, q, &sq,
+					       &maxerr);
+				put_nibbles(packed, at, q, cnt);
+			} else {
+				for (size_t l = 0; l < cnt; l++) {
+					const float *row = base + l * inner;
+					size_t at = o * ostride + (l0 + l) * inner;
+					size_t v = 0;
+#ifdef HAVE_Q4_AVX2
+					if (avx2) {
+						v = inner & ~(size_t)7;
+						q4_run_avx2(row, v, inv, zf, sc, 1, lo, hi, offset, q,
+							    &sq, &maxerr);
+					}
+#endif
+					q4_run(row + v, inner - v, inv + v, zf + v, sc + v, 1, lo, hi,
+					       offset, q + v, &sq, &maxerr);
+					put_nibbles(packed, at, q, inner);
 				}
 			}
-			since += (l1 - l0) * inner;
+			since += cnt * inner;
 			if (since >= STEP_POLL_ELEMS) {
 				since = 0;
 				if (step_canceled(ctx)) {
