@@ -16,17 +16,7 @@ bool quant_float_selected(const struct quant_params *p, const Onnx__NodeProto *n
 		       : !strcmp(op, "Conv")   ? QUANT_OP_CONV
 		       : !strcmp(op, "Gather") ? QUANT_OP_GATHER
 					       : 0;
-	if (!(p->ops & bit))
-		return false;
-	size_t i;
-	const json_t *x;
-	json_array_foreach(p->exclude, i, x)
-	{
-		const char *s = json_string_value(x);
-		if (s && (!strcmp(s, op) || (node->name && !strcmp(s, node->name))))
-			return false;
-	}
-	return true;
+	return (p->ops & bit) && !quant_node_excluded(p, node ? node->name : NULL, op);
 }
 
 void quant_wrefs_free(struct quant_wref *w, size_t count)
@@ -40,69 +30,41 @@ void quant_wrefs_free(struct quant_wref *w, size_t count)
 }
 
 enum nn_status quant_wrefs_new(const struct onnx_model *m, const struct quant_params *p,
-			       struct quant_wref **out, size_t *count, struct nn_err *e)
+			       json_t *kept_float, struct quant_wref **out, size_t *count,
+			       struct nn_err *e)
 {
 	struct onnx_weight_ref *refs = NULL;
 	size_t nref = 0, k = 0;
 	struct quant_wref *ws = NULL;
 	*out = NULL;
 	*count = 0;
-	enum nn_status st = onnx_prunable_weights(m, &refs, &nref, e);
+	enum nn_status st = quant_select_weights(m, p, &refs, &nref, kept_float, e);
 	if (st != NN_OK)
 		return st;
-	ws = calloc(nref ? nref : 1, sizeof *ws);
-	if (!ws) {
+	if (nref == 0) {
+		st = err_set(e, NN_EINVAL, "invalid_spec", "",
+			     "model has no %s float weights to quantize%s",
+			     p->ops & QUANT_OP_CONV ? "Gemm/MatMul/Conv" : "Gemm/MatMul",
+			     kept_float && json_array_size(kept_float)
+				     ? " (all left float by ops/exclude)"
+				     : "");
+		goto fail;
+	}
+	if (!(ws = calloc(nref, sizeof *ws))) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", nref);
 		goto fail;
 	}
-	for (size_t i = 0; i < nref; i++) {
+	for (size_t i = 0; i < nref; i++, k++) {
 		const Onnx__NodeProto *nd = refs[i].node;
-		if (!quant_float_selected(p, nd))
-			continue;
 		ws[k].name = strdup(refs[i].init->name ? refs[i].init->name : "");
 		ws[k].op = strdup(nd && nd->op_type ? nd->op_type : "");
 		ws[k].node = strdup(nd && nd->name ? nd->name : "");
 		ws[k].channel_axis = refs[i].channel_axis;
-		k++;
-		if (!ws[k - 1].name || !ws[k - 1].op || !ws[k - 1].node) {
+		if (!ws[k].name || !ws[k].op || !ws[k].node) {
+			k++;
 			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for names");
 			goto fail;
 		}
-	}
-	/* Embedding tables: the float initializer a Gather reads rows of. */
-	const Onnx__GraphProto *g = m->proto->graph;
-	for (size_t i = 0; (p->ops & QUANT_OP_GATHER) && g && i < g->n_node; i++) {
-		const Onnx__NodeProto *nd = g->node[i];
-		if (!nd->op_type || strcmp(nd->op_type, "Gather") || nd->n_input < 1 ||
-		    !quant_float_selected(p, nd))
-			continue;
-		const Onnx__TensorProto *t = onnx_find_initializer(m, nd->input[0]);
-		bool dup = false;
-		for (size_t j = 0; t && j < k; j++)
-			dup |= !strcmp(ws[j].name, nd->input[0]);
-		if (!t || dup || t->data_type != DT_FLOAT)
-			continue;
-		struct quant_wref *grown = realloc(ws, (k + 1) * sizeof *ws);
-		if (!grown) {
-			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for weights");
-			goto fail;
-		}
-		ws = grown;
-		ws[k].name = strdup(nd->input[0]);
-		ws[k].op = strdup("Gather");
-		ws[k].node = strdup(nd->name ? nd->name : "");
-		ws[k].channel_axis = -1;
-		k++;
-		if (!ws[k - 1].name || !ws[k - 1].op || !ws[k - 1].node) {
-			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for names");
-			goto fail;
-		}
-	}
-	if (k == 0) {
-		st = err_set(e, NN_EINVAL, "invalid_spec", "",
-			     "model has no %s float weights to quantize (after 'ops' and 'exclude')",
-			     p->ops & QUANT_OP_CONV ? "Gemm/MatMul/Conv" : "Gemm/MatMul");
-		goto fail;
 	}
 	free(refs);
 	*out = ws;
@@ -236,7 +198,7 @@ enum nn_status quant_float_run(struct onnx_model *m, const struct quant_params *
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	struct quant_wref *ws = NULL;
 	size_t nw = 0;
-	json_t *out = NULL, *layers = NULL;
+	json_t *out = NULL, *layers = NULL, *kept = json_array();
 	bool bf16 = p->scheme == QUANT_BF16;
 	*metrics = NULL;
 	if (p->scheme != QUANT_FP16 && !bf16)
@@ -248,8 +210,12 @@ enum nn_status quant_float_run(struct onnx_model *m, const struct quant_params *
 			       "only (omit \"graph\")",
 			       bf16 ? "bf16" : "fp16");
 	size_t bytes_before = onnx_packed_size(m);
-	if ((st = quant_wrefs_new(m, p, &ws, &nw, e)) != NN_OK)
-		return st;
+	if (!kept) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+		goto fail;
+	}
+	if ((st = quant_wrefs_new(m, p, kept, &ws, &nw, e)) != NN_OK)
+		goto fail;
 	/* Cast from bfloat16 exists from opset 13. */
 	if (bf16 && onnx_opset(m) < 13 && (st = onnx_raise_opset(m, 13, e)) != NN_OK)
 		goto fail;
@@ -278,6 +244,8 @@ enum nn_status quant_float_run(struct onnx_model *m, const struct quant_params *
 	bad |= step_json_set(out, "opset", json_integer((json_int_t)onnx_opset(m)));
 	bad |= step_json_set(out, "layers", layers);
 	layers = NULL;
+	bad |= step_json_set(out, "kept_float", kept);
+	kept = NULL;
 	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
 	if (bad) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for quantize metrics");
@@ -288,6 +256,7 @@ enum nn_status quant_float_run(struct onnx_model *m, const struct quant_params *
 fail:
 	json_decref(out);
 	json_decref(layers);
+	json_decref(kept);
 	quant_wrefs_free(ws, nw);
 	return st;
 }

@@ -37,10 +37,13 @@ struct quant_wref {
 	char *name, *op, *node;
 	int channel_axis;
 };
-/* The selected weights of m (*out malloc'd, free with quant_wrefs_free).
- * NN_EINVAL "model has no ... weights to quantize" when none is selected. */
+/* The weights quant_select_weights picks (Gemm/MatMul/Conv, Gather tables
+ * with QUANT_OP_GATHER; ops and exclude honoured), copied: *out malloc'd, free
+ * with quant_wrefs_free. kept_float (may be NULL) receives the weights left
+ * float. NN_EINVAL "model has no ... weights to quantize" when none is left. */
 enum nn_status quant_wrefs_new(const struct onnx_model *m, const struct quant_params *p,
-			       struct quant_wref **out, size_t *count, struct nn_err *e);
+			       json_t *kept_float, struct quant_wref **out, size_t *count,
+			       struct nn_err *e);
 void quant_wrefs_free(struct quant_wref *w, size_t count);
 
 /* Name "<base><suffix>" not yet used in m; NULL when out of memory. Caller frees. */

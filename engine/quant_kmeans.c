@@ -236,13 +236,17 @@ enum nn_status quant_kmeans_run(struct onnx_model *m, const struct quant_params 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	struct quant_wref *ws = NULL;
 	size_t nw = 0;
-	json_t *out = NULL, *layers = NULL;
+	json_t *out = NULL, *layers = NULL, *kept = json_array();
 	*metrics = NULL;
-	if (p->bits < 2 || p->bits > 8)
-		return err_set(e, NN_EINVAL, "invalid_spec", "bits", "bits must be in [2, 8]");
+	if (!kept)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+	if (p->bits < 2 || p->bits > 8) {
+		st = err_set(e, NN_EINVAL, "invalid_spec", "bits", "bits must be in [2, 8]");
+		goto fail;
+	}
 	size_t bytes_before = onnx_packed_size(m);
-	if ((st = quant_wrefs_new(m, p, &ws, &nw, e)) != NN_OK)
-		return st;
+	if ((st = quant_wrefs_new(m, p, kept, &ws, &nw, e)) != NN_OK)
+		goto fail;
 	layers = json_array();
 	if (!layers) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
@@ -268,6 +272,8 @@ enum nn_status quant_kmeans_run(struct onnx_model *m, const struct quant_params 
 	bad |= step_json_set(out, "opset", json_integer((json_int_t)onnx_opset(m)));
 	bad |= step_json_set(out, "layers", layers);
 	layers = NULL;
+	bad |= step_json_set(out, "kept_float", kept);
+	kept = NULL;
 	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
 	if (bad) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for quantize metrics");
@@ -278,6 +284,7 @@ enum nn_status quant_kmeans_run(struct onnx_model *m, const struct quant_params 
 fail:
 	json_decref(out);
 	json_decref(layers);
+	json_decref(kept);
 	quant_wrefs_free(ws, nw);
 	return st;
 }
