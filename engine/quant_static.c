@@ -335,6 +335,16 @@ static enum nn_status reorder_nodes(struct onnx_model *m, struct taps *t, size_t
 	if (!nv)
 		return oom(e);
 	size_t k = 0;
+	/* Prepended nodes that are not Q/DQ pairs (the bias DequantizeLinear
+	 * nodes: initializers in, so first is fine) keep their place. */
+	for (size_t i = 0; i < n_new; i++) {
+		bool pair = false;
+		for (size_t j = 0; j < t->n && !pair; j++)
+			pair = t->v[j].inserted &&
+			       (g->node[i] == t->v[j].qnode || g->node[i] == t->v[j].dqnode);
+		if (!pair)
+			nv[k++] = g->node[i];
+	}
 	for (size_t i = 0; i < t->n; i++) {
 		if (t->v[i].inserted && t->v[i].is_input) {
 			nv[k++] = t->v[i].qnode;
@@ -360,6 +370,133 @@ static enum nn_status reorder_nodes(struct onnx_model *m, struct taps *t, size_t
 	free(g->node);
 	g->node = nv;
 	return NN_OK;
+}
+
+static const Onnx__NodeProto *producer_of(const Onnx__GraphProto *g, const char *name)
+{
+	for (size_t i = 0; i < g->n_node; i++)
+		for (size_t o = 0; o < g->node[i]->n_output; o++)
+			if (g->node[i]->output[o] && !strcmp(g->node[i]->output[o], name))
+				return g->node[i];
+	return NULL;
+}
+
+static size_t readers_of(const Onnx__GraphProto *g, const char *name)
+{
+	size_t c = 0;
+	for (size_t i = 0; i < g->n_node; i++)
+		for (size_t k = 0; k < g->node[i]->n_input; k++)
+			c += g->node[i]->input[k] && !strcmp(g->node[i]->input[k], name);
+	return c;
+}
+
+/* The bias of a selected Gemm/Conv whose activation input and weight are
+ * both quantized becomes int32 as ONNX Runtime's QDQ quantizer writes it:
+ * scale[c] = activation scale * weight scale[c] (float32), q = round(b /
+ * scale), zero point 0, and a DequantizeLinear (axis 0) whose output keeps
+ * the bias name. This is what lets ORT fuse the node group into
+ * QLinearConv/QGemm; the float simulation changes by at most scale / 2 per
+ * bias. A bias that is not a 1-D float initializer read by this node alone,
+ * or that would not fit int32, stays float. Returns the count converted. */
+static enum nn_status quantize_biases(struct onnx_model *m, const struct quant_params *p,
+				      const struct taps *t, size_t *count, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	*count = 0;
+	Onnx__GraphProto *g = m->proto->graph;
+	size_t n_nodes = g->n_node;
+	Onnx__NodeProto **nodes = malloc((n_nodes ? n_nodes : 1) * sizeof *nodes);
+	if (!nodes)
+		return oom(e);
+	memcpy(nodes, g->node, n_nodes * sizeof *nodes);
+	for (size_t i = 0; i < n_nodes && st == NN_OK; i++) {
+		const Onnx__NodeProto *n = nodes[i];
+		if (!selected(p, n) || n->n_input < 3 || !n->input[2] || !n->input[2][0])
+			continue;
+		if (strcmp(n->op_type, "Conv") && strcmp(n->op_type, "Gemm"))
+			continue;
+		const struct tap *tx = taps_find(t, n->input[0]);
+		const Onnx__NodeProto *wdq = producer_of(g, n->input[1]);
+		Onnx__TensorProto *bi = onnx_find_initializer(m, n->input[2]);
+		if (!tx || !tx->inserted || !wdq || strcmp(wdq->op_type, "DequantizeLinear") ||
+		    wdq->n_input < 2 || !bi || bi->n_dims != 1 || readers_of(g, n->input[2]) != 1)
+			continue;
+		const Onnx__TensorProto *wsi = onnx_find_initializer(m, wdq->input[1]);
+		struct tensor b = {0}, ws = {0}, q = {0}, sc = {0}, zp = {0};
+		char *names[4] = {NULL, NULL, NULL, NULL}, *buf = NULL;
+		if (!wsi || onnx_initializer_view(bi, &b, e) != NN_OK ||
+		    onnx_initializer_view(wsi, &ws, e) != NN_OK) {
+			tensor_free(&b);
+			tensor_free(&ws);
+			err_clear(e);
+			continue;
+		}
+		int64_t nb = tensor_numel(&b), nw = tensor_numel(&ws);
+		bool ok = nb > 0 && (nw == nb || nw == 1);
+		int64_t shape[1] = {nb};
+		if (ok && ((st = tensor_alloc(&q, DT_INT32, 1, shape, e)) != NN_OK ||
+			   (st = tensor_alloc(&sc, DT_FLOAT, 1, shape, e)) != NN_OK ||
+			   (st = tensor_alloc(&zp, DT_INT32, 1, shape, e)) != NN_OK))
+			ok = false;
+		for (int64_t c = 0; ok && c < nb; c++) {
+			float s = tx->scale * ((const float *)ws.data)[nw == 1 ? 0 : c];
+			double v = s > 0 && isnormal(s) ? nearbyint((double)((const float *)b.data)[c] / s)
+							: NAN;
+			if (!(fabs(v) <= 2147483647.0)) {
+				ok = false;
+				break;
+			}
+			((float *)sc.data)[c] = s;
+			((int32_t *)q.data)[c] = (int32_t)v;
+			((int32_t *)zp.data)[c] = 0;
+		}
+		const char *bname = n->input[2];
+		size_t blen = strlen(bname) + 32;
+		if (ok && st == NN_OK && !(buf = malloc(blen)))
+			st = oom(e);
+		static const char *const suffix[4] = {"_quantized", "_scale", "_zero_point",
+						      "_DequantizeLinear"};
+		for (int k = 0; ok && st == NN_OK && k < 4; k++) {
+			snprintf(buf, blen, "%s%s", bname, suffix[k]);
+			if (!(names[k] = onnx_unique_name(m, buf)))
+				st = oom(e);
+		}
+		if (ok && st == NN_OK) {
+			char *keep = strdup(bname);
+			Onnx__NodeProto *dq = NULL;
+			if (!keep)
+				st = oom(e);
+			if (st == NN_OK)
+				st = onnx_add_initializer(m, names[0], &q, e);
+			if (st == NN_OK)
+				st = onnx_add_initializer(m, names[1], &sc, e);
+			if (st == NN_OK)
+				st = onnx_add_initializer(m, names[2], &zp, e);
+			const char *ins[3] = {names[0], names[1], names[2]}, *outs[1] = {keep};
+			if (st == NN_OK)
+				st = onnx_prepend_node(m, "DequantizeLinear", names[3], ins, 3, outs, 1,
+						       &dq, e);
+			if (st == NN_OK)
+				st = onnx_node_set_int_attr(dq, "axis", 0, e);
+			if (st == NN_OK) {
+				tensor_free(&b); /* the view borrows the initializer removed next */
+				onnx_remove_initializer(m, keep);
+				(*count)++;
+			}
+			free(keep);
+			g = m->proto->graph;
+		}
+		tensor_free(&b);
+		tensor_free(&ws);
+		tensor_free(&q);
+		tensor_free(&sc);
+		tensor_free(&zp);
+		for (int k = 0; k < 4; k++)
+			free(names[k]);
+		free(buf);
+	}
+	free(nodes);
+	return st;
 }
 
 static const char *const method_names[] = {"minmax", "percentile", "entropy", "mse"};
@@ -467,6 +604,12 @@ enum nn_status quant_static_run(struct onnx_model *m, const struct quant_params 
 			goto fail;
 		n_new += 2;
 	}
+	size_t biases = 0, pairs = n_new / 2;
+	if ((st = quantize_biases(m, p, &t, &biases, e)) != NN_OK)
+		goto fail;
+	/* The bias DequantizeLinear nodes were prepended too (inputs are all
+	 * initializers: any place before their reader is topological). */
+	n_new += biases;
 	/* Readers (the original nodes, after the n_new prepended ones) take the
 	 * dequantized value, except excluded nodes. */
 	for (size_t j = n_new; j < n_new + n_orig; j++) {
@@ -522,11 +665,11 @@ enum nn_status quant_static_run(struct onnx_model *m, const struct quant_params 
 		bad |= step_json_set(out, "granularity",
 				     json_string(p->granularity == QUANT_PER_CHANNEL ? "per_channel"
 										     : "per_tensor"));
-		bad |= step_json_set(out, "bias", json_string("float"));
+		bad |= step_json_set(out, "biases_int32", json_integer((json_int_t)biases));
 		bad |= step_json_set(out, "samples", json_integer((json_int_t)x->shape[0]));
 		bad |= step_json_set(out, "histogram_bins", json_integer(two ? CALIB_BINS : 0));
 		bad |= step_json_set(out, "calibration_seconds", json_real(calib_seconds));
-		bad |= step_json_set(out, "activations_quantized", json_integer((json_int_t)n_new / 2));
+		bad |= step_json_set(out, "activations_quantized", json_integer((json_int_t)pairs));
 		bad |= step_json_set(out, "ranges", table);
 		table = NULL;
 		const json_t *v;

@@ -11,10 +11,13 @@
  *     activations plus CALIB_BINS counters per tap, whatever the data size.
  *  3. Weights: the int8 scheme of quant.c (quant_run with scheme int8,
  *     symmetric, p->granularity, same ops/exclude): DequantizeLinear on int8
- *     weights, per channel by default. Biases stay float (the QDQ graph
- *     computes them in float, as the float simulation ORT's QDQ format
- *     defines; no int32 bias).
- *  4. Activations: each tap gets QuantizeLinear -> DequantizeLinear (scalar
+ *     weights, per channel by default.
+ *  4. Biases of a selected Gemm/Conv whose activation input and weight are
+ *     both quantized: int32 as ONNX Runtime's QDQ quantizer writes them
+ *     (scale = activation scale x weight scale per channel, zero point 0,
+ *     DequantizeLinear axis 0), which lets ORT fuse the group into
+ *     QLinearConv/QGemm; others stay float.
+ *  5. Activations: each tap gets QuantizeLinear -> DequantizeLinear (scalar
  *     scale, uint8 zero point, or int8 symmetric with zero point 0 when
  *     p->activations_int8) placed right after its producer, and every node
  *     reading it, except excluded ones, reads the dequantized value. Graph

@@ -160,10 +160,33 @@ static int test_qdq_structure(bool int8)
 			CHECK(pr && !strcmp(pr->op_type, "DequantizeLinear"),
 			      "Gemm %s input %zu not dequantized", n->name, k);
 		}
-		if (n->n_input > 2) /* bias stays float */
-			CHECK(onnx_find_initializer(m, n->input[2]) &&
-				      onnx_find_initializer(m, n->input[2])->data_type == DT_FLOAT,
-			      "bias float");
+		if (n->n_input > 2) {
+			/* int32 bias, scale = activation scale x weight scale */
+			const Onnx__NodeProto *bd = producer(m, n->input[2]);
+			CHECK(bd && !strcmp(bd->op_type, "DequantizeLinear"), "bias dequantized");
+			const Onnx__TensorProto *bq = onnx_find_initializer(m, bd->input[0]);
+			const Onnx__TensorProto *bs = onnx_find_initializer(m, bd->input[1]);
+			const Onnx__NodeProto *xd = producer(m, n->input[0]);
+			const Onnx__NodeProto *wd = producer(m, n->input[1]);
+			const Onnx__TensorProto *xs = onnx_find_initializer(m, xd->input[1]);
+			const Onnx__TensorProto *wsc = onnx_find_initializer(m, wd->input[1]);
+			CHECK(bq && bq->data_type == DT_INT32 && bs && xs && wsc, "int32 bias");
+			struct tensor vb = {0}, vx = {0}, vw = {0};
+			struct nn_err e2 = {0};
+			CHECK(onnx_initializer_view(bs, &vb, &e2) == NN_OK &&
+				      onnx_initializer_view(xs, &vx, &e2) == NN_OK &&
+				      onnx_initializer_view(wsc, &vw, &e2) == NN_OK,
+			      "views: %s", e2.message);
+			int64_t nb = tensor_numel(&vb);
+			CHECK(nb == tensor_numel(&vw), "bias scales per channel");
+			for (int64_t c = 0; c < nb; c++)
+				CHECK(((float *)vb.data)[c] ==
+					      ((float *)vx.data)[0] * ((float *)vw.data)[c],
+				      "bias scale %lld", (long long)c);
+			tensor_free(&vb);
+			tensor_free(&vx);
+			tensor_free(&vw);
+		}
 	}
 	for (size_t i = 0; i < g->n_node; i++) {
 		const Onnx__NodeProto *n = g->node[i];
@@ -172,6 +195,7 @@ static int test_qdq_structure(bool int8)
 		const Onnx__TensorProto *zp = onnx_find_initializer(m, n->input[2]);
 		const Onnx__TensorProto *sc = onnx_find_initializer(m, n->input[1]);
 		CHECK(zp && sc && zp->n_dims == 0 && sc->n_dims == 0, "scalar qparams");
+		CHECK(jint(mt, "biases_int32") == 3, "int32 biases");
 		CHECK(zp->data_type == (int8 ? DT_INT8 : DT_UINT8), "zero point dtype %d",
 		      zp->data_type);
 		if (int8)
