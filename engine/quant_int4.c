@@ -442,8 +442,73 @@ struct layer_out {
 	int64_t blocks;
 	size_t bytes_before, bytes_after;
 	bool skipped;
+	bool as_matmul; /* a Gemm rewritten as MatMul (+ Add) */
+	int axis;       /* the blocked axis of the weight as written */
 	const char *why;
 };
+
+/* Can the node consuming r be rewritten as a MatMul-like node (MatMul, or
+ * Gemm with transA 0, alpha 1, beta 1, the weight as B)? NULL when it can,
+ * else the reason. *node / *at: the consumer and its index. */
+static const char *mm_eligible(struct onnx_model *m, const struct iwref *r, const struct tensor *w,
+			       Onnx__NodeProto **node, size_t *at)
+{
+	*node = find_node(m, r->node, r->op, r->name, at);
+	if (!*node || w->ndim != 2)
+		return "weight is not 2-D";
+	Onnx__NodeProto *n = *node;
+	if (n->n_input < 2 || strcmp(n->input[1], r->name) != 0)
+		return "weight is the first operand";
+	if (!strcmp(r->op, "Gemm")) {
+		if (onnx_node_int_attr(n, "transA", 0) != 0)
+			return "Gemm with transA";
+		const Onnx__AttributeProto *al = onnx_find_attr(n, "alpha", NULL);
+		const Onnx__AttributeProto *be = onnx_find_attr(n, "beta", NULL);
+		if ((al && al->f != 1.0f) || (be && be->f != 1.0f))
+			return "Gemm with alpha or beta other than 1";
+	}
+	if (uses(m, r->name) != 1)
+		return "weight shared with other nodes";
+	return NULL;
+}
+
+/* Turns a Gemm eligible by mm_eligible into its MatMul part: when it has a
+ * C input, the node writes a new value and an Add of C after it (index at + 1)
+ * writes the node's old output. Drops C and Gemm's attributes. */
+static enum nn_status gemm_split(struct onnx_model *m, Onnx__NodeProto *node, size_t at,
+				 const char *base, struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	bool has_c = node->n_input >= 3 && node->input[2] && node->input[2][0];
+	char *yn = NULL, *an = NULL;
+	if (has_c) {
+		yn = mkname(m, node->output[0], "_matmul");
+		an = mkname(m, node->name && node->name[0] ? node->name : base, "_bias");
+		if (!yn || !an) {
+			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
+			goto out;
+		}
+		if ((st = insert_node(m, at + 1, "Add", an, yn, node->input[2], node->output[0],
+				      e)) != NN_OK)
+			goto out;
+		free(node->output[0]);
+		node->output[0] = yn;
+		yn = NULL;
+	}
+	for (size_t k = 2; k < node->n_input; k++)
+		free(node->input[k]);
+	if (node->n_input > 2)
+		node->n_input = 2;
+	onnx_remove_attr(node, "alpha");
+	onnx_remove_attr(node, "beta");
+	onnx_remove_attr(node, "transA");
+	onnx_remove_attr(node, "transB");
+	st = set_str(&node->op_type, "MatMul", e);
+out:
+	free(yn);
+	free(an);
+	return st;
+}
 
 /* format onnx: W -> 4-bit initializer + scale + zero point + DequantizeLinear. */
 static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
@@ -454,16 +519,43 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 	uint8_t *packed = NULL, *zpb = NULL, *zpk = NULL;
 	float *sc = NULL;
 	char *qn = NULL, *sn = NULL, *zn = NULL, *nn = NULL;
-	size_t outer = 1, inner = 1, len = (size_t)w->shape[r->kaxis];
-	for (int d = 0; d < r->kaxis; d++)
+	float *wt = NULL;
+	struct tensor wv = *w; /* the weight as written: W, or W^T for a Gemm with transB */
+	int kaxis = r->kaxis;
+	Onnx__NodeProto *node = NULL;
+	size_t at = 0;
+	/* A Gemm becomes MatMul (+ Add of C) with B as [K, N] blocked along
+	 * axis 0: ONNX Runtime fuses DequantizeLinear -> MatMul into its
+	 * MatMulNBits kernel but runs DequantizeLinear -> Gemm as two nodes,
+	 * re-dequantizing the weight on every call (~20x slower at batch 1). */
+	bool to_mm = !strcmp(r->op, "Gemm") && !mm_eligible(m, r, w, &node, &at);
+	if (to_mm && r->kaxis == 1) {
+		size_t rows = (size_t)w->shape[0], cols = (size_t)w->shape[1];
+		wt = malloc(rows * cols * sizeof *wt + 1);
+		if (!wt) {
+			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for weight '%s'",
+				     r->name);
+			goto out;
+		}
+		const float *src = w->data;
+		for (size_t i = 0; i < rows; i++)
+			for (size_t j = 0; j < cols; j++)
+				wt[j * rows + i] = src[i * cols + j];
+		wv.data = wt;
+		wv.shape[0] = (int64_t)cols, wv.shape[1] = (int64_t)rows;
+		kaxis = 0;
+	}
+	w = &wv;
+	size_t outer = 1, inner = 1, len = (size_t)w->shape[kaxis];
+	for (int d = 0; d < kaxis; d++)
 		outer *= (size_t)w->shape[d];
-	for (int d = r->kaxis + 1; d < w->ndim; d++)
+	for (int d = kaxis + 1; d < w->ndim; d++)
 		inner *= (size_t)w->shape[d];
 	size_t bs = (size_t)p->block_size, nb = (len + bs - 1) / bs;
 	size_t n = outer * len * inner, ns = outer * nb * inner;
 	int64_t sshape[TENSOR_MAX_DIMS];
 	memcpy(sshape, w->shape, sizeof sshape);
-	sshape[r->kaxis] = (int64_t)nb;
+	sshape[kaxis] = (int64_t)nb;
 	packed = calloc(n / 2 + 1, 1);
 	sc = malloc((ns ? ns : 1) * sizeof *sc);
 	zpb = calloc(ns ? ns : 1, 1);
@@ -493,15 +585,29 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 		goto out;
 	const char *ins[3] = {qn, sn, zn};
 	const char *outs[1] = {r->name};
-	Onnx__NodeProto *node = NULL;
-	if ((st = onnx_prepend_node(m, "DequantizeLinear", nn, ins, 3, outs, 1, &node, e)) !=
+	Onnx__NodeProto *dq = NULL;
+	if ((st = onnx_prepend_node(m, "DequantizeLinear", nn, ins, 3, outs, 1, &dq, e)) !=
 		    NN_OK ||
-	    (st = onnx_node_set_int_attr(node, "axis", r->kaxis, e)) != NN_OK ||
-	    (st = onnx_node_set_int_attr(node, "block_size", p->block_size, e)) != NN_OK)
+	    (st = onnx_node_set_int_attr(dq, "axis", kaxis, e)) != NN_OK ||
+	    (st = onnx_node_set_int_attr(dq, "block_size", p->block_size, e)) != NN_OK)
 		goto out;
+	if (to_mm) {
+		/* re-found: prepending the DequantizeLinear moved the node array */
+		Onnx__NodeProto *g = find_node(m, r->node, r->op, r->name, &at);
+		if (!g) {
+			st = err_set(e, NN_EINTERNAL, "internal", "", "node of '%s' vanished",
+				     r->name);
+			goto out;
+		}
+		if ((st = gemm_split(m, g, at, r->name, e)) != NN_OK)
+			goto out;
+	}
+	lo->axis = kaxis;
+	lo->as_matmul = to_mm;
 	lo->blocks = (int64_t)ns;
 	lo->bytes_after = (n + 1) / 2 + ns * 4 + (ns + 1) / 2;
 out:
+	free(wt);
 	free(packed);
 	free(sc);
 	free(zpb);
@@ -520,30 +626,17 @@ static enum nn_status one_mnb(struct onnx_model *m, const struct iwref *r,
 {
 	enum nn_status st = NN_OK;
 	size_t at = 0;
-	Onnx__NodeProto *node = find_node(m, r->node, r->op, r->name, &at);
+	Onnx__NodeProto *node = NULL;
 	bool gemm = strcmp(r->op, "Gemm") == 0;
 	lo->skipped = true;
-	if (!node || w->ndim != 2)
-		return lo->why = "weight is not 2-D", NN_OK;
-	if (gemm) {
-		if (node->n_input < 2 || strcmp(node->input[1], r->name) ||
-		    onnx_node_int_attr(node, "transA", 0) != 0)
-			return lo->why = "Gemm with transA or weight as A", NN_OK;
-		const Onnx__AttributeProto *al = onnx_find_attr(node, "alpha", NULL);
-		const Onnx__AttributeProto *be = onnx_find_attr(node, "beta", NULL);
-		if ((al && al->f != 1.0f) || (be && be->f != 1.0f))
-			return lo->why = "Gemm with alpha or beta other than 1", NN_OK;
-	} else if (node->n_input < 2 || strcmp(node->input[1], r->name) != 0) {
-		return lo->why = "weight is MatMul's first operand", NN_OK;
-	}
-	if (uses(m, r->name) != 1)
-		return lo->why = "weight shared with other nodes", NN_OK;
+	if ((lo->why = mm_eligible(m, r, w, &node, &at)) != NULL)
+		return NN_OK;
 	bool tb = gemm && onnx_node_int_attr(node, "transB", 0) != 0;
 	size_t K = (size_t)w->shape[tb ? 1 : 0], N = (size_t)w->shape[tb ? 0 : 1];
 	size_t bs = (size_t)p->block_size, nb = (K + bs - 1) / bs, zrow = (nb + 1) / 2;
 	float *wt = NULL, *sc = NULL;
 	uint8_t *packed = NULL, *zpb = NULL, *zpk = NULL;
-	char *qn = NULL, *sn = NULL, *zn = NULL, *yn = NULL, *an = NULL;
+	char *qn = NULL, *sn = NULL, *zn = NULL;
 	size_t pb = N * nb * bs / 2;
 	size_t nsc = N * nb + 1; /* +1: never a zero-size allocation */
 	packed = calloc(pb + 1, 1);
@@ -588,17 +681,12 @@ static enum nn_status one_mnb(struct onnx_model *m, const struct iwref *r,
 		goto out;
 	if (!p->symmetric && (st = add_packed(m, zn, &zpk, N * zrow, e)) != NN_OK)
 		goto out;
-	/* Rewire: inputs A, B, scales[, zero_points][, "", bias? no: Add]. */
-	bool has_c = gemm && node->n_input >= 3 && node->input[2] && node->input[2][0];
-	char *cname = has_c ? strdup(node->input[2]) : NULL;
-	if (has_c && !cname) {
-		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
+	/* Y = MatMulNBits(A) (+ C by an Add after it, for a Gemm). */
+	if (gemm && (st = gemm_split(m, node, at, r->name, e)) != NN_OK)
 		goto out;
-	}
 	size_t nin = p->symmetric ? 3 : 4;
 	char **ins = calloc(nin, sizeof *ins);
 	if (!ins) {
-		free(cname);
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
 		goto out;
 	}
@@ -614,41 +702,17 @@ static enum nn_status one_mnb(struct onnx_model *m, const struct iwref *r,
 	node->input = ins;
 	node->n_input = nin;
 	if (!ins[1] || !ins[2] || (nin == 4 && !ins[3])) {
-		free(cname);
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
 		goto out;
 	}
-	onnx_remove_attr(node, "alpha");
-	onnx_remove_attr(node, "beta");
-	onnx_remove_attr(node, "transA");
-	onnx_remove_attr(node, "transB");
 	if ((st = set_str(&node->op_type, "MatMulNBits", e)) != NN_OK ||
 	    (st = set_str(&node->domain, "com.microsoft", e)) != NN_OK ||
 	    (st = onnx_node_set_int_attr(node, "K", (int64_t)K, e)) != NN_OK ||
 	    (st = onnx_node_set_int_attr(node, "N", (int64_t)N, e)) != NN_OK ||
 	    (st = onnx_node_set_int_attr(node, "bits", 4, e)) != NN_OK ||
 	    (st = onnx_node_set_int_attr(node, "block_size", p->block_size, e)) != NN_OK ||
-	    (st = onnx_node_set_int_attr(node, "accuracy_level", 0, e)) != NN_OK) {
-		free(cname);
+	    (st = onnx_node_set_int_attr(node, "accuracy_level", 0, e)) != NN_OK)
 		goto out;
-	}
-	if (has_c) {
-		/* Y = MatMulNBits(A) + C: the node writes a new value, Add keeps Y. */
-		yn = mkname(m, node->output[0], "_matmul");
-		an = mkname(m, node->name ? node->name : r->name, "_bias");
-		if (!yn || !an) {
-			free(cname);
-			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
-			goto out;
-		}
-		st = insert_node(m, at + 1, "Add", an, yn, cname, node->output[0], e);
-		free(cname);
-		if (st != NN_OK)
-			goto out;
-		free(node->output[0]);
-		node->output[0] = yn;
-		yn = NULL;
-	}
 	onnx_remove_initializer(m, r->name);
 	lo->skipped = false;
 	lo->blocks = (int64_t)(N * nb);
@@ -662,8 +726,6 @@ out:
 	free(qn);
 	free(sn);
 	free(zn);
-	free(yn);
-	free(an);
 	return st;
 }
 
@@ -710,7 +772,9 @@ static enum nn_status one(struct onnx_model *m, const struct iwref *r,
 			bad |= step_json_set(l, "scheme", json_string("int4"));
 			bad |= step_json_set(l, "bits", json_integer(4));
 			bad |= step_json_set(l, "block_size", json_integer(p->block_size));
-			bad |= step_json_set(l, "axis", json_integer(r->kaxis));
+			bad |= step_json_set(l, "axis", json_integer(lo.axis));
+			if (lo.as_matmul)
+				bad |= step_json_set(l, "rewritten", json_string("Gemm as MatMul + Add"));
 			bad |= step_json_set(l, "format",
 					     json_string(p->format == QUANT_FORMAT_ONNX
 								 ? "onnx"

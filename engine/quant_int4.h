@@ -6,10 +6,13 @@
  * asymmetric), the nibble packing, and the two output forms:
  *   format onnx: W becomes an INT4 (symmetric) or UINT4 (asymmetric)
  *     initializer, raw_data two values per byte, low nibble first; W_scale
- *     float and W_zero_point (same 4-bit type) have W's shape with the K axis
- *     divided by block_size (rounded up); a DequantizeLinear (axis = K axis,
- *     block_size) prepended to the graph outputs the name W. Opset raised to
- *     21, IR version 10.
+ *     float and W_zero_point (same 4-bit type; zeros when symmetric) have
+ *     W's shape with the K axis divided by block_size (rounded up); a
+ *     DequantizeLinear (axis = K axis, block_size) prepended to the graph
+ *     outputs the name W. A Gemm (transA 0, alpha = beta = 1, weight used
+ *     once) is written as MatMul (+ Add of C) with W^T [K, N] blocked along
+ *     axis 0, the form ONNX Runtime fuses into its MatMulNBits kernel.
+ *     Opset raised to 21, IR version 10.
  *   format matmulnbits: each MatMul with a 2-D initializer weight [K, N] (and
  *     each Gemm with alpha 1, transA 0, rewritten as MatMulNBits + Add of
  *     beta * C when C is present and beta is 1) becomes com.microsoft

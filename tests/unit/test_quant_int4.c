@@ -259,7 +259,8 @@ static double max_diff(const float *a, const float *b, size_t n)
  * and steps_mlp (MatMul [16, 32]: one ragged block), symmetric and not: the
  * initializers are INT4/UINT4 with the weight's dims, packed to
  * ceil(n / 2) bytes; scale and zero point have the K axis divided by the
- * block size; DequantizeLinear carries axis and block_size; opset 21, IR 10;
+ * block size; DequantizeLinear carries axis and block_size; each Gemm is
+ * written as MatMul (+ Add) with B^T, blocked along axis 0; opset 21, IR 10;
  * the executor runs it close to the float model; the report has the fields. */
 static int test_model_onnx_layout(void)
 {
@@ -297,20 +298,23 @@ static int test_model_onnx_layout(void)
 		CHECK(q && sc && zp && !init_of(m, "fc1.weight"), "initializers");
 		int dt = s == 0 ? DT_INT4 : DT_UINT4;
 		int64_t nb = (784 + bs - 1) / bs;
-		CHECK(q->data_type == dt && q->n_dims == 2 && q->dims[0] == 300 &&
-			      q->dims[1] == 784 && q->raw_data.len == 300 * 784 / 2,
+		/* the Gemm (transB=1) is written as MatMul with B^T [784, 300] */
+		CHECK(q->data_type == dt && q->n_dims == 2 && q->dims[0] == 784 &&
+			      q->dims[1] == 300 && q->raw_data.len == 300 * 784 / 2,
 		      "weight tensor");
-		CHECK(sc->data_type == DT_FLOAT && sc->n_dims == 2 && sc->dims[0] == 300 &&
-			      sc->dims[1] == nb,
+		CHECK(sc->data_type == DT_FLOAT && sc->n_dims == 2 && sc->dims[0] == nb &&
+			      sc->dims[1] == 300,
 		      "scale dims");
-		CHECK(zp->data_type == dt && zp->n_dims == 2 && zp->dims[1] == nb &&
+		CHECK(zp->data_type == dt && zp->n_dims == 2 && zp->dims[0] == nb &&
 			      zp->raw_data.len == (size_t)(300 * nb + 1) / 2,
 		      "zero point");
+		CHECK(!node_of(m, "Gemm", 0) && node_of(m, "MatMul", 2) && node_of(m, "Add", 2),
+		      "Gemm -> MatMul + Add");
 		const Onnx__NodeProto *dq = node_of(m, "DequantizeLinear", 0);
 		CHECK(dq && onnx_node_int_attr(dq, "block_size", 0) == bs, "block_size attr");
 		for (size_t i = 0; i < 3; i++) {
 			const Onnx__NodeProto *d = node_of(m, "DequantizeLinear", i);
-			CHECK(d && onnx_node_int_attr(d, "axis", -1) == 1, "axis 1 (K of B^T)");
+			CHECK(d && onnx_node_int_attr(d, "axis", -1) == 0, "axis 0 (K)");
 		}
 		float *y0 = NULL, *y1 = NULL;
 		size_t n0 = 0, n1 = 0;
@@ -334,7 +338,7 @@ static int test_model_onnx_layout(void)
 	const Onnx__NodeProto *d1 = node_of(m, "DequantizeLinear", 1);
 	CHECK(d && d1, "two DequantizeLinear");
 	int64_t ax0 = onnx_node_int_attr(d, "axis", -1), ax1 = onnx_node_int_attr(d1, "axis", -1);
-	CHECK((ax0 == 0 && ax1 == 1) || (ax0 == 1 && ax1 == 0), "MatMul axis 0, Gemm axis 1");
+	CHECK(ax0 == 0 && ax1 == 0, "blocks along K (axis 0) for MatMul and the Gemm");
 	float *y = NULL;
 	size_t ny = 0;
 	if (run_exec(m, 4, NULL, NULL, &y, &ny, NULL, 0))
