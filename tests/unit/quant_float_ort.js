@@ -3,11 +3,12 @@
 // ran and compares ORT's first output with the executor's (test_quant_float,
 // case ort_matches_executor).
 //
-//   node quant_float_ort.js NODE_MODULES_DIR MODEL.onnx:INPUT.f32:EXPECTED.f32:DxDxD ...
+//   node quant_float_ort.js NODE_MODULES_DIR MODEL.onnx:INPUT.f32:EXPECTED.f32:DxDxD[:exact] ...
 //
 // INPUT/EXPECTED are raw little-endian float32. Sessions: graph optimisation
 // 'basic' and qdq_matmulnbits_accuracy_level 1 (exact numerics, see
-// /work/shared/perf-notes.md). Tolerance: max |ort - nncd| <= 1e-4 * max(1, max |nncd|).
+// /work/shared/perf-notes.md). Tolerance: max |ort - nncd| <= 1e-4 * max(1, max |nncd|);
+// with ':exact' every element must be the same float (Object.is: -0, Inf, NaN too).
 // Exit status: 0 all match, 1 a mismatch or a load failure, 77 ORT missing.
 'use strict';
 
@@ -30,7 +31,7 @@ function floats(file) {
 async function main() {
   let failed = false;
   for (const arg of process.argv.slice(3)) {
-    const [model, inFile, expFile, dims] = arg.split(':');
+    const [model, inFile, expFile, dims, mode] = arg.split(':');
     const shape = dims.split('x').map(Number);
     const sess = await ort.InferenceSession.create(model, {
       graphOptimizationLevel: 'basic',
@@ -40,6 +41,20 @@ async function main() {
     feeds[sess.inputNames[0]] = new ort.Tensor('float32', floats(inFile), shape);
     const out = (await sess.run(feeds))[sess.outputNames[0]].data;
     const want = floats(expFile);
+    if (mode === 'exact') {
+      let bad = out.length === want.length ? 0 : 1, first = -1;
+      for (let i = 0; i < want.length && i < out.length; i++) {
+        if (!Object.is(want[i], out[i]) && !(Number.isNaN(want[i]) && Number.isNaN(out[i]))) {
+          if (first < 0) first = i;
+          bad++;
+        }
+      }
+      process.stdout.write(`${path.basename(model)}: ${want.length} values, ${bad} differ` +
+        (first >= 0 ? ` (first: x[${first}] ORT ${out[first]} nncd ${want[first]})` : '') +
+        ` ${bad ? 'FAIL' : 'ok'}\n`);
+      if (bad) failed = true;
+      continue;
+    }
     let maxRef = 0, maxDiff = 0;
     for (let i = 0; i < want.length; i++) {
       maxRef = Math.max(maxRef, Math.abs(want[i]));

@@ -599,6 +599,89 @@ static int ort_accuracy(const char *node, const char *eval_js, const char *model
 	return 0;
 }
 
+/* The executor's 16-bit Cast at run time (not folded): float -> float16 /
+ * bfloat16 -> float on 200,000 values (every exponent, ties, subnormals,
+ * overflow, -0, Inf, NaN) is bit-identical to ONNX Runtime's. */
+static int test_cast_runtime_matches_onnxruntime(const char *node, const char *modules,
+						 const char *script, const char *data_dir)
+{
+	if (!have_ort(node, modules)) {
+		fprintf(stderr, "ONNX Runtime not under %s: skipped\n", modules);
+		return 77;
+	}
+	enum { N = 200000 };
+	char dir[] = "/tmp/nncd-qfloat-cast-XXXXXX";
+	CHECK(mkdtemp(dir), "mkdtemp");
+	float *x = malloc(N * sizeof *x);
+	CHECK(x, "malloc");
+	uint32_t s = 99;
+	for (int i = 0; i < N; i++) {
+		s = s * 1103515245u + 12345u;
+		uint32_t r = s ^ (s >> 15) * 2654435761u;
+		uint32_t b;
+		switch (i % 4) {
+		case 0: /* any float */
+			b = r;
+			break;
+		case 1: /* half / bf16 ties: exactly halfway bit patterns */
+			b = (r & 0xffffe000u) | 0x1000u;
+			break;
+		case 2: /* around half's subnormal and overflow ranges */
+			b = (r & 0x807fffffu) | ((i & 8 ? 100u + (r >> 27) : 140u + (r >> 29)) << 23);
+			break;
+		default: /* bf16 ties */
+			b = (r & 0xffff0000u) | 0x8000u;
+			break;
+		}
+		memcpy(&x[i], &b, 4);
+	}
+	float sp[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65520.0f, 0x1p-24f,
+		      0x1p-25f};
+	memcpy(x, sp, sizeof sp);
+	const char *names[2] = {"cast16_f16.onnx", "cast16_bf16.onnx"};
+	char files[2][3][1200];
+	char *args[6] = {(char *)node, (char *)script, (char *)modules, NULL, NULL, NULL};
+	for (int k = 0; k < 2; k++) {
+		char path[1100];
+		snprintf(path, sizeof path, "%s/%s", data_dir, names[k]);
+		struct onnx_model *m = NULL;
+		struct nn_err e = {0};
+		CHECK(onnx_load_file(path, &m, &e) == NN_OK, "%s: %s", path, e.message);
+		struct exec_plan *p = NULL;
+		CHECK(exec_compile(m, N, &p, &e) == NN_OK, "compile: %s", e.message);
+		int64_t shape[1] = {N};
+		struct tensor in, out = {0};
+		tensor_view(&in, DT_FLOAT, 1, shape, x);
+		CHECK(exec_run(p, &in, 1, &out, 1, &e) == NN_OK, "run: %s", e.message);
+		const float *y = out.data;
+		for (int i = 0; i < N; i++) { /* and the same as the scalar conversion */
+			float want = k == 0 ? f16_to_float(f16_from_float(x[i]))
+					    : bf16_to_float(bf16_from_float(x[i]));
+			CHECK(!memcmp(&want, &y[i], 4) || (isnan(want) && isnan(y[i])),
+			      "x[%d] %a -> %a, want %a", i, x[i], y[i], want);
+		}
+		snprintf(files[k][0], sizeof files[k][0], "%s", path);
+		snprintf(files[k][1], sizeof files[k][1], "%s/%d.in", dir, k);
+		snprintf(files[k][2], sizeof files[k][2], "%s/%d.out", dir, k);
+		CHECK(!write_floats(files[k][1], x, N) && !write_floats(files[k][2], y, N), "write");
+		exec_free(p);
+		onnx_free(m);
+		args[3 + k] = malloc(4200);
+		snprintf(args[3 + k], 4200, "%s:%s:%s:%d:exact", files[k][0], files[k][1],
+			 files[k][2], N);
+	}
+	int rc = spawn_wait(args);
+	for (int k = 0; k < 2; k++) {
+		free(args[3 + k]);
+		unlink(files[k][1]);
+		unlink(files[k][2]);
+	}
+	rmdir(dir);
+	free(x);
+	CHECK(rc == 0, "ORT comparison failed (exit %d)", rc);
+	return 0;
+}
+
 /* Acceptance 2: k-means 5-bit after 90% magnitude pruning on LeNet-300-100,
  * accuracy on the 10,000 MNIST test digits by ONNX Runtime. The pruning alone
  * (no retraining) costs this fixture ~1.35 points, so what the k-means step
@@ -713,6 +796,9 @@ int main(int argc, char **argv)
 	const char *script = argc > 5 ? argv[5] : "";
 	if (!strcmp(argv[1], "ort_matches_executor"))
 		return test_ort_matches_executor(node, modules, script);
+	if (!strcmp(argv[1], "cast_runtime_matches_onnxruntime"))
+		return test_cast_runtime_matches_onnxruntime(node, modules, script,
+							     argc > 6 ? argv[6] : "");
 	if (!strcmp(argv[1], "kmeans5_pruned90_accuracy"))
 		return test_kmeans5_pruned90_accuracy(node, modules, script);
 	struct {
