@@ -1095,8 +1095,9 @@ out:
 /* summary: can the model be raised to the opsets engine steps need?   */
 
 /* Opsets engine steps raise models to (quantize: 13, for DequantizeLinear's
- * axis). Each becomes a key of the summary's "opset_upgrade". */
-static const int64_t upgrade_targets[] = { 13 };
+ * axis; int4: 21, for its block_size). Each becomes a key of the summary's
+ * "opset_upgrade". */
+static const int64_t upgrade_targets[] = { 13, 21 };
 
 /* The verdict of onnx_raise_opset's dry pass for one target on the skeleton `p`:
  * null when onnx_raise_opset would succeed, else {node, op, message}. */

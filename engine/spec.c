@@ -63,15 +63,20 @@ static bool has_gemm_weight(const json_t *summary)
 	return false;
 }
 
-/* A quantize step raises the default opset to 13 (quant.c); the summary's
- * opset_upgrade["13"] says whether onnx_raise_opset would refuse that, so a
- * model it cannot convert is a 400 naming the step, not a failed job.
+/* A quantize step raises the default opset to 13 (quant.c; 21 for int4 in
+ * the onnx format, quant_int4.c); the summary's opset_upgrade["13"] (["21"])
+ * says whether onnx_raise_opset would refuse that, so a model it cannot
+ * convert is a 400 naming the step, not a failed job.
  * Summaries stored before the key existed skip the check (the worker then
  * fails the job with the same reason). */
 static enum nn_status check_opset_upgrade(const json_t *summary, const char *field,
 					  const struct quant_params *qp, struct nn_err *e)
 {
-	const json_t *up = json_object_get(json_object_get(summary, "opset_upgrade"), "13");
+	bool int4 = qp->scheme == QUANT_INT4 && qp->format == QUANT_FORMAT_ONNX;
+	if (qp->scheme == QUANT_INT4 && !int4)
+		return NN_OK; /* MatMulNBits: the default opset is kept */
+	const char *target = int4 ? "21" : "13";
+	const json_t *up = json_object_get(json_object_get(summary, "opset_upgrade"), target);
 	if (!json_is_object(up))
 		return NN_OK;
 	const json_t *from = json_object_get(json_object_get(summary, "opset"), "");
@@ -86,11 +91,13 @@ static enum nn_status check_opset_upgrade(const json_t *summary, const char *fie
 	else
 		snprintf(what, sizeof what, "an unnamed %.60s node", op ? op : "?");
 	return err_set(e, NN_EINVAL, "invalid_spec", field,
-		       "cannot quantize: raising the model from %s to 13 (needed by "
+		       "cannot quantize: raising the model from %s to %s (needed by "
 		       "DequantizeLinear%s) would change %s: %.200s; re-export the model at "
-		       "opset >= 13",
-		       from_s, qp->granularity == QUANT_PER_CHANNEL ? " per-axis" : "", what,
-		       why ? why : "the conversion is not supported");
+		       "opset >= %s",
+		       from_s, target,
+		       int4 ? " with block_size"
+		       : qp->granularity == QUANT_PER_CHANNEL ? " per-axis" : "",
+		       what, why ? why : "the conversion is not supported", target);
 }
 
 static enum nn_status parse_dataset_id(const json_t *v, const char *field, char out[SPEC_ID_CAP],

@@ -200,7 +200,8 @@ static int test_model_without_weights(void)
 
 /* Acceptance 5 of issue 5: int4 on a model whose only weights feed Conv is
  * a 400 naming steps[i].scheme (hand-written summary and the real summary of
- * a Conv-only model); the same spec passes on an MLP. */
+ * a Conv-only model); the same spec passes on an MLP. A model the summary
+ * says cannot be raised to opset 21 is a 400 for int4 in the onnx format. */
 static int test_int4_conv_only_model(void)
 {
 	const char *conv_only = "{\"opset\":{\"\":13},\"ops\":{\"Conv\":1},\"prunable\":"
@@ -238,6 +239,35 @@ static int test_int4_conv_only_model(void)
 	CHECK(spec_validate(spec, real, &e) == NN_OK, "int4 on the MLP: %s", e.message);
 	json_decref(real);
 	json_decref(spec);
+
+	/* a model that can be raised to 13 but not to 21: int4 (onnx format) is a
+	 * 400 naming the step and the node; int8 and int4 as MatMulNBits (which
+	 * keeps the opset) pass */
+	json_t *up = json_loads("{\"opset\":{\"\":18},\"prunable\":[{\"name\":\"w\","
+				"\"op\":\"MatMul\",\"node\":\"m0\"}],\"opset_upgrade\":{\"13\":null,"
+				"\"21\":{\"node\":\"gn\",\"op\":\"GroupNormalization\",\"message\":"
+				"\"changed scale/bias shapes at opset 21\"}}}",
+				0, NULL);
+	CHECK(up, "summary json");
+	static const char *const specs[3] = {
+		"{\"steps\":[{\"op\":\"quantize\",\"scheme\":\"int4\"}]}",
+		"{\"steps\":[{\"op\":\"quantize\",\"scheme\":\"int8\"}]}",
+		"{\"steps\":[{\"op\":\"quantize\",\"scheme\":\"int4\",\"format\":\"matmulnbits\"}]}",
+	};
+	for (int i = 0; i < 3; i++) {
+		spec = json_loads(specs[i], 0, NULL);
+		e = (struct nn_err){0};
+		enum nn_status st = spec_validate(spec, up, &e);
+		if (i == 0) {
+			CHECK(st == NN_EINVAL && !strcmp(e.field, "steps[0]") &&
+				      strstr(e.message, "to 21") && strstr(e.message, "'gn'"),
+			      "int4 opset 21 refusal: %s (%s)", e.message, e.field);
+		} else {
+			CHECK(st == NN_OK, "%s: %s", specs[i], e.message);
+		}
+		json_decref(spec);
+	}
+	json_decref(up);
 	return 0;
 }
 
