@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "onnx_graph.h"
+#include "quant_bias.h"
 #include "quant_int4.h"
 #include "spec.h"
 #include "tensor.h"
@@ -1460,7 +1461,9 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	struct onnx_weight_ref *refs = NULL;
 	size_t nref = 0;
 	struct wref *ws = NULL;
-	json_t *out = NULL, *layers = NULL, *skipped = NULL;
+	json_t *out = NULL, *layers = NULL, *skipped = NULL, *bias = NULL;
+	struct tensor *floats = NULL;
+	struct quant_bias_weight *bw = NULL;
 	*metrics = NULL;
 
 	switch (p->scheme) {
@@ -1533,6 +1536,36 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
 		goto fail;
 	}
+	/* Bias correction compares against the float weights, which the
+	 * in-place quantization destroys: copy them first (only then). */
+	if (p->bias_correction) {
+		floats = calloc(nref, sizeof *floats);
+		bw = calloc(nref, sizeof *bw);
+		if (!floats || !bw) {
+			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for float weights");
+			goto fail;
+		}
+		for (size_t i = 0; i < nref; i++) {
+			struct tensor v = {0};
+			Onnx__TensorProto *init = onnx_find_initializer(m, ws[i].name);
+			if (!init) {
+				st = err_set(e, NN_EINTERNAL, "internal", "", "weight '%s' vanished",
+					     ws[i].name);
+				goto fail;
+			}
+			if ((st = onnx_initializer_view(init, &v, e)) != NN_OK ||
+			    (st = tensor_alloc(&floats[i], DT_FLOAT, v.ndim, v.shape, e)) != NN_OK) {
+				tensor_free(&v);
+				goto fail;
+			}
+			int64_t cnt = tensor_numel(&v);
+			if (cnt > 0)
+				memcpy(floats[i].data, v.data, (size_t)cnt * sizeof(float));
+			tensor_free(&v);
+			bw[i].name = ws[i].name;
+			bw[i].floats = &floats[i];
+		}
+	}
 	uint64_t params = 0;
 	for (size_t i = 0; i < nref; i++) {
 		if (step_canceled(ctx)) {
@@ -1542,6 +1575,26 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 		if ((st = quantize_one(m, &ws[i], p, ctx, layers, &params, e)) != NN_OK)
 			goto fail;
 		step_progress(ctx, (double)(i + 1) / (double)nref);
+	}
+	if (p->bias_correction) {
+		if ((st = quant_bias_correct(m, bw, nref, ctx, &bias, e)) != NN_OK)
+			goto fail;
+		/* each layer's entry also states the mean shift applied to its bias */
+		const json_t *bl = json_object_get(bias, "layers");
+		for (size_t k = 0; k < json_array_size(bl); k++) {
+			const json_t *b = json_array_get(bl, k);
+			const char *nm = json_string_value(json_object_get(b, "name"));
+			for (size_t j = 0; nm && j < json_array_size(layers); j++) {
+				json_t *l = json_array_get(layers, j);
+				if (!strcmp(json_string_value(json_object_get(l, "name")), nm) &&
+				    json_object_set(l, "bias_mean_shift",
+						    json_object_get(b, "mean_shift"))) {
+					st = err_set(e, NN_ENOMEM, "out_of_memory", "",
+						     "no memory for quantize metrics");
+					goto fail;
+				}
+			}
+		}
 	}
 
 	out = json_object();
@@ -1559,6 +1612,10 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	layers = NULL;
 	bad |= step_json_set(out, "kept_float", skipped);
 	skipped = NULL;
+	if (bias) {
+		bad |= step_json_set(out, "bias_correction", bias);
+		bias = NULL;
+	}
 	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
 	if (bad) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for quantize metrics");
@@ -1570,6 +1627,11 @@ fail:
 	json_decref(out);
 	json_decref(layers);
 	json_decref(skipped);
+	json_decref(bias);
+	for (size_t i = 0; floats && i < nref; i++)
+		tensor_free(&floats[i]);
+	free(floats);
+	free(bw);
 	if (ws) {
 		for (size_t i = 0; i < nref; i++) {
 			free(ws[i].name);

@@ -1,0 +1,469 @@
+/* Unit tests for the int8 scheme's options (engine/quant.c: ops, exclude,
+ * Gather embedding tables, symmetric false) and bias correction
+ * (engine/quant_bias.c), and — with ONNX Runtime from tests/oracle — that the
+ * int8 artifacts run in ORT with outputs matching nncd's executor to 1e-4.
+ * Usage: test_quant_int8 CASE DATA_DIR FIXTURES_DIR [NODE MODULES SCRIPT] */
+#include <math.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "eval.h"
+#include "exec.h"
+#include "onnx_io.h"
+#include "quant.h"
+#include "tensor.h"
+
+extern char **environ;
+
+static const char *data_dir = ".", *fixtures_dir = ".";
+
+static struct onnx_model *load(const char *dir, const char *name)
+{
+	char path[1024];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	struct onnx_model *m = NULL;
+	struct nn_err e = {0};
+	if (onnx_load_file(path, &m, &e) != NN_OK)
+		fprintf(stderr, "%s: %s\n", path, e.message);
+	return m;
+}
+
+/* Deterministic inputs: n samples of `per` values in [lo, lo + span). */
+static int make_inputs(struct tensor *x, int ndim, const int64_t *shape, float lo, float span)
+{
+	struct nn_err e = {0};
+	if (tensor_alloc(x, DT_FLOAT, ndim, shape, &e) != NN_OK)
+		return 1;
+	uint32_t s = 2463534242u;
+	float *v = x->data;
+	for (int64_t i = 0; i < tensor_numel(x); i++) {
+		s ^= s << 13;
+		s ^= s >> 17;
+		s ^= s << 5;
+		v[i] = lo + span * (float)(s >> 8) / 16777216.0f;
+	}
+	return 0;
+}
+
+/* The model's first output on x (all rows in one batch), copied; *width per row. */
+static float *run(const struct onnx_model *m, const struct tensor *x, int64_t *count)
+{
+	struct exec_plan *p = NULL;
+	struct nn_err e = {0};
+	struct tensor out[4];
+	float *copy = NULL;
+	if (exec_compile(m, x->shape[0], &p, &e) != NN_OK) {
+		fprintf(stderr, "compile: %s\n", e.message);
+		return NULL;
+	}
+	size_t no = exec_output_count(p);
+	if (no <= 4 && exec_run(p, x, 1, out, no, &e) == NN_OK) {
+		*count = tensor_numel(&out[0]);
+		copy = malloc((size_t)*count * sizeof *copy);
+		if (copy)
+			memcpy(copy, out[0].data, (size_t)*count * sizeof *copy);
+	} else {
+		fprintf(stderr, "run: %s\n", e.message);
+	}
+	exec_free(p);
+	return copy;
+}
+
+static enum nn_status quantize(struct onnx_model *m, const char *step_json,
+			       const struct tensor *calib, json_t **metrics, struct nn_err *e)
+{
+	json_t *step = json_loads(step_json, 0, NULL);
+	struct quant_params p;
+	struct eval_data cal = {.inputs = calib, .labels = NULL};
+	struct step_ctx ctx = {.calib = calib ? &cal : NULL};
+	enum nn_status st = quant_params_parse(step, 0, &p, e);
+	if (st == NN_OK)
+		st = quant_run(m, &p, &ctx, metrics, e);
+	json_decref(step);
+	return st;
+}
+
+/* Per-channel mean of (q - f) over rows and positions: output [N, C, inner...]
+ * with channels at dim cd (1 for Conv, last for Gemm/MatMul). */
+static void channel_mean_error(const float *f, const float *q, int64_t outer, int64_t ch,
+			       int64_t inner, double *err)
+{
+	for (int64_t c = 0; c < ch; c++)
+		err[c] = 0;
+	for (int64_t o = 0; o < outer; o++)
+		for (int64_t c = 0; c < ch; c++)
+			for (int64_t i = 0; i < inner; i++) {
+				int64_t k = (o * ch + c) * inner + i;
+				err[c] += (double)q[k] - (double)f[k];
+			}
+	for (int64_t c = 0; c < ch; c++)
+		err[c] /= (double)(outer * inner);
+}
+
+static int bias_case(const char *model, int ndim, const int64_t *shape, int64_t ch, bool conv)
+{
+	struct tensor x = {0};
+	CHECK(make_inputs(&x, ndim, shape, 0.5f, 1.0f) == 0, "inputs");
+	struct onnx_model *f = load(data_dir, model), *q = load(data_dir, model),
+			  *c = load(data_dir, model);
+	CHECK(f && q && c, "%s", model);
+	struct nn_err e = {0};
+	json_t *mq = NULL, *mc = NULL;
+	CHECK(quantize(q, "{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":\"per_tensor\"}",
+		       NULL, &mq, &e) == NN_OK,
+	      "%s", e.message);
+	CHECK(quantize(c, "{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":\"per_tensor\","
+			  "\"bias_correction\":true}",
+		       &x, &mc, &e) == NN_OK,
+	      "%s", e.message);
+	int64_t n = 0, n2 = 0, n3 = 0;
+	float *yf = run(f, &x, &n), *yq = run(q, &x, &n2), *yc = run(c, &x, &n3);
+	CHECK(yf && yq && yc && n == n2 && n == n3, "runs");
+	int64_t outer = conv ? shape[0] : n / ch, inner = conv ? n / (shape[0] * ch) : 1;
+	double before[16], after[16], mb = 0, ma = 0, mean_abs_before = 0;
+	channel_mean_error(yf, yq, outer, ch, inner, before);
+	channel_mean_error(yf, yc, outer, ch, inner, after);
+	for (int64_t k = 0; k < ch; k++) {
+		mb = fabs(before[k]) > mb ? fabs(before[k]) : mb;
+		ma = fabs(after[k]) > ma ? fabs(after[k]) : ma;
+		mean_abs_before += fabs(before[k]) / (double)ch;
+	}
+	printf("%s: max |channel mean error| before %.3g after %.3g\n", model, mb, ma);
+	CHECK(mb > 1e-3, "the fixture should have a systematic error (%g)", mb);
+	CHECK(ma < 1e-5 + 1e-3 * mb, "mean error after correction %g (before %g)", ma, mb);
+	const json_t *bl = json_object_get(json_object_get(mc, "bias_correction"), "layers");
+	CHECK(json_array_size(bl) == 1, "one corrected layer");
+	double rep = json_real_value(json_object_get(json_array_get(bl, 0), "mean_abs_shift"));
+	CHECK(fabs(rep - mean_abs_before) < 1e-4 * (1 + mean_abs_before), "reported shift %g vs %g",
+	      rep, mean_abs_before);
+	const json_t *l0 = json_array_get(json_object_get(mc, "layers"), 0);
+	CHECK(json_is_number(json_object_get(l0, "bias_mean_shift")), "per-layer shift");
+	free(yf);
+	free(yq);
+	free(yc);
+	json_decref(mq);
+	json_decref(mc);
+	onnx_free(f);
+	onnx_free(q);
+	onnx_free(c);
+	tensor_free(&x);
+	return 0;
+}
+
+static int test_bias_correction_gemm_without_bias(void)
+{
+	int64_t s[2] = {256, 16};
+	return bias_case("q8_gemm.onnx", 2, s, 8, false);
+}
+
+static int test_bias_correction_matmul_add(void)
+{
+	int64_t s[2] = {256, 16};
+	return bias_case("q8_matmul.onnx", 2, s, 8, false);
+}
+
+static int test_bias_correction_conv(void)
+{
+	int64_t s[4] = {64, 2, 6, 6};
+	return bias_case("q8_conv.onnx", 4, s, 4, true);
+}
+
+static int test_bias_correction_needs_data(void)
+{
+	struct onnx_model *m = load(data_dir, "q8_gemm.onnx");
+	CHECK(m, "model");
+	struct nn_err e = {0};
+	json_t *mt = NULL;
+	CHECK(quantize(m, "{\"op\":\"quantize\",\"scheme\":\"int8\",\"bias_correction\":true}", NULL,
+		       &mt, &e) == NN_EINVAL,
+	      "accepted without data");
+	CHECK(strstr(e.message, "calibration data"), "%s", e.message);
+	onnx_free(m);
+	return 0;
+}
+
+static bool is_float_init(const struct onnx_model *m, const char *name)
+{
+	const Onnx__GraphProto *g = m->proto->graph;
+	for (size_t i = 0; i < g->n_initializer; i++)
+		if (!strcmp(g->initializer[i]->name, name))
+			return g->initializer[i]->data_type == DT_FLOAT;
+	return false;
+}
+
+static int test_ops_and_exclude(void)
+{
+	struct nn_err e = {0};
+	json_t *mt = NULL;
+	/* exclude by node name: that Gemm's weight stays float */
+	struct onnx_model *m = load(fixtures_dir, "lenet300.onnx");
+	CHECK(m, "fixture");
+	const char *w2 = m->proto->graph->node[2]->input[1];
+	char w2name[256];
+	snprintf(w2name, sizeof w2name, "%s", w2);
+	CHECK(quantize(m, "{\"op\":\"quantize\",\"scheme\":\"int8\",\"exclude\":[\"/fc2/Gemm\"]}",
+		       NULL, &mt, &e) == NN_OK,
+	      "%s", e.message);
+	CHECK(is_float_init(m, w2name), "excluded weight %s quantized", w2name);
+	CHECK(json_array_size(json_object_get(mt, "layers")) == 2, "two layers quantized");
+	const json_t *k = json_array_get(json_object_get(mt, "kept_float"), 0);
+	CHECK(!strcmp(json_string_value(json_object_get(k, "reason")), "excluded"), "reason");
+	json_decref(mt);
+	onnx_free(m);
+	/* exclude by op type: nothing left */
+	m = load(fixtures_dir, "lenet300.onnx");
+	CHECK(quantize(m, "{\"op\":\"quantize\",\"scheme\":\"int8\",\"exclude\":[\"Gemm\"]}", NULL,
+		       &mt, &e) == NN_EINVAL,
+	      "quantized with every Gemm excluded");
+	CHECK(strstr(e.message, "left float by ops/exclude"), "%s", e.message);
+	onnx_free(m);
+	/* ops: Conv only on the CNN; its Gemm weights stay float */
+	m = load(fixtures_dir, "cnn.onnx");
+	CHECK(m, "fixture");
+	CHECK(quantize(m, "{\"op\":\"quantize\",\"scheme\":\"int8\",\"ops\":[\"Conv\"]}", NULL, &mt,
+		       &e) == NN_OK,
+	      "%s", e.message);
+	const json_t *ls = json_object_get(mt, "layers");
+	CHECK(json_array_size(ls) > 0, "conv layers");
+	for (size_t i = 0; i < json_array_size(ls); i++)
+		CHECK(!strcmp(json_string_value(json_object_get(json_array_get(ls, i), "op")), "Conv"),
+		      "a non-Conv weight was quantized");
+	const json_t *kf = json_object_get(mt, "kept_float");
+	CHECK(json_array_size(kf) > 0, "Gemm weights listed as kept float");
+	CHECK(!strcmp(json_string_value(json_object_get(json_array_get(kf, 0), "reason")),
+		      "operator not in ops"),
+	      "reason");
+	const json_t *l0 = json_array_get(ls, 0);
+	CHECK(json_integer_value(json_object_get(l0, "bits")) == 8 &&
+		      !strcmp(json_string_value(json_object_get(l0, "scheme")), "int8") &&
+		      json_is_number(json_object_get(l0, "scale_min")) &&
+		      json_is_number(json_object_get(l0, "scale_max")) &&
+		      json_is_number(json_object_get(l0, "mse")) &&
+		      json_is_number(json_object_get(l0, "max_abs_error")),
+	      "per-layer report fields");
+	json_decref(mt);
+	onnx_free(m);
+	return 0;
+}
+
+static const Onnx__NodeProto *producer(const struct onnx_model *m, const char *value)
+{
+	const Onnx__GraphProto *g = m->proto->graph;
+	for (size_t i = 0; i < g->n_node; i++)
+		if (g->node[i]->n_output && !strcmp(g->node[i]->output[0], value))
+			return g->node[i];
+	return NULL;
+}
+
+static int gather_case(const char *step, bool per_row)
+{
+	struct onnx_model *f = load(data_dir, "q8_embed.onnx"), *q = load(data_dir, "q8_embed.onnx");
+	CHECK(f && q, "model");
+	struct nn_err e = {0};
+	json_t *mt = NULL;
+	CHECK(quantize(q, step, NULL, &mt, &e) == NN_OK, "%s", e.message);
+	const Onnx__NodeProto *dq = producer(q, "table");
+	CHECK(dq && !strcmp(dq->op_type, "DequantizeLinear"), "table not quantized");
+	const Onnx__GraphProto *g = q->proto->graph;
+	const Onnx__TensorProto *scale = NULL;
+	for (size_t i = 0; i < g->n_initializer; i++)
+		if (!strcmp(g->initializer[i]->name, dq->input[1]))
+			scale = g->initializer[i];
+	CHECK(scale, "scale");
+	if (per_row)
+		CHECK(scale->n_dims == 1 && scale->dims[0] == 50 &&
+			      onnx_node_int_attr(dq, "axis", -1) == 0,
+		      "per-row scales on axis 0");
+	else
+		CHECK(scale->n_dims == 0, "per-tensor scale");
+	int64_t s[2] = {32, 4};
+	struct tensor x = {0};
+	CHECK(make_inputs(&x, 2, s, 0.0f, 50.0f) == 0, "inputs");
+	for (int64_t i = 0; i < 32 * 4; i++) /* integral ids in [0, 50) */
+		((float *)x.data)[i] = floorf(((float *)x.data)[i]);
+	int64_t n = 0, n2 = 0;
+	float *yf = run(f, &x, &n), *yq = run(q, &x, &n2);
+	CHECK(yf && yq && n == n2, "runs");
+	double mx = 0, d = 0;
+	for (int64_t i = 0; i < n; i++) {
+		mx = fabs(yf[i]) > mx ? fabs(yf[i]) : mx;
+		d = fabs(yf[i] - yq[i]) > d ? fabs(yf[i] - yq[i]) : d;
+	}
+	CHECK(d < 0.05 * mx, "quantized embedding model too far: %g of %g", d, mx);
+	free(yf);
+	free(yq);
+	tensor_free(&x);
+	json_decref(mt);
+	onnx_free(f);
+	onnx_free(q);
+	return 0;
+}
+
+static int test_gather_embedding(void)
+{
+	if (gather_case("{\"op\":\"quantize\",\"scheme\":\"int8\",\"ops\":[\"Gather\",\"Gemm\"]}",
+			true) ||
+	    gather_case("{\"op\":\"quantize\",\"scheme\":\"int8\",\"ops\":[\"Gather\"],"
+			"\"granularity\":\"per_tensor\",\"symmetric\":false}",
+			false))
+		return 1;
+	/* default ops leave the table float */
+	struct onnx_model *m = load(data_dir, "q8_embed.onnx");
+	struct nn_err e = {0};
+	json_t *mt = NULL;
+	CHECK(m && quantize(m, "{\"op\":\"quantize\",\"scheme\":\"int8\"}", NULL, &mt, &e) == NN_OK,
+	      "%s", e.message);
+	CHECK(is_float_init(m, "table"), "table quantized without Gather in ops");
+	json_decref(mt);
+	onnx_free(m);
+	return 0;
+}
+
+/* ---- ONNX Runtime ---- */
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+	FILE *fp = fopen(path, "wb");
+	if (!fp)
+		return 1;
+	size_t w = fwrite(data, 1, len, fp);
+	return fclose(fp) != 0 || w != len;
+}
+
+static int test_ort_matches_executor(const char *node, const char *modules, const char *script)
+{
+	struct stat sb;
+	char probe[1024];
+	snprintf(probe, sizeof probe, "%s/onnxruntime-node", modules);
+	if (!node || !node[0] || access(node, X_OK) != 0 || stat(probe, &sb) != 0) {
+		fprintf(stderr, "ONNX Runtime not available: skipped\n");
+		return 77;
+	}
+	static const struct {
+		const char *dir_is_fixtures, *model, *step;
+	} cases[] = {
+		{"y", "lenet300.onnx", "{\"op\":\"quantize\",\"scheme\":\"int8\"}"},
+		{"y", "lenet300.onnx", "{\"op\":\"quantize\",\"scheme\":\"int8\",\"symmetric\":false}"},
+		{"y", "lenet300.onnx",
+		 "{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":\"per_tensor\"}"},
+		{"y", "lenet300.onnx",
+		 "{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":\"per_tensor\","
+		 "\"symmetric\":false}"},
+		{"y", "cnn.onnx", "{\"op\":\"quantize\",\"scheme\":\"int8\"}"},
+		{"y", "cnn.onnx", "{\"op\":\"quantize\",\"scheme\":\"int8\",\"symmetric\":false}"},
+		{"y", "cnn.onnx",
+		 "{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":\"per_tensor\","
+		 "\"symmetric\":false}"},
+		{"y", "cnn.onnx",
+		 "{\"op\":\"quantize\",\"scheme\":\"int8\",\"exclude\":[\"Gemm\"]}"},
+		{"", "q8_embed.onnx",
+		 "{\"op\":\"quantize\",\"scheme\":\"int8\",\"ops\":[\"Gather\",\"Gemm\"]}"},
+		{"", "q8_embed.onnx",
+		 "{\"op\":\"quantize\",\"scheme\":\"int8\",\"ops\":[\"Gather\",\"Gemm\"],"
+		 "\"symmetric\":false}"},
+		{"", "q8_matmul.onnx",
+		 "{\"op\":\"quantize\",\"scheme\":\"int8\",\"bias_correction\":true}"},
+		{"", "q8_conv.onnx",
+		 "{\"op\":\"quantize\",\"scheme\":\"int8\",\"bias_correction\":true}"},
+	};
+	char dir[] = "/tmp/nncd_q8_ortXXXXXX";
+	CHECK(mkdtemp(dir), "mkdtemp");
+	char *argv[64];
+	char args[16][1200];
+	int na = 0;
+	argv[na++] = (char *)node;
+	argv[na++] = (char *)script;
+	argv[na++] = (char *)modules;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct onnx_model *m = load(cases[i].dir_is_fixtures[0] ? fixtures_dir : data_dir,
+					    cases[i].model);
+		CHECK(m, "%s", cases[i].model);
+		const char *iname = NULL;
+		struct tensor shape = {0}, x = {0};
+		struct nn_err e = {0};
+		CHECK(eval_model_input(m, &iname, &shape, &e) == NN_OK, "%s", e.message);
+		int64_t s[TENSOR_MAX_DIMS];
+		s[0] = 8;
+		for (int d = 1; d < shape.ndim; d++)
+			s[d] = shape.shape[d];
+		bool ids = strstr(cases[i].model, "embed") != NULL;
+		CHECK(make_inputs(&x, shape.ndim, s, ids ? 0.0f : 0.0f, ids ? 50.0f : 1.0f) == 0, "x");
+		if (ids)
+			for (int64_t k = 0; k < tensor_numel(&x); k++)
+				((float *)x.data)[k] = floorf(((float *)x.data)[k]);
+		json_t *mt = NULL;
+		CHECK(quantize(m, cases[i].step, &x, &mt, &e) == NN_OK, "%s", e.message);
+		json_decref(mt);
+		int64_t n = 0;
+		float *y = run(m, &x, &n);
+		CHECK(y, "executor run");
+		char mp[512], xp[512], yp[512];
+		snprintf(mp, sizeof mp, "%s/m%zu.onnx", dir, i);
+		snprintf(xp, sizeof xp, "%s/x%zu.bin", dir, i);
+		snprintf(yp, sizeof yp, "%s/y%zu.bin", dir, i);
+		CHECK(onnx_save_file(m, mp, &e) == NN_OK, "%s", e.message);
+		CHECK(write_file(xp, x.data, (size_t)tensor_numel(&x) * 4) == 0 &&
+			      write_file(yp, y, (size_t)n * 4) == 0,
+		      "write");
+		char shp[128] = "";
+		for (int d = 0; d < shape.ndim; d++)
+			snprintf(shp + strlen(shp), sizeof shp - strlen(shp), "%s%lld", d ? "x" : "",
+				 (long long)s[d]);
+		snprintf(args[i], sizeof args[i], "%s:%s:%s:%s", mp, xp, shp, yp);
+		argv[na++] = args[i];
+		free(y);
+		tensor_free(&x);
+		onnx_free(m);
+	}
+	argv[na] = NULL;
+	pid_t pid;
+	int status = 0;
+	CHECK(posix_spawn(&pid, node, NULL, NULL, argv, environ) == 0, "spawn node");
+	CHECK(waitpid(pid, &status, 0) == pid, "wait");
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char p[600];
+		snprintf(p, sizeof p, "%s/m%zu.onnx", dir, i), unlink(p);
+		snprintf(p, sizeof p, "%s/x%zu.bin", dir, i), unlink(p);
+		snprintf(p, sizeof p, "%s/y%zu.bin", dir, i), unlink(p);
+	}
+	rmdir(dir);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "ORT check failed (status %d)",
+	      WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4) {
+		fprintf(stderr, "usage: test_quant_int8 CASE DATA_DIR FIXTURES_DIR [NODE MODULES SCRIPT]\n");
+		return 2;
+	}
+	data_dir = argv[2];
+	fixtures_dir = argv[3];
+	if (!strcmp(argv[1], "ort_matches_executor"))
+		return test_ort_matches_executor(argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : "",
+						 argc > 6 ? argv[6] : "");
+	struct {
+		const char *name;
+		int (*fn)(void);
+	} cases[] = {
+		{"bias_correction_gemm_without_bias", test_bias_correction_gemm_without_bias},
+		{"bias_correction_matmul_add", test_bias_correction_matmul_add},
+		{"bias_correction_conv", test_bias_correction_conv},
+		{"bias_correction_needs_data", test_bias_correction_needs_data},
+		{"ops_and_exclude", test_ops_and_exclude},
+		{"gather_embedding", test_gather_embedding},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (!strcmp(argv[1], cases[i].name))
+			return cases[i].fn();
+	fprintf(stderr, "unknown case %s\n", argv[1]);
+	return 2;
+}
