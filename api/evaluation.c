@@ -175,6 +175,13 @@ enum MHD_Result api_eval_report(struct request *rq)
 		"steps", steps, "artifact", json_array_get(artifacts, 0), "spec", spec, "created_at",
 		json_object_get(job, "created_at"), "started_at", json_object_get(job, "started_at"),
 		"finished_at", json_object_get(job, "finished_at"));
+	/* What runtimes load the artifact (opset, IR, contrib ops) and its check
+	 * in nncd's executor: pipeline_run puts it in the last step's metrics. */
+	const json_t *runtime = json_object_get(
+		json_object_get(json_array_get(job_steps, json_array_size(job_steps) - 1), "metrics"),
+		"artifact");
+	if (report && runtime)
+		json_object_set(report, "artifact_runtime", (json_t *)runtime);
 	json_decref(job);
 	json_decref(model);
 	if (!report)

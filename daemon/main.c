@@ -286,6 +286,19 @@ static int cmd_compress(int argc, char **argv)
 		goto done;
 	}
 	json_t *report = json_pack("{s:s, s:s, s:O}", "input", in, "output", out, "steps", steps);
+	/* the artifact's opset/IR/contrib ops and its check in nncd's executor */
+	const json_t *runtime = json_object_get(
+		json_object_get(json_array_get(steps, json_array_size(steps) - 1), "metrics"),
+		"artifact");
+	if (report && runtime) {
+		json_object_set(report, "artifact_runtime", (json_t *)runtime);
+		fprintf(stderr, "artifact: ONNX IR %lld, opset %lld, %s; runs in nncd's executor\n",
+			(long long)json_integer_value(json_object_get(runtime, "ir_version")),
+			(long long)json_integer_value(json_object_get(runtime, "opset")),
+			json_array_size(json_object_get(runtime, "contrib_ops"))
+				? "contrib operators (see artifact_runtime.contrib_ops)"
+				: "no contrib operators");
+	}
 	json_dumpf(report, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 	fputc('\n', stdout);
 	json_decref(report);

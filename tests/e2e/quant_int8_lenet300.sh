@@ -16,6 +16,10 @@ upload "$model" lenet300
 submit_job "{\"model\":\"$MODEL_ID\",\"steps\":[{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":\"per_channel\"}]}"
 wait_job "$JOB_ID" "$WORK/job.json"
 download_artifact "$WORK/job.json" "$WORK/art.onnx"
+http GET "/v1/jobs/$JOB_ID/report"
+expect_status 200 "GET /v1/jobs/$JOB_ID/report"
+[[ "$(jget "$WORK/body" 'd["artifact_runtime"]["opset"]')" == 13 ]] ||
+	fail "report lacks artifact_runtime: $(cat "$WORK/body")"
 ort_accuracy "$model" "$WORK/orig.acc.json"
 ort_accuracy "$WORK/art.onnx" "$WORK/art.acc.json"
 "$E2E_PY" - "$WORK/job.json" "$WORK/orig.acc.json" "$WORK/art.acc.json" "$model" "$WORK/art.onnx" <<'PY' ||
