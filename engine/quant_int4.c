@@ -120,11 +120,13 @@ static void put_nibbles(uint8_t *restrict packed, size_t at, const uint8_t *rest
 		*d |= q[k];
 }
 
-enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, size_t inner,
-				   size_t block, bool symmetric, unsigned offset, size_t ostride,
-				   uint8_t *packed, float *scales, uint8_t *zero_points,
-				   struct quant_int4_stats *stats, const struct step_ctx *ctx,
-				   struct nn_err *e)
+/* quant_int4_quantize, or (qbytes != NULL, inner 1 only) the nibble values
+ * one byte each at qbytes[o * len + l] instead of packed. */
+static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, size_t inner,
+				    size_t block, bool symmetric, unsigned offset, size_t ostride,
+				    uint8_t *packed, uint8_t *qbytes, float *scales,
+				    uint8_t *zero_points, struct quant_int4_stats *stats,
+				    const struct step_ctx *ctx, struct nn_err *e)
 {
 	if (block == 0 || block > 4096)
 		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size out of range");
@@ -135,7 +137,7 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 	if (!mn)
 		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 scratch");
 	float *mx = mn + cols, *inv = mx + cols, *zf = inv + cols;
-	uint8_t *q = (uint8_t *)(zf + cols);
+	uint8_t *q0 = (uint8_t *)(zf + cols), *q = q0;
 	float lo = symmetric ? -7.0f : 0.0f, hi = symmetric ? 7.0f : 15.0f;
 	double sq = 0;
 	float maxerr = 0, smin = INFINITY, smax = 0;
@@ -191,6 +193,7 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 			}
 			if (inner == 1) {
 				size_t at = o * ostride + l0;
+				q = qbytes ? qbytes + o * len + l0 : q0;
 #ifdef HAVE_Q4_AVX2
 				if (avx2 && cnt % 8 == 0)
 					q4_run_avx2(base, cnt, inv, zf, sc, 0, lo, hi, offset, q, &sq,
@@ -199,7 +202,8 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 #endif
 					q4_run(base, cnt, inv, zf, sc, 0, lo, hi, offset, q, &sq,
 					       &maxerr);
-				put_nibbles(packed, at, q, cnt);
+				if (!qbytes)
+					put_nibbles(packed, at, q, cnt);
 			} else {
 				for (size_t l = 0; l < cnt; l++) {
 					const float *row = base + l * inner;
@@ -234,6 +238,61 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 	stats->smax = smax > stats->smax ? smax : stats->smax;
 out:
 	free(mn);
+	return st;
+}
+
+enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, size_t inner,
+				   size_t block, bool symmetric, unsigned offset, size_t ostride,
+				   uint8_t *packed, float *scales, uint8_t *zero_points,
+				   struct quant_int4_stats *stats, const struct step_ctx *ctx,
+				   struct nn_err *e)
+{
+	return quantize_impl(w, outer, len, inner, block, symmetric, offset, ostride, packed, NULL,
+			     scales, zero_points, stats, ctx, e);
+}
+
+#define QT_ROWS 32 /* rows of W quantized per tile before the transposed write */
+
+/* W [n][k] (k contiguous) quantized as W^T [k][n] blocked along axis 0:
+ * nibble k * n + j of packed, scale and zero point [(k / block) * n + j].
+ * The values are those of quant_int4_quantize on W^T; the work runs on
+ * K-contiguous rows (the fast path) a tile of QT_ROWS rows at a time, whose
+ * bytes are then written column by column: no float transpose of W. */
+static enum nn_status quantize_transposed(const float *w, size_t n, size_t k, size_t block,
+					  bool symmetric, uint8_t *packed, float *scales,
+					  uint8_t *zero_points, struct quant_int4_stats *stats,
+					  const struct step_ctx *ctx, struct nn_err *e)
+{
+	size_t nb = (k + block - 1) / block;
+	uint8_t *tq = malloc(QT_ROWS * k + QT_ROWS * nb + 1);
+	float *tsc = malloc((QT_ROWS * nb + 1) * sizeof *tsc);
+	if (!tq || !tsc) {
+		free(tq);
+		free(tsc);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 scratch");
+	}
+	uint8_t *tzp = tq + QT_ROWS * k;
+	enum nn_status st = NN_OK;
+	for (size_t j0 = 0; j0 < n; j0 += QT_ROWS) {
+		size_t rows = n - j0 < QT_ROWS ? n - j0 : QT_ROWS;
+		if ((st = quantize_impl(w + j0 * k, rows, k, 1, block, symmetric, 0, k, NULL, tq,
+					tsc, symmetric ? NULL : tzp, stats, ctx, e)) != NN_OK)
+			break;
+		uint8_t col[QT_ROWS];
+		for (size_t kk = 0; kk < k; kk++) {
+			for (size_t r = 0; r < rows; r++)
+				col[r] = tq[r * k + kk];
+			put_nibbles(packed, kk * n + j0, col, rows);
+		}
+		for (size_t b = 0; b < nb; b++)
+			for (size_t r = 0; r < rows; r++) {
+				scales[b * n + j0 + r] = tsc[r * nb + b];
+				if (zero_points)
+					zero_points[b * n + j0 + r] = tzp[r * nb + b];
+			}
+	}
+	free(tq);
+	free(tsc);
 	return st;
 }
 
@@ -519,7 +578,6 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 	uint8_t *packed = NULL, *zpb = NULL, *zpk = NULL;
 	float *sc = NULL;
 	char *qn = NULL, *sn = NULL, *zn = NULL, *nn = NULL;
-	float *wt = NULL;
 	struct tensor wv = *w; /* the weight as written: W, or W^T for a Gemm with transB */
 	int kaxis = r->kaxis;
 	Onnx__NodeProto *node = NULL;
@@ -529,20 +587,9 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 	 * MatMulNBits kernel but runs DequantizeLinear -> Gemm as two nodes,
 	 * re-dequantizing the weight on every call (~20x slower at batch 1). */
 	bool to_mm = !strcmp(r->op, "Gemm") && !mm_eligible(m, r, w, &node, &at);
-	if (to_mm && r->kaxis == 1) {
-		size_t rows = (size_t)w->shape[0], cols = (size_t)w->shape[1];
-		wt = malloc(rows * cols * sizeof *wt + 1);
-		if (!wt) {
-			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for weight '%s'",
-				     r->name);
-			goto out;
-		}
-		const float *src = w->data;
-		for (size_t i = 0; i < rows; i++)
-			for (size_t j = 0; j < cols; j++)
-				wt[j * rows + i] = src[i * cols + j];
-		wv.data = wt;
-		wv.shape[0] = (int64_t)cols, wv.shape[1] = (int64_t)rows;
+	bool transposed = to_mm && r->kaxis == 1;
+	if (transposed) { /* written as W^T [K, N]: quantize_transposed */
+		wv.shape[0] = w->shape[1], wv.shape[1] = w->shape[0];
 		kaxis = 0;
 	}
 	w = &wv;
@@ -569,9 +616,14 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 			     r->name);
 		goto out;
 	}
-	if ((st = quant_int4_quantize(w->data, outer, len, inner, bs, p->symmetric, 0,
-				      len * inner, packed, sc, p->symmetric ? NULL : zpb,
-				      &lo->stats, ctx, e)) != NN_OK) {
+	if (transposed)
+		st = quantize_transposed(w->data, inner, len, bs, p->symmetric, packed, sc,
+					 p->symmetric ? NULL : zpb, &lo->stats, ctx, e);
+	else
+		st = quant_int4_quantize(w->data, outer, len, inner, bs, p->symmetric, 0,
+					 len * inner, packed, sc, p->symmetric ? NULL : zpb,
+					 &lo->stats, ctx, e);
+	if (st != NN_OK) {
 		err_prefix(e, "weight '%s'", r->name);
 		goto out;
 	}
@@ -607,7 +659,6 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 	lo->blocks = (int64_t)ns;
 	lo->bytes_after = (n + 1) / 2 + ns * 4 + (ns + 1) / 2;
 out:
-	free(wt);
 	free(packed);
 	free(sc);
 	free(zpb);
