@@ -177,8 +177,12 @@ static enum nn_status rewrite(struct onnx_model *m, size_t pos, const Onnx__Tens
 						   (json_int_t)wshape[1]));
 	bad |= step_json_set(l, "stored_transposed", json_boolean(trans_b));
 	bad |= step_json_set(l, "granularity", json_string("per_tensor"));
+	bad |= step_json_set(l, "scheme", json_string("dynamic"));
+	bad |= step_json_set(l, "dtype", json_string(p->symmetric ? "int8" : "uint8"));
 	bad |= step_json_set(l, "bits", json_integer(8));
 	bad |= step_json_set(l, "scale", step_json_real(scale));
+	bad |= step_json_set(l, "scale_min", step_json_real(scale));
+	bad |= step_json_set(l, "scale_max", step_json_real(scale));
 	bad |= step_json_set(l, "zero_point", json_integer(zpv));
 	bad |= step_json_set(l, "mse", step_json_real(n ? sq / (double)n : 0.0));
 	bad |= step_json_set(l, "max_abs_error", step_json_real(mx));

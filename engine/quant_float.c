@@ -172,8 +172,11 @@ static enum nn_status convert_one(struct onnx_model *m, const struct quant_wref 
 		bad |= step_json_set(l, "op", json_string(r->op));
 		bad |= step_json_set(l, "node", json_string(r->node));
 		bad |= step_json_set(l, "shape", shape);
+		bad |= step_json_set(l, "scheme", json_string(bf16 ? "bf16" : "fp16"));
 		bad |= step_json_set(l, "dtype", json_string(bf16 ? "bfloat16" : "float16"));
 		bad |= step_json_set(l, "bits", json_integer(16));
+		bad |= step_json_set(l, "scale_min", json_null()); /* no scale: a plain cast */
+		bad |= step_json_set(l, "scale_max", json_null());
 		bad |= step_json_set(l, "mse", step_json_real(n ? sq / (double)n : 0.0));
 		bad |= step_json_set(l, "max_abs_error", step_json_real(maxerr));
 		bad |= step_json_set(l, "bytes", json_integer((json_int_t)n * 2));

@@ -202,7 +202,12 @@ static enum nn_status share_one(struct onnx_model *m, const struct quant_wref *r
 		bad |= step_json_set(l, "node", json_string(r->node));
 		bad |= step_json_set(l, "shape", shape);
 		shape = NULL;
+		bad |= step_json_set(l, "scheme", json_string("kmeans"));
+		bad |= step_json_set(l, "dtype", json_string("uint8"));
 		bad |= step_json_set(l, "bits", json_integer(bits));
+		/* a codebook, not a scale */
+		bad |= step_json_set(l, "scale_min", json_null());
+		bad |= step_json_set(l, "scale_max", json_null());
 		bad |= step_json_set(l, "centroids", json_integer((json_int_t)K));
 		bad |= step_json_set(l, "zero_centroid", json_boolean(ks.zero_centroid));
 		bad |= step_json_set(l, "zeros", json_integer((json_int_t)ks.zeros));

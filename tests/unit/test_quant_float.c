@@ -150,6 +150,24 @@ static const Onnx__NodeProto *producer(const struct onnx_model *m, const char *v
 	return NULL;
 }
 
+/* The per-layer keys every quantize scheme emits (quantized-formats.md). */
+static int check_common_layer_keys(const json_t *metrics, const char *scheme)
+{
+	size_t i;
+	json_t *l;
+	CHECK(json_array_size(json_object_get(metrics, "layers")) > 0, "no layers");
+	json_array_foreach(json_object_get(metrics, "layers"), i, l)
+	{
+		const char *keys[] = {"name", "op", "node", "scheme", "bits", "scale_min",
+				      "scale_max", "mse", "max_abs_error"};
+		for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+			CHECK(json_object_get(l, keys[k]), "layer %zu lacks %s", i, keys[k]);
+		CHECK(!strcmp(json_string_value(json_object_get(l, "scheme")), scheme), "scheme");
+	}
+	CHECK(!strcmp(json_string_value(json_object_get(metrics, "scheme")), scheme), "scheme");
+	return 0;
+}
+
 /* ---- cases ---- */
 
 static uint32_t fbits(float x)
@@ -231,6 +249,7 @@ static int check_half_model(const char *fixture, const char *scheme, enum dtype 
 	CHECK(m && met, "quantize %s", scheme);
 	size_t nl = json_array_size(json_object_get(met, "layers"));
 	CHECK(nl >= 3, "%zu layers", nl);
+	CHECK(!check_common_layer_keys(met, scheme), "%s layer keys", scheme);
 	const Onnx__GraphProto *g = m->proto->graph;
 	size_t halves = 0;
 	for (size_t i = 0; i < g->n_initializer; i++) {
@@ -348,6 +367,7 @@ static int test_dynamic_graph(void)
 	}
 	CHECK(int8s == 3, "%zu int8 weights", int8s);
 	CHECK(json_array_size(json_object_get(met, "layers")) == 3, "layers");
+	CHECK(!check_common_layer_keys(met, "dynamic"), "dynamic layer keys");
 	CHECK(onnx_opset(m) >= 11, "opset");
 	CHECK(exec_once(m, 8, &y1, &n1, NULL, NULL, NULL) == 0, "dynamic run");
 	double maxref, d = max_abs_diff(y0, y1, n0, &maxref);
@@ -438,6 +458,7 @@ static int test_kmeans_model(void)
 	CHECK(m && met, "kmeans");
 	json_t *layers = json_object_get(met, "layers");
 	CHECK(json_array_size(layers) == 3, "layers");
+	CHECK(!check_common_layer_keys(met, "kmeans"), "kmeans layer keys");
 	size_t i, all = 0, all_zeros = 0;
 	json_t *l;
 	json_array_foreach(layers, i, l)
