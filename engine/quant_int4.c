@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "quant_bias.h"
+
 /* Scale / reciprocal / zero point of one block from its range. */
 static void block_params(float mn, float mx, bool sym, float *scale, float *inv, float *zp)
 {
@@ -572,7 +574,8 @@ out:
 /* format onnx: W -> 4-bit initializer + scale + zero point + DequantizeLinear. */
 static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 			       const struct quant_params *p, const struct step_ctx *ctx,
-			       const struct tensor *w, struct layer_out *lo, struct nn_err *e)
+			       const struct tensor *w, struct layer_out *lo, struct tensor *keep,
+			       struct nn_err *e)
 {
 	enum nn_status st = NN_OK;
 	uint8_t *packed = NULL, *zpb = NULL, *zpk = NULL;
@@ -626,6 +629,19 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 	if (st != NN_OK) {
 		err_prefix(e, "weight '%s'", r->name);
 		goto out;
+	}
+	if (keep) { /* the float values of W as written (W^T for a rewritten Gemm) */
+		if ((st = tensor_alloc(keep, DT_FLOAT, wv.ndim, wv.shape, e)) != NN_OK)
+			goto out;
+		float *dst = keep->data;
+		const float *src = wv.data;
+		if (transposed) {
+			for (size_t j = 0; j < inner; j++)
+				for (size_t k = 0; k < len; k++)
+					dst[k * inner + j] = src[j * len + k];
+		} else {
+			memcpy(dst, src, n * sizeof *dst);
+		}
 	}
 	quant_int4_pack(zpb, ns, zpk);
 	enum dtype qt = p->symmetric ? DT_INT4 : DT_UINT4;
@@ -782,7 +798,7 @@ out:
 
 static enum nn_status one(struct onnx_model *m, const struct iwref *r,
 			  const struct quant_params *p, const struct step_ctx *ctx,
-			  json_t *layers, uint64_t *params, struct nn_err *e)
+			  json_t *layers, uint64_t *params, struct tensor *keep, struct nn_err *e)
 {
 	struct tensor w = {0};
 	struct layer_out lo = {.stats = {0, 0, INFINITY, 0}};
@@ -801,7 +817,7 @@ static enum nn_status one(struct onnx_model *m, const struct iwref *r,
 	}
 	lo.bytes_before = (size_t)n * 4;
 	if (p->format == QUANT_FORMAT_ONNX) {
-		st = one_onnx(m, r, p, ctx, &w, &lo, e);
+		st = one_onnx(m, r, p, ctx, &w, &lo, keep, e);
 		if (st == NN_OK)
 			onnx_remove_initializer(m, r->name); /* after w's last use */
 	} else {
@@ -860,8 +876,18 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 	struct iwref *ws = NULL;
 	json_t *out = NULL, *layers = NULL;
 	*metrics = NULL;
+	struct tensor *floats = NULL;
+	struct quant_bias_weight *bw = NULL;
+	json_t *bias = NULL;
 	if (p->block_size < 16 || p->block_size > 128 || (p->block_size & (p->block_size - 1)))
 		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size must be 16..128");
+	if (p->bias_correction && p->format != QUANT_FORMAT_ONNX) {
+		char field[64];
+		snprintf(field, sizeof field, "steps[%zu].bias_correction", p->index);
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "bias_correction needs format \"onnx\" (it corrects layers "
+			       "reading a DequantizeLinear output)");
+	}
 	size_t bytes_before = onnx_packed_size(m);
 	if ((st = onnx_prunable_weights(m, &refs, &nref, e)) != NN_OK)
 		goto fail;
@@ -915,15 +941,52 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
 		goto fail;
 	}
+	if (p->bias_correction) {
+		floats = calloc(nw, sizeof *floats);
+		bw = calloc(nw, sizeof *bw);
+		if (!floats || !bw) {
+			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for float weights");
+			goto fail;
+		}
+	}
 	uint64_t params = 0;
 	for (size_t i = 0; i < nw; i++) {
 		if (step_canceled(ctx)) {
 			st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
 			goto fail;
 		}
-		if ((st = one(m, &ws[i], p, ctx, layers, &params, e)) != NN_OK)
+		if ((st = one(m, &ws[i], p, ctx, layers, &params, floats ? &floats[i] : NULL, e)) !=
+		    NN_OK)
 			goto fail;
 		step_progress(ctx, (double)(i + 1) / (double)nw);
+	}
+	if (p->bias_correction) {
+		/* Bias correction (quant_bias.h) against the float weights as written. */
+		size_t nbw = 0;
+		for (size_t i = 0; i < nw; i++)
+			if (floats[i].data) {
+				bw[nbw].name = ws[i].name;
+				bw[nbw].floats = &floats[i];
+				nbw++;
+			}
+		if ((st = quant_bias_correct(m, bw, nbw, ctx, &bias, e)) != NN_OK)
+			goto fail;
+		const json_t *bl = json_object_get(bias, "layers");
+		for (size_t k = 0; k < json_array_size(bl); k++) {
+			const json_t *b = json_array_get(bl, k);
+			const char *nm = json_string_value(json_object_get(b, "name"));
+			for (size_t j = 0; nm && j < json_array_size(layers); j++) {
+				json_t *l = json_array_get(layers, j);
+				const char *ln = json_string_value(json_object_get(l, "name"));
+				if (ln && !strcmp(ln, nm) &&
+				    json_object_set(l, "bias_mean_shift",
+						    json_object_get(b, "mean_shift"))) {
+					st = err_set(e, NN_ENOMEM, "out_of_memory", "",
+						     "no memory for quantize metrics");
+					goto fail;
+				}
+			}
+		}
 	}
 	out = json_object();
 	int bad = !out;
@@ -946,6 +1009,10 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 	bad |= step_json_set(out, "contrib_ops", contrib);
 	bad |= step_json_set(out, "layers", layers);
 	layers = NULL;
+	if (bias) {
+		bad |= step_json_set(out, "bias_correction", bias);
+		bias = NULL;
+	}
 	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
 	if (bad) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for quantize metrics");
@@ -956,6 +1023,11 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 fail:
 	json_decref(out);
 	json_decref(layers);
+	json_decref(bias);
+	for (size_t i = 0; floats && i < nw; i++)
+		tensor_free(&floats[i]);
+	free(floats);
+	free(bw);
 	for (size_t i = 0; ws && i < nw; i++) {
 		free(ws[i].name);
 		free(ws[i].op);

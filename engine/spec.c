@@ -311,6 +311,13 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 		} else {
 			if ((st = quant_params_parse(step, i, &qp, e)) != NN_OK)
 				return st;
+			if (qp.scheme == QUANT_INT4 && qp.format == QUANT_FORMAT_MATMULNBITS &&
+			    qp.bias_correction) {
+				snprintf(field, sizeof field, "steps[%zu].bias_correction", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "bias_correction needs format \"onnx\" (it corrects "
+					       "layers reading a DequantizeLinear output)");
+			}
 			if (qp.scheme == QUANT_INT4 && model_summary && has_prunable(model_summary) &&
 			    !has_gemm_weight(model_summary)) {
 				snprintf(field, sizeof field, "steps[%zu].scheme", i);

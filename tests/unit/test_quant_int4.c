@@ -22,6 +22,8 @@
 #include "onnx_io.h"
 #include "quant.h"
 #include "quant_int4.h"
+#include "step.h"
+#include "eval.h"
 
 static const char *fixtures, *unit_data;
 
@@ -580,6 +582,97 @@ static int test_lenet300_block32(const char *node, const char *evaljs)
 	return 0;
 }
 
+/* Bias correction (quant_bias.h) with int4: on a single Gemm (transB=1, no
+ * bias: rewritten as MatMul + a new Add) and a single MatMul, the
+ * per-output-channel mean error against the float layer on the calibration
+ * inputs drops to ~0, and the report carries the shifts; with format
+ * matmulnbits it is refused naming steps[i].bias_correction. */
+static int test_bias_correction(void)
+{
+	static const char *models[2] = {"q8_gemm.onnx", "q8_matmul.onnx"};
+	struct tensor x = {0};
+	int64_t shape[2] = {256, 16};
+	struct nn_err e = {0};
+	CHECK(tensor_alloc(&x, DT_FLOAT, 2, shape, &e) == NN_OK, "alloc");
+	for (int64_t i = 0; i < 256 * 16; i++)
+		((float *)x.data)[i] = 0.5f + (frand() + 1.0f) * 0.5f;
+	struct eval_data cal = {.inputs = &x, .labels = NULL};
+	struct step_ctx ctx = {.calib = &cal};
+	for (int mi = 0; mi < 2; mi++) {
+		struct onnx_model *f = load(unit_data, models[mi]), *q = load(unit_data, models[mi]),
+				  *c = load(unit_data, models[mi]);
+		CHECK(f && q && c, "%s", models[mi]);
+		const char *plain = "{\"op\":\"quantize\",\"scheme\":\"int4\",\"block_size\":16}";
+		const char *corr = "{\"op\":\"quantize\",\"scheme\":\"int4\",\"block_size\":16,"
+				   "\"bias_correction\":true}";
+		json_t *jp = json_loads(plain, 0, NULL), *jc = json_loads(corr, 0, NULL), *mc = NULL,
+		       *mq = NULL;
+		struct quant_params pp, pc;
+		CHECK(quant_params_parse(jp, 0, &pp, &e) == NN_OK &&
+			      quant_params_parse(jc, 0, &pc, &e) == NN_OK,
+		      "%s", e.message);
+		CHECK(quant_run(q, &pp, &ctx, &mq, &e) == NN_OK, "%s", e.message);
+		CHECK(quant_run(c, &pc, &ctx, &mc, &e) == NN_OK, "%s: %s", models[mi], e.message);
+		float *yf = NULL, *yq = NULL, *yc = NULL;
+		size_t nf = 0, nq = 0, nc = 0;
+		/* all three on the calibration inputs x */
+		const struct onnx_model *ms[3] = {f, q, c};
+		float **ys[3] = {&yf, &yq, &yc};
+		size_t *ns[3] = {&nf, &nq, &nc};
+		for (int k = 0; k < 3; k++) {
+			struct exec_plan *pl = NULL;
+			struct tensor y = {0};
+			CHECK(exec_compile(ms[k], 256, &pl, &e) == NN_OK, "%s", e.message);
+			CHECK(exec_run(pl, &x, 1, &y, 1, &e) == NN_OK, "%s", e.message);
+			*ns[k] = (size_t)tensor_numel(&y);
+			*ys[k] = malloc(*ns[k] * sizeof(float));
+			memcpy(*ys[k], y.data, *ns[k] * sizeof(float));
+			exec_free(pl);
+		}
+		CHECK(nf == 256 * 8 && nq == nf && nc == nf, "output sizes");
+		double mb = 0, ma = 0;
+		for (int ch = 0; ch < 8; ch++) {
+			double b = 0, a = 0;
+			for (int r = 0; r < 256; r++) {
+				b += (double)yq[r * 8 + ch] - yf[r * 8 + ch];
+				a += (double)yc[r * 8 + ch] - yf[r * 8 + ch];
+			}
+			mb = fmax(mb, fabs(b / 256)), ma = fmax(ma, fabs(a / 256));
+		}
+		printf("%s int4: max |channel mean error| before %.3g after %.3g\n", models[mi], mb, ma);
+		CHECK(mb > 1e-3 && ma < 1e-5 + 1e-3 * mb, "before %g after %g", mb, ma);
+		const json_t *bl = json_object_get(json_object_get(mc, "bias_correction"), "layers");
+		CHECK(json_array_size(bl) == 1, "one corrected layer");
+		CHECK(json_is_number(json_object_get(json_array_get(json_object_get(mc, "layers"), 0),
+						     "bias_mean_shift")),
+		      "per-layer shift");
+		free(yf);
+		free(yq);
+		free(yc);
+		json_decref(jp);
+		json_decref(jc);
+		json_decref(mq);
+		json_decref(mc);
+		onnx_free(f);
+		onnx_free(q);
+		onnx_free(c);
+	}
+	struct onnx_model *m = load(unit_data, "q8_matmul.onnx");
+	json_t *j = json_loads("{\"op\":\"quantize\",\"scheme\":\"int4\",\"format\":"
+			       "\"matmulnbits\",\"bias_correction\":true}",
+			       0, NULL);
+	struct quant_params p;
+	json_t *mt = NULL;
+	CHECK(m && j && quant_params_parse(j, 2, &p, &e) == NN_OK, "%s", e.message);
+	CHECK(quant_run(m, &p, &ctx, &mt, &e) == NN_EINVAL &&
+		      !strcmp(e.field, "steps[2].bias_correction"),
+	      "matmulnbits + bias_correction: %s (%s)", e.message, e.field);
+	json_decref(j);
+	onnx_free(m);
+	tensor_free(&x);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
@@ -600,6 +693,8 @@ int main(int argc, char **argv)
 		return test_python_reads_same_bytes(a4);
 	if (!strcmp(argv[1], "ort_matches_executor"))
 		return test_ort_matches_executor(a4, a5, a6);
+	if (!strcmp(argv[1], "bias_correction"))
+		return test_bias_correction();
 	if (!strcmp(argv[1], "lenet300_block32"))
 		return test_lenet300_block32(a4, a5);
 	fprintf(stderr, "unknown case %s\n", argv[1]);

@@ -268,6 +268,16 @@ static int test_int4_conv_only_model(void)
 		json_decref(spec);
 	}
 	json_decref(up);
+
+	/* bias correction corrects DequantizeLinear readers: not with MatMulNBits */
+	spec = json_loads("{\"steps\":[{\"op\":\"quantize\",\"scheme\":\"int4\",\"format\":"
+			  "\"matmulnbits\",\"bias_correction\":true,\"dataset\":\"ds_x\"}]}",
+			  0, NULL);
+	e = (struct nn_err){0};
+	CHECK(spec && spec_validate(spec, NULL, &e) == NN_EINVAL &&
+		      !strcmp(e.field, "steps[0].bias_correction"),
+	      "matmulnbits + bias_correction: %s (%s)", e.message, e.field);
+	json_decref(spec);
 	return 0;
 }
 
