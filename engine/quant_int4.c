@@ -321,20 +321,6 @@ struct iwref {
 	int kaxis; /* the weight's reduction axis (blocks run along it) */
 };
 
-static bool excluded(const struct quant_params *p, const char *node, const char *op)
-{
-	size_t i;
-	json_t *v;
-	if (!p->exclude)
-		return false;
-	json_array_foreach(p->exclude, i, v) {
-		const char *s = json_string_value(v);
-		if (s && (strcmp(s, node) == 0 || strcmp(s, op) == 0))
-			return true;
-	}
-	return false;
-}
-
 /* How many node inputs and graph outputs use `name`. */
 static size_t uses(const struct onnx_model *m, const char *name)
 {
@@ -878,7 +864,7 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 	*metrics = NULL;
 	struct tensor *floats = NULL;
 	struct quant_bias_weight *bw = NULL;
-	json_t *bias = NULL;
+	json_t *bias = NULL, *kept = NULL;
 	if (p->block_size < 16 || p->block_size > 128 || (p->block_size & (p->block_size - 1)))
 		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size must be 16..128");
 	if (p->bias_correction && p->format != QUANT_FORMAT_ONNX) {
@@ -889,7 +875,13 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 			       "reading a DequantizeLinear output)");
 	}
 	size_t bytes_before = onnx_packed_size(m);
-	if ((st = onnx_prunable_weights(m, &refs, &nref, e)) != NN_OK)
+	/* quant.c's selection (ops, exclude: a weight read by an excluded node
+	 * or by a weight operator outside ops stays float, listed in kept_float) */
+	if (!(kept = json_array())) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for metrics");
+		goto fail;
+	}
+	if ((st = quant_select_weights(m, p, &refs, &nref, kept, e)) != NN_OK)
 		goto fail;
 	ws = calloc(nref ? nref : 1, sizeof *ws);
 	if (!ws) {
@@ -905,7 +897,7 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 		unsigned bit = strcmp(op, "Gemm") == 0     ? QUANT_OP_GEMM
 			       : strcmp(op, "MatMul") == 0 ? QUANT_OP_MATMUL
 							   : 0;
-		if (!(bit & p->ops) || excluded(p, nm, op) || nd_ < 2)
+		if (!bit || nd_ < 2)
 			continue;
 		if (bit == QUANT_OP_GEMM)
 			kaxis = ca == 1 ? 0 : 1;
@@ -1009,6 +1001,8 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 	bad |= step_json_set(out, "contrib_ops", contrib);
 	bad |= step_json_set(out, "layers", layers);
 	layers = NULL;
+	bad |= step_json_set(out, "kept_float", kept);
+	kept = NULL;
 	if (bias) {
 		bad |= step_json_set(out, "bias_correction", bias);
 		bias = NULL;
@@ -1024,6 +1018,7 @@ fail:
 	json_decref(out);
 	json_decref(layers);
 	json_decref(bias);
+	json_decref(kept);
 	for (size_t i = 0; floats && i < nw; i++)
 		tensor_free(&floats[i]);
 	free(floats);

@@ -347,6 +347,21 @@ static int test_model_onnx_layout(void)
 		return 1;
 	free(y);
 	onnx_free(m);
+
+	/* exclude by op type: the Gemm's weight stays float and is listed */
+	m = load(unit_data, "steps_mlp.onnx");
+	json_t *mt = NULL;
+	CHECK(m, "load steps_mlp");
+	if (int4(m, "{\"op\":\"quantize\",\"scheme\":\"int4\",\"exclude\":[\"Gemm\"]}", &mt))
+		return 1;
+	CHECK(node_of(m, "DequantizeLinear", 0) && !node_of(m, "DequantizeLinear", 1) &&
+		      node_of(m, "Gemm", 0),
+	      "only the MatMul quantized");
+	CHECK(json_array_size(json_object_get(mt, "layers")) == 1 &&
+		      json_array_size(json_object_get(mt, "kept_float")) == 1,
+	      "layers 1, kept_float 1");
+	json_decref(mt);
+	onnx_free(m);
 	return 0;
 }
 
