@@ -75,14 +75,10 @@ static struct tap *taps_find(const struct taps *t, const char *name)
 	return NULL;
 }
 
+/* exclude names the node or its op type (quant.h). */
 static bool excluded(const struct quant_params *p, const Onnx__NodeProto *n)
 {
-	for (size_t i = 0; p->exclude && i < json_array_size(p->exclude); i++) {
-		const char *x = json_string_value(json_array_get(p->exclude, i));
-		if (x && ((n->name && !strcmp(x, n->name)) || (n->op_type && !strcmp(x, n->op_type))))
-			return true;
-	}
-	return false;
+	return quant_node_excluded(p, n->name, n->op_type);
 }
 
 /* A node whose activations the scheme quantizes. */
