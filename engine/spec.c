@@ -335,12 +335,15 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 			}
 			/* Weights only: the executor has no fp16/bf16 kernels to run a
 			 * whole converted graph with (quant_float.h). */
-			if ((qp.scheme == QUANT_FP16 || qp.scheme == QUANT_BF16) && qp.whole_graph) {
-				snprintf(field, sizeof field, "steps[%zu].graph", i);
+			bool io_types = json_object_get(step, "keep_io_types") != NULL;
+			if ((qp.scheme == QUANT_FP16 || qp.scheme == QUANT_BF16) &&
+			    (qp.whole_graph || io_types)) {
+				snprintf(field, sizeof field, "steps[%zu].%s", i,
+					 qp.whole_graph ? "graph" : "keep_io_types");
 				return err_set(e, NN_EINVAL, "invalid_spec", field,
 					       "whole-graph %s conversion is not supported: nncd "
 					       "stores weights as %s and computes in float32; omit "
-					       "\"graph\"",
+					       "\"graph\" and \"keep_io_types\"",
 					       qp.scheme == QUANT_FP16 ? "fp16" : "bf16",
 					       qp.scheme == QUANT_FP16 ? "float16" : "bfloat16");
 			}
