@@ -136,6 +136,9 @@ enum nn_status quant_select_weights(const struct onnx_model *m, const struct qua
 				    struct onnx_weight_ref **out, size_t *count, json_t *skipped,
 				    struct nn_err *e);
 
+/* Bias correction (int8 here, int4 may call it on its DequantizeLinear
+ * weights): quant_bias_correct in quant_bias.h. */
+
 /* Runs the quantize step on m in place. On NN_OK *metrics is a new JSON
  * object the caller owns. Each weight's int8 values are written over its own
  * float storage, which becomes the W_quantized initializer's raw_data
