@@ -318,6 +318,14 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 					       "bias_correction needs format \"onnx\" (it corrects "
 					       "layers reading a DequantizeLinear output)");
 			}
+			const json_t *op_counts = json_object_get(model_summary, "ops");
+			if (qp.ops == QUANT_OP_GATHER && json_is_object(op_counts) &&
+			    !json_object_get(op_counts, "Gather")) {
+				snprintf(field, sizeof field, "steps[%zu].ops", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "ops [\"Gather\"] quantizes embedding tables read by "
+					       "Gather, and this model has no Gather node");
+			}
 			if (qp.scheme == QUANT_INT4 && model_summary && has_prunable(model_summary) &&
 			    !has_gemm_weight(model_summary)) {
 				snprintf(field, sizeof field, "steps[%zu].scheme", i);

@@ -217,6 +217,12 @@ static int test_int4_conv_only_model(void)
 	CHECK(!strcmp(e.field, "steps[1].scheme") && !strcmp(e.code, "invalid_spec"),
 	      "field %s", e.field);
 	CHECK(strstr(e.message, "int4 quantizes Gemm/MatMul weights"), "%s", e.message);
+	json_t *gather = json_loads("{\"steps\":[{\"op\":\"quantize\",\"scheme\":\"int8\","
+				    "\"ops\":[\"Gather\"]}]}", 0, NULL);
+	CHECK(spec_validate(gather, summary, &e) == NN_EINVAL && !strcmp(e.field, "steps[0].ops") &&
+		      strstr(e.message, "no Gather node"),
+	      "Gather on a model without Gather: %s (%s)", e.message, e.field);
+	json_decref(gather);
 	json_decref(summary);
 
 	char path[1024];
