@@ -19,63 +19,6 @@ static enum nn_status oom(struct nn_err *e)
 	return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for dead-neuron removal");
 }
 
-struct membuf {
-	uint8_t *data;
-	size_t len, cap;
-};
-
-static enum nn_status mem_write(void *ud, const void *data, size_t len, struct nn_err *e)
-{
-	struct membuf *b = ud;
-	if (b->len + len > b->cap) {
-		size_t nc = b->cap ? b->cap * 2 : 1 << 16;
-		while (nc < b->len + len)
-			nc *= 2;
-		uint8_t *p = realloc(b->data, nc);
-		if (!p)
-			return oom(e);
-		b->data = p;
-		b->cap = nc;
-	}
-	memcpy(b->data + b->len, data, len);
-	b->len += len;
-	return NN_OK;
-}
-
-/* A copy of m (through its serialization). */
-static enum nn_status model_copy(const struct onnx_model *m, struct onnx_model **out,
-				 struct nn_err *e)
-{
-	struct membuf b = {0};
-	enum nn_status st = onnx_save(m, mem_write, &b, e);
-	if (st == NN_OK)
-		st = onnx_load(b.data, b.len, out, e);
-	free(b.data);
-	return st;
-}
-
-/* Appends a graph output named `name` (type left to the executor's shape
- * inference). */
-static enum nn_status add_output(struct onnx_model *m, const char *name, struct nn_err *e)
-{
-	Onnx__GraphProto *g = m->proto->graph;
-	Onnx__ValueInfoProto **v = realloc(g->output, (g->n_output + 1) * sizeof *v);
-	if (!v)
-		return oom(e);
-	g->output = v;
-	Onnx__ValueInfoProto *vi = malloc(sizeof *vi);
-	char *nm = strdup(name);
-	if (!vi || !nm) {
-		free(vi);
-		free(nm);
-		return oom(e);
-	}
-	onnx__value_info_proto__init(vi);
-	vi->name = nm;
-	g->output[g->n_output++] = vi;
-	return NN_OK;
-}
-
 /* Runs `plan` over rows [at, at + batch) of the calibration inputs. */
 static enum nn_status run_rows(struct exec_plan *plan, const struct tensor *x, int64_t at,
 			       int64_t batch, struct tensor *outs, size_t n_outs, struct nn_err *e)
@@ -177,7 +120,7 @@ enum nn_status dead_run(struct onnx_model *m, const struct prune_params *p,
 	prune_model_counts(m, &params_before, &nz);
 
 	if ((st = onnx_prunable_weights(m, &refs, &nref, e)) != NN_OK ||
-	    (st = shrink_analyze(m, &plan, e)) != NN_OK || (st = model_copy(m, &probe, e)) != NN_OK)
+	    (st = shrink_analyze(m, &plan, e)) != NN_OK || (st = onnx_clone(m, &probe, e)) != NN_OK)
 		goto fail;
 	size_t n_orig_out = probe->proto->graph->n_output;
 	if (n_orig_out < 1) {
@@ -213,7 +156,9 @@ enum nn_status dead_run(struct onnx_model *m, const struct prune_params *p,
 			const Onnx__GraphProto *pg = probe->proto->graph;
 			while (o < pg->n_output && strcmp(pg->output[o]->name, gr->taps[t].tensor))
 				o++;
-			if (o == pg->n_output && (st = add_output(probe, gr->taps[t].tensor, e)) != NN_OK)
+			if (o == pg->n_output &&
+			    (st = onnx_add_graph_output(probe->proto->graph, gr->taps[t].tensor, e)) !=
+				    NN_OK)
 				goto fail;
 			taps[n_taps++] = (struct tapref){gi, t, o};
 		}

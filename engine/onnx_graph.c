@@ -564,3 +564,22 @@ done:
 	wire_nameset_free(&ns);
 	return out;
 }
+
+enum nn_status onnx_add_graph_output(Onnx__GraphProto *g, const char *name, struct nn_err *e)
+{
+	Onnx__ValueInfoProto **v = realloc(g->output, (g->n_output + 1) * sizeof *v);
+	if (!v)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for a graph output");
+	g->output = v;
+	Onnx__ValueInfoProto *vi = malloc(sizeof *vi);
+	char *nm = strdup(name);
+	if (!vi || !nm) {
+		free(vi);
+		free(nm);
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for a graph output");
+	}
+	onnx__value_info_proto__init(vi);
+	vi->name = nm;
+	g->output[g->n_output++] = vi;
+	return NN_OK;
+}

@@ -75,6 +75,9 @@ enum nn_status onnx_node_set_int_attr(Onnx__NodeProto *node, const char *name, i
 				      struct nn_err *e);
 /* Returns an int attribute or `fallback` when absent. */
 int64_t onnx_node_int_attr(const Onnx__NodeProto *node, const char *name, int64_t fallback);
+/* Appends a graph output named `name` with no type (the executor infers
+ * it): how probes read intermediate tensors. */
+enum nn_status onnx_add_graph_output(Onnx__GraphProto *g, const char *name, struct nn_err *e);
 /* A name not used by any value in the graph, derived from base. Caller frees. */
 char *onnx_unique_name(const struct onnx_model *m, const char *base);
 

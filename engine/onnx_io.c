@@ -418,3 +418,32 @@ fail:
 	free(dir);
 	return st;
 }
+
+struct clone_buf {
+	uint8_t *data;
+	size_t len, cap;
+};
+
+static enum nn_status clone_write(void *ud, const void *data, size_t len, struct nn_err *e)
+{
+	struct clone_buf *b = ud;
+	if (len > b->cap - b->len)
+		return err_set(e, NN_EINTERNAL, "internal", "",
+			       "model serialised to more bytes than its packed size");
+	memcpy(b->data + b->len, data, len);
+	b->len += len;
+	return NN_OK;
+}
+
+enum nn_status onnx_clone(const struct onnx_model *m, struct onnx_model **out, struct nn_err *e)
+{
+	struct clone_buf b = {NULL, 0, onnx_packed_size(m)};
+	b.data = malloc(b.cap ? b.cap : 1);
+	if (!b.data)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory to copy the model");
+	enum nn_status st = onnx_save(m, clone_write, &b, e);
+	if (st == NN_OK)
+		st = onnx_load(b.data, b.len, out, e);
+	free(b.data);
+	return st;
+}

@@ -49,6 +49,10 @@ size_t onnx_packed_size(const struct onnx_model *m);
 typedef enum nn_status (*onnx_write_fn)(void *ud, const void *data, size_t len, struct nn_err *e);
 enum nn_status onnx_save(const struct onnx_model *m, onnx_write_fn write_fn, void *ud,
 			 struct nn_err *e);
+/* A deep copy of m (through its serialization, so the copy owns every byte
+ * and may be edited freely): engine passes that run a probe of the model
+ * with extra outputs use it. */
+enum nn_status onnx_clone(const struct onnx_model *m, struct onnx_model **out, struct nn_err *e);
 /* Writes to path via path.tmp + fsync + rename. */
 enum nn_status onnx_save_file(const struct onnx_model *m, const char *path, struct nn_err *e);
 

@@ -19,40 +19,6 @@ static enum nn_status oom(struct nn_err *e)
 	return err_set(e, NN_ENOMEM, "out_of_memory", "", "out of memory in bias correction");
 }
 
-struct membuf {
-	uint8_t *data;
-	size_t len, cap;
-};
-
-static enum nn_status mem_write(void *ud, const void *data, size_t len, struct nn_err *e)
-{
-	struct membuf *b = ud;
-	if (b->len + len > b->cap) {
-		size_t nc = b->cap ? b->cap * 2 : 1 << 16;
-		while (nc < b->len + len)
-			nc *= 2;
-		uint8_t *p = realloc(b->data, nc);
-		if (!p)
-			return oom(e);
-		b->data = p;
-		b->cap = nc;
-	}
-	memcpy(b->data + b->len, data, len);
-	b->len += len;
-	return NN_OK;
-}
-
-static enum nn_status model_copy(const struct onnx_model *m, struct onnx_model **out,
-				 struct nn_err *e)
-{
-	struct membuf b = {0};
-	enum nn_status st = onnx_save(m, mem_write, &b, e);
-	if (st == NN_OK)
-		st = onnx_load(b.data, b.len, out, e);
-	free(b.data);
-	return st;
-}
-
 static bool default_domain(const char *d)
 {
 	return !d || !d[0] || !strcmp(d, "ai.onnx");
@@ -82,26 +48,13 @@ static enum nn_status set_str(char **slot, const char *s, struct nn_err *e)
 	return NN_OK;
 }
 
+/* Adds `name` as a graph output unless it is one already. */
 static enum nn_status add_output(Onnx__GraphProto *g, const char *name, struct nn_err *e)
 {
 	for (size_t i = 0; i < g->n_output; i++)
 		if (!strcmp(g->output[i]->name, name))
 			return NN_OK;
-	Onnx__ValueInfoProto **v = realloc(g->output, (g->n_output + 1) * sizeof *v);
-	if (!v)
-		return oom(e);
-	g->output = v;
-	Onnx__ValueInfoProto *vi = malloc(sizeof *vi);
-	char *nm = strdup(name);
-	if (!vi || !nm) {
-		free(vi);
-		free(nm);
-		return oom(e);
-	}
-	onnx__value_info_proto__init(vi);
-	vi->name = nm;
-	g->output[g->n_output++] = vi;
-	return NN_OK;
+	return onnx_add_graph_output(g, name, e);
 }
 
 /* A deep copy of a node (through its serialization). */
@@ -519,7 +472,7 @@ enum nn_status quant_bias_correct(struct onnx_model *m, const struct quant_bias_
 	if (!x || !x->data || x->ndim < 1 || x->shape[0] <= 0 || x->dtype != DT_FLOAT)
 		return err_set(e, NN_EINVAL, "invalid_spec", "",
 			       "bias_correction needs calibration data (a \"dataset\")");
-	if ((st = model_copy(m, &probe, e)) != NN_OK ||
+	if ((st = onnx_clone(m, &probe, e)) != NN_OK ||
 	    (st = build_probe(probe, m, w, n, &ls, &nl, e)) != NN_OK ||
 	    (st = measure(probe, x, ls, nl, ctx, e)) != NN_OK)
 		goto fail;

@@ -125,58 +125,11 @@ static enum nn_status collect_taps(const struct onnx_model *m, const struct quan
 	return st;
 }
 
-struct membuf {
-	uint8_t *data;
-	size_t len, cap;
-};
-
-static enum nn_status mem_write(void *ud, const void *data, size_t len, struct nn_err *e)
-{
-	struct membuf *b = ud;
-	if (b->len + len > b->cap) {
-		size_t nc = b->cap ? b->cap * 2 : (size_t)1 << 16;
-		while (nc < b->len + len)
-			nc *= 2;
-		uint8_t *nd = realloc(b->data, nc);
-		if (!nd)
-			return oom(e);
-		b->data = nd;
-		b->cap = nc;
-	}
-	memcpy(b->data + b->len, data, len);
-	b->len += len;
-	return NN_OK;
-}
-
-static enum nn_status add_output(struct onnx_model *m, const char *name, struct nn_err *e)
-{
-	Onnx__GraphProto *g = m->proto->graph;
-	Onnx__ValueInfoProto **v = realloc(g->output, (g->n_output + 1) * sizeof *v);
-	if (!v)
-		return oom(e);
-	g->output = v;
-	Onnx__ValueInfoProto *vi = malloc(sizeof *vi);
-	char *nm = strdup(name);
-	if (!vi || !nm) {
-		free(vi);
-		free(nm);
-		return oom(e);
-	}
-	onnx__value_info_proto__init(vi);
-	vi->name = nm;
-	g->output[g->n_output++] = vi;
-	return NN_OK;
-}
-
 /* The copy of m that outputs every tap that is not a graph input. */
 static enum nn_status make_probe(const struct onnx_model *m, struct taps *t,
 				 struct onnx_model **out, struct nn_err *e)
 {
-	struct membuf b = {0};
-	enum nn_status st = onnx_save(m, mem_write, &b, e);
-	if (st == NN_OK)
-		st = onnx_load(b.data, b.len, out, e);
-	free(b.data);
+	enum nn_status st = onnx_clone(m, out, e);
 	if (st != NN_OK)
 		return st;
 	Onnx__GraphProto *g = (*out)->proto->graph;
@@ -189,7 +142,7 @@ static enum nn_status make_probe(const struct onnx_model *m, struct taps *t,
 			o++;
 		tp->out = o;
 		if (o == g->n_output)
-			st = add_output(*out, tp->name, e);
+			st = onnx_add_graph_output((*out)->proto->graph, tp->name, e);
 	}
 	return st;
 }
