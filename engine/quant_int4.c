@@ -9,16 +9,20 @@
 
 #include "quant_bias.h"
 
-/* Scale / reciprocal / zero point of one block from its range. */
-static void block_params(float mn, float mx, bool sym, float *scale, float *inv, float *zp)
+/* Scale / reciprocal / zero point of one block from its range. Called once
+ * per block: comparisons rather than fmaxf/fminf, which gcc leaves as libm
+ * calls (NaN rules); mn/mx are finite here or the block is rejected, and a
+ * zero's sign cannot change a scale, zero point or stored nibble. */
+static inline void block_params(float mn, float mx, bool sym, float *scale, float *inv,
+				float *zp)
 {
 	float s;
 	*zp = 0;
 	if (sym) {
-		float a = fmaxf(fabsf(mn), fabsf(mx));
-		s = a / 7.0f;
+		float a = fabsf(mn), b = fabsf(mx);
+		s = (a > b ? a : b) / 7.0f;
 	} else {
-		float lo = fminf(mn, 0), hi = fmaxf(mx, 0);
+		float lo = mn < 0 ? mn : 0, hi = mx > 0 ? mx : 0;
 		s = (hi - lo) / 15.0f;
 		if (isnormal(s) && isnormal(1.0f / s)) {
 			float z = rintf(-lo / s);
@@ -105,10 +109,68 @@ q4_run_avx2(const float *restrict x, size_t n, const float *inv, const float *zf
 	*sq += s2;
 	*me = m;
 }
+
+/* Range of n contiguous floats (n a multiple of 8); returns whether any is
+ * NaN. Same min/max as the scalar loop up to the sign of a zero. */
+__attribute__((target("avx2"))) static bool range_avx2(const float *x, size_t n, float *mn,
+						       float *mx)
+{
+	__m256 a = _mm256_set1_ps(INFINITY), z = _mm256_set1_ps(-INFINITY);
+	__m256 nan = _mm256_setzero_ps();
+	for (size_t k = 0; k < n; k += 8) {
+		__m256 v = _mm256_loadu_ps(x + k);
+		nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+		a = _mm256_min_ps(v, a); /* v < a ? v : a, the scalar rule */
+		z = _mm256_max_ps(v, z);
+	}
+	float la[8], lz[8];
+	_mm256_storeu_ps(la, a);
+	_mm256_storeu_ps(lz, z);
+	float ra = la[0], rz = lz[0];
+	for (int i = 1; i < 8; i++) {
+		ra = la[i] < ra ? la[i] : ra;
+		rz = lz[i] > rz ? lz[i] : rz;
+	}
+	*mn = ra, *mx = rz;
+	return _mm256_movemask_ps(nan) != 0;
+}
+
+/* Column ranges of cnt rows of `inner` floats (row stride inner) into mn/mx
+ * for columns [0, inner & ~7), exactly as the scalar loop (min_ps(x, m) is
+ * x < m ? x : m); returns whether any is NaN. */
+__attribute__((target("avx2"))) static bool ranges_avx2(const float *base, size_t cnt,
+							size_t inner, float *mn, float *mx)
+{
+	size_t v = inner & ~(size_t)7;
+	__m256 nan = _mm256_setzero_ps();
+	for (size_t i = 0; i < v; i += 8) {
+		__m256 a = _mm256_set1_ps(INFINITY), z = _mm256_set1_ps(-INFINITY);
+		for (size_t l = 0; l < cnt; l++) {
+			__m256 x = _mm256_loadu_ps(base + l * inner + i);
+			nan = _mm256_or_ps(nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+			a = _mm256_min_ps(x, a);
+			z = _mm256_max_ps(x, z);
+		}
+		_mm256_storeu_ps(mn + i, a);
+		_mm256_storeu_ps(mx + i, z);
+	}
+	return _mm256_movemask_ps(nan) != 0;
+}
 #endif
 
-/* Writes n nibbles q[k] at nibble index `at` of packed (zeroed by the caller). */
-static void put_nibbles(uint8_t *restrict packed, size_t at, const uint8_t *restrict q, size_t n)
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <emmintrin.h>
+#define HAVE_Q4_SSE2 1
+#endif
+
+/* Writes n nibbles q[k] at nibble index `at` of packed. seq: the caller
+ * writes in increasing nibble order with no gaps, so a byte whose high
+ * nibble belongs to a later call is stored whole (high nibble 0, OR-ed by
+ * that later call) and packed need not be zeroed: it may be the float
+ * storage being read, a few bytes behind. Otherwise packed is zeroed by the
+ * caller and every store is an OR. */
+static void put_nibbles(uint8_t *restrict packed, size_t at, const uint8_t *restrict q, size_t n,
+			bool seq)
 {
 	size_t k = 0;
 	if (n && (at & 1)) {
@@ -116,10 +178,21 @@ static void put_nibbles(uint8_t *restrict packed, size_t at, const uint8_t *rest
 		k = 1;
 	}
 	uint8_t *d = packed + ((at + k) >> 1);
+#ifdef HAVE_Q4_SSE2
+	/* 16 bytes from 32 nibble values: each 16-bit lane (lo, hi) -> lo | hi << 4 */
+	__m128i ff = _mm_set1_epi16(0xff);
+	for (; k + 32 <= n; k += 32, d += 16) {
+		__m128i a = _mm_loadu_si128((const __m128i *)(const void *)(q + k));
+		__m128i b = _mm_loadu_si128((const __m128i *)(const void *)(q + k + 16));
+		a = _mm_and_si128(_mm_or_si128(a, _mm_srli_epi16(a, 4)), ff);
+		b = _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 4)), ff);
+		_mm_storeu_si128((__m128i *)(void *)d, _mm_packus_epi16(a, b));
+	}
+#endif
 	for (; k + 1 < n; k += 2)
 		*d++ = (uint8_t)(q[k] | (q[k + 1] << 4));
 	if (k < n)
-		*d |= q[k];
+		*d = seq ? q[k] : (uint8_t)(*d | q[k]);
 }
 
 /* quant_int4_quantize, or (qbytes != NULL, inner 1 only) the nibble values
@@ -157,7 +230,14 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 			bool bad = false;
 			if (inner == 1) {
 				float a = INFINITY, z = -INFINITY;
-				for (size_t k = 0; k < cnt; k++) {
+				size_t k = 0;
+#ifdef HAVE_Q4_AVX2
+				if (avx2 && cnt % 8 == 0) {
+					bad = range_avx2(base, cnt, &a, &z);
+					k = cnt;
+				}
+#endif
+				for (; k < cnt; k++) {
 					float x = base[k];
 					bad |= x != x;
 					a = x < a ? x : a;
@@ -165,11 +245,18 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 				}
 				mn[0] = a, mx[0] = z;
 			} else {
-				for (size_t i = 0; i < inner; i++)
+				size_t v = 0;
+#ifdef HAVE_Q4_AVX2
+				if (avx2) {
+					bad = ranges_avx2(base, cnt, inner, mn, mx);
+					v = inner & ~(size_t)7;
+				}
+#endif
+				for (size_t i = v; i < inner; i++)
 					mn[i] = INFINITY, mx[i] = -INFINITY;
-				for (size_t l = 0; l < cnt; l++) {
+				for (size_t l = 0; v < inner && l < cnt; l++) {
 					const float *row = base + l * inner;
-					for (size_t i = 0; i < inner; i++) {
+					for (size_t i = v; i < inner; i++) {
 						float x = row[i];
 						bad |= x != x;
 						mn[i] = x < mn[i] ? x : mn[i];
@@ -205,7 +292,7 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 					q4_run(base, cnt, inv, zf, sc, 0, lo, hi, offset, q, &sq,
 					       &maxerr);
 				if (!qbytes)
-					put_nibbles(packed, at, q, cnt);
+					put_nibbles(packed, at, q, cnt, true);
 			} else {
 				for (size_t l = 0; l < cnt; l++) {
 					const float *row = base + l * inner;
@@ -220,7 +307,7 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 #endif
 					q4_run(row + v, inner - v, inv + v, zf + v, sc + v, 1, lo, hi,
 					       offset, q + v, &sq, &maxerr);
-					put_nibbles(packed, at, q, inner);
+					put_nibbles(packed, at, q, inner, true);
 				}
 			}
 			since += cnt * inner;
@@ -255,6 +342,67 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 
 #define QT_ROWS 32 /* rows of W quantized per tile before the transposed write */
 
+#ifdef HAVE_Q4_SSE2
+/* Writes a full tile's nibbles transposed: tq holds QT_ROWS rows of k nibble
+ * values (one byte each); nibble (r, kk) goes to nibble kk * n + j0 + r of
+ * packed. Needs n and j0 even, so each output row's 32 nibbles are 16 whole
+ * bytes: rows 2p and 2p + 1 are paired into bytes first, then 16x16 byte
+ * blocks are transposed in registers (the per-nibble column loop was a
+ * fifth of the step). Returns how many kk were written (a multiple of 16);
+ * the caller writes the rest. */
+static size_t tile_put_sse2(const uint8_t *tq, size_t k, size_t n, size_t j0, uint8_t *packed)
+{
+	size_t kk = 0;
+	for (; kk + 16 <= k; kk += 16) {
+		__m128i r[16], t[16];
+		for (int p = 0; p < 16; p++) {
+			__m128i a = _mm_loadu_si128(
+				(const __m128i *)(const void *)(tq + (size_t)(2 * p) * k + kk));
+			__m128i b = _mm_loadu_si128(
+				(const __m128i *)(const void *)(tq + (size_t)(2 * p + 1) * k + kk));
+			/* every byte < 16: the 16-bit shift moves no bit across bytes */
+			r[p] = _mm_or_si128(a, _mm_slli_epi16(b, 4));
+		}
+		/* 8-bit, 16-bit, 32-bit, 64-bit interleaves: afterwards t[c] holds
+		 * column c (byte p = row pair p). */
+		for (int i = 0; i < 8; i++) {
+			t[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+			t[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+		}
+		/* t[4j + h] (h: column half) pairs of pairs 2j, 2j+1 */
+		for (int j = 0; j < 4; j++)
+			for (int h = 0; h < 2; h++) {
+				__m128i u = t[4 * j + h], v = t[4 * j + 2 + h];
+				r[8 * h + 2 * j] = _mm_unpacklo_epi16(u, v);
+				r[8 * h + 2 * j + 1] = _mm_unpackhi_epi16(u, v);
+			}
+		/* r[8h + 2j + q]: columns 8h + 4q .. +3, rows 8j/2.. as 32-bit */
+		for (int h = 0; h < 2; h++)
+			for (int q = 0; q < 2; q++)
+				for (int m = 0; m < 2; m++) {
+					__m128i u = r[8 * h + 2 * (2 * m) + q];
+					__m128i v = r[8 * h + 2 * (2 * m + 1) + q];
+					t[8 * h + 4 * q + 2 * m] = _mm_unpacklo_epi32(u, v);
+					t[8 * h + 4 * q + 2 * m + 1] = _mm_unpackhi_epi32(u, v);
+				}
+		/* t[8h + 4q + 2m + w]: columns 8h + 4q + 2w, +1 as 64-bit lanes, row
+		 * pairs 8m .. 8m + 7 */
+		for (int h = 0; h < 2; h++)
+			for (int q = 0; q < 2; q++)
+				for (int w = 0; w < 2; w++) {
+					__m128i u = t[8 * h + 4 * q + w], v = t[8 * h + 4 * q + 2 + w];
+					int c = 8 * h + 4 * q + 2 * w;
+					r[c] = _mm_unpacklo_epi64(u, v);
+					r[c + 1] = _mm_unpackhi_epi64(u, v);
+				}
+		for (int c = 0; c < 16; c++)
+			_mm_storeu_si128((__m128i *)(void *)(packed + ((kk + (size_t)c) * n + j0) / 2),
+					 r[c]);
+	}
+	return kk;
+}
+#endif
+
 /* W [n][k] (k contiguous) quantized as W^T [k][n] blocked along axis 0:
  * nibble k * n + j of packed, scale and zero point [(k / block) * n + j].
  * The values are those of quant_int4_quantize on W^T; the work runs on
@@ -281,10 +429,15 @@ static enum nn_status quantize_transposed(const float *w, size_t n, size_t k, si
 					tsc, symmetric ? NULL : tzp, stats, ctx, e)) != NN_OK)
 			break;
 		uint8_t col[QT_ROWS];
-		for (size_t kk = 0; kk < k; kk++) {
+		size_t kk = 0;
+#ifdef HAVE_Q4_SSE2
+		if (rows == QT_ROWS && n % 2 == 0)
+			kk = tile_put_sse2(tq, k, n, j0, packed);
+#endif
+		for (; kk < k; kk++) {
 			for (size_t r = 0; r < rows; r++)
 				col[r] = tq[r * k + kk];
-			put_nibbles(packed, kk * n + j0, col, rows);
+			put_nibbles(packed, kk * n + j0, col, rows, false);
 		}
 		for (size_t b = 0; b < nb; b++)
 			for (size_t r = 0; r < rows; r++) {
@@ -560,8 +713,8 @@ out:
 /* format onnx: W -> 4-bit initializer + scale + zero point + DequantizeLinear. */
 static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 			       const struct quant_params *p, const struct step_ctx *ctx,
-			       const struct tensor *w, struct layer_out *lo, struct tensor *keep,
-			       struct nn_err *e)
+			       Onnx__TensorProto *init, const struct tensor *w,
+			       struct layer_out *lo, struct tensor *keep, struct nn_err *e)
 {
 	enum nn_status st = NN_OK;
 	uint8_t *packed = NULL, *zpb = NULL, *zpk = NULL;
@@ -592,7 +745,19 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 	int64_t sshape[TENSOR_MAX_DIMS];
 	memcpy(sshape, w->shape, sizeof sshape);
 	sshape[kaxis] = (int64_t)nb;
-	packed = calloc(n / 2 + 1, 1);
+	/* Untransposed, the packed nibbles are written over the float storage
+	 * (a nibble's byte lies far behind the floats still to be read) and that
+	 * storage becomes the INT4 initializer's raw_data, as the int8 step does:
+	 * no fresh pages to fault in, no 40 MB unmapped per 10M weights.
+	 * Transposed, the tiles' columns land far ahead of the rows read, so
+	 * they go to a buffer copied over the float storage afterwards (freed
+	 * small, that buffer is reused by the next layer's calloc, while the
+	 * float storage would be unmapped). Neither when the floats are kept
+	 * for bias correction, or are a private copy. */
+	bool take = !keep && n > 0 && !w->owned &&
+		    (init->raw_data.data == w->data || (void *)init->float_data == w->data);
+	bool inplace = take && !transposed;
+	packed = inplace ? NULL : calloc(n / 2 + 1, 1);
 	sc = malloc((ns ? ns : 1) * sizeof *sc);
 	zpb = calloc(ns ? ns : 1, 1);
 	zpk = calloc(ns / 2 + 1, 1);
@@ -600,7 +765,7 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 	sn = mkname(m, r->name, "_scale");
 	zn = mkname(m, r->name, "_zero_point");
 	nn = mkname(m, r->name, "_DequantizeLinear");
-	if (!packed || !sc || !zpb || !zpk || !qn || !sn || !zn || !nn) {
+	if ((!inplace && !packed) || !sc || !zpb || !zpk || !qn || !sn || !zn || !nn) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for weight '%s'",
 			     r->name);
 		goto out;
@@ -610,11 +775,25 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 					 p->symmetric ? NULL : zpb, &lo->stats, ctx, e);
 	else
 		st = quant_int4_quantize(w->data, outer, len, inner, bs, p->symmetric, 0,
-					 len * inner, packed, sc, p->symmetric ? NULL : zpb,
-					 &lo->stats, ctx, e);
+					 len * inner, inplace ? (uint8_t *)w->data : packed, sc,
+					 p->symmetric ? NULL : zpb, &lo->stats, ctx, e);
 	if (st != NN_OK) {
 		err_prefix(e, "weight '%s'", r->name);
-		goto out;
+		goto out; /* in place: the model is half converted, as quant.h says */
+	}
+	if (take) { /* the storage holds (or gets) the nibbles: take it */
+		if (!inplace) {
+			memcpy(w->data, packed, (n + 1) / 2);
+			free(packed);
+		}
+		if (init->raw_data.data == w->data) {
+			init->raw_data.data = NULL;
+			init->raw_data.len = 0;
+		} else {
+			init->float_data = NULL;
+			init->n_float_data = 0;
+		}
+		packed = (uint8_t *)w->data;
 	}
 	if (keep) { /* the float values of W as written (W^T for a rewritten Gemm) */
 		if ((st = tensor_alloc(keep, DT_FLOAT, wv.ndim, wv.shape, e)) != NN_OK)
@@ -803,7 +982,7 @@ static enum nn_status one(struct onnx_model *m, const struct iwref *r,
 	}
 	lo.bytes_before = (size_t)n * 4;
 	if (p->format == QUANT_FORMAT_ONNX) {
-		st = one_onnx(m, r, p, ctx, &w, &lo, keep, e);
+		st = one_onnx(m, r, p, ctx, init, &w, &lo, keep, e);
 		if (st == NN_OK)
 			onnx_remove_initializer(m, r->name); /* after w's last use */
 	} else {

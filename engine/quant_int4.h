@@ -55,9 +55,13 @@ struct quant_int4_stats {
  * len. Scales (and zero points, one byte each, or NULL when symmetric) are
  * [outer][ceil(len / block)][inner]. Element (o, l, i) is written as the
  * nibble (q + offset) & 15 at nibble index o * ostride + l * inner + i of
- * `packed`, which the caller zeroes first (ostride = len * inner for the
- * ONNX layout; blocks * block for MatMulNBits rows, inner 1, offset 8 for
- * symmetric). NN_EINVAL for NaN/Inf weights, NN_ECANCELED when ctx says. */
+ * `packed` (ostride = len * inner for the ONNX layout; blocks * block for
+ * MatMulNBits rows, inner 1, offset 8 for symmetric). Nibbles are written in
+ * increasing order, each byte behind the floats still to be read: with
+ * ostride = len * inner, packed need not be zeroed and may be w's own
+ * storage (the step writes over the floats); with a larger ostride the
+ * caller zeroes it (the gaps are not written). On failure packed is partly
+ * written. NN_EINVAL for NaN/Inf weights, NN_ECANCELED when ctx says. */
 enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, size_t inner,
 				   size_t block, bool symmetric, unsigned offset, size_t ostride,
 				   uint8_t *packed, float *scales, uint8_t *zero_points,
