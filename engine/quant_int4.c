@@ -156,6 +156,66 @@ __attribute__((target("avx2"))) static bool ranges_avx2(const float *base, size_
 	}
 	return _mm256_movemask_ps(nan) != 0;
 }
+
+/* block_params for columns [0, n) (n a multiple of 8), bit for bit: the
+ * same IEEE divisions, and blends written as the scalar comparisons. Returns
+ * whether any range is not finite; folds used scales into *smin / *smax. */
+__attribute__((target("avx2"))) static bool params_avx2(const float *mn, const float *mx,
+							size_t n, bool sym, float *scale,
+							float *inv, float *zp, float *smin,
+							float *smax)
+{
+	const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	const __m256 fmin = _mm256_set1_ps(0x1p-126f), fmax = _mm256_set1_ps(0x1.fffffep127f);
+	const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+	__m256 bad = zero, vmin = _mm256_set1_ps(*smin), vmax = _mm256_set1_ps(*smax);
+	for (size_t i = 0; i < n; i += 8) {
+		__m256 a = _mm256_loadu_ps(mn + i), b = _mm256_loadu_ps(mx + i);
+		__m256 aa = _mm256_and_ps(a, absmask), ab = _mm256_and_ps(b, absmask);
+		bad = _mm256_or_ps(bad, _mm256_cmp_ps(aa, fmax, _CMP_NLE_UQ));
+		bad = _mm256_or_ps(bad, _mm256_cmp_ps(ab, fmax, _CMP_NLE_UQ));
+		__m256 s, lo = zero;
+		if (sym) {
+			s = _mm256_div_ps(_mm256_max_ps(aa, ab), _mm256_set1_ps(7.0f));
+		} else {
+			lo = _mm256_min_ps(a, zero); /* mn < 0 ? mn : 0 */
+			__m256 hi = _mm256_max_ps(b, zero);
+			s = _mm256_div_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps(15.0f));
+		}
+		__m256 r = _mm256_div_ps(one, s);
+		__m256 as = _mm256_and_ps(s, absmask), ar = _mm256_and_ps(r, absmask);
+		__m256 ok = _mm256_and_ps(
+			_mm256_and_ps(_mm256_cmp_ps(as, fmin, _CMP_GE_OQ),
+				      _mm256_cmp_ps(as, fmax, _CMP_LE_OQ)),
+			_mm256_and_ps(_mm256_cmp_ps(ar, fmin, _CMP_GE_OQ),
+				      _mm256_cmp_ps(ar, fmax, _CMP_LE_OQ)));
+		__m256 z = zero;
+		if (!sym) {
+			__m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_xor_ps(lo, _mm256_set1_ps(-0.0f)), s),
+						   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			/* z < 0 ? 0 : z > 15 ? 15 : z */
+			q = _mm256_blendv_ps(q, zero, _mm256_cmp_ps(q, zero, _CMP_LT_OQ));
+			q = _mm256_blendv_ps(q, _mm256_set1_ps(15.0f),
+					     _mm256_cmp_ps(q, _mm256_set1_ps(15.0f), _CMP_GT_OQ));
+			z = _mm256_and_ps(q, ok);
+		}
+		__m256 sv = _mm256_blendv_ps(one, s, ok);
+		_mm256_storeu_ps(scale + i, sv);
+		_mm256_storeu_ps(inv + i, _mm256_and_ps(r, ok));
+		_mm256_storeu_ps(zp + i, z);
+		/* used scales only (inv != 0 exactly when ok) */
+		vmin = _mm256_blendv_ps(vmin, _mm256_min_ps(sv, vmin), ok);
+		vmax = _mm256_blendv_ps(vmax, _mm256_max_ps(sv, vmax), ok);
+	}
+	float l[8], h[8];
+	_mm256_storeu_ps(l, vmin);
+	_mm256_storeu_ps(h, vmax);
+	for (int k = 0; k < 8; k++) {
+		*smin = l[k] < *smin ? l[k] : *smin;
+		*smax = h[k] > *smax ? h[k] : *smax;
+	}
+	return _mm256_movemask_ps(bad) != 0;
+}
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -265,7 +325,17 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 				}
 			}
 			float *sc = scales + (o * nb + b) * inner;
-			for (size_t i = 0; i < inner; i++) {
+			size_t pv = 0;
+#ifdef HAVE_Q4_AVX2
+			if (avx2 && inner >= 8) {
+				pv = inner & ~(size_t)7;
+				bad |= params_avx2(mn, mx, pv, symmetric, sc, inv, zf, &smin, &smax);
+				if (zero_points)
+					for (size_t i = 0; i < pv; i++)
+						zero_points[(o * nb + b) * inner + i] = (uint8_t)zf[i];
+			}
+#endif
+			for (size_t i = pv; i < inner; i++) {
 				bad |= !isfinite(mn[i]) || !isfinite(mx[i]);
 				block_params(mn[i], mx[i], symmetric, &sc[i], &inv[i], &zf[i]);
 				if (zero_points)
