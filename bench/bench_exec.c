@@ -460,7 +460,9 @@ static int prepare(struct bmodel *bm, const struct images *im, const struct opts
 	long hwm = proc_status_kib("VmHWM");
 	bm->rss_growth_kib = have_peak && rss0 >= 0 && hwm >= 0 ? hwm - rss0 : -1;
 
-	char tf[] = "/tmp/bench_exec_top1_XXXXXX";
+	char tf[4096];
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	snprintf(tf, sizeof tf, "%s/bench_exec_top1_XXXXXX", tmp);
 	int fd = mkstemp(tf);
 	if (fd < 0) {
 		perror("bench_exec: mkstemp");

@@ -18,7 +18,7 @@ NNCD=${1:?usage: bench_quant_float.sh NNCD [ROUNDS]}
 ROUNDS=${2:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODULES="$ROOT/tests/oracle/node_modules"
-WORK=$(mktemp -d /tmp/nncd-bench-qfloat-XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/nncd-bench-qfloat.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 schemes="fp16 bf16 dynamic kmeans4 p90_kmeans5"

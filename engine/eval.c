@@ -67,39 +67,52 @@ void eval_outputs_free(struct eval_outputs *o)
 	o->n = o->width = 0;
 }
 
+/* Read from the graph itself: compiling a plan just for the input's shape
+ * would pack every weight (eval_model compiles the plans it runs). */
 enum nn_status eval_model_input(const struct onnx_model *m, const char **name, struct tensor *shape,
 				struct nn_err *e)
 {
-	struct exec_plan *p = NULL;
-	enum nn_status st = exec_compile(m, 1, &p, e);
-	if (st != NN_OK)
-		return st;
-	if (exec_input_count(p) != 1) {
-		st = err_set(e, NN_EINVAL, "invalid_spec", "eval",
-			     "evaluation needs a model with exactly one graph input; this one has %zu",
-			     exec_input_count(p));
-		goto done;
-	}
-	const struct tensor *in = exec_input_spec(p, 0);
-	if (in->dtype != DT_FLOAT) {
-		st = err_set(e, NN_EUNSUPPORTED, "unsupported_dtype", "eval",
-			     "evaluation feeds float32 inputs; graph input '%.100s' is %s",
-			     exec_input_name(p, 0), dtype_name(in->dtype));
-		goto done;
-	}
-	*shape = *in;
-	shape->data = NULL;
-	shape->owned = false;
-	shape->shape[0] = -1;
-	/* The name must outlive the plan: find it in the model. */
 	const Onnx__GraphProto *g = m->proto->graph;
-	*name = "";
-	for (size_t i = 0; i < g->n_input; i++)
-		if (g->input[i]->name && !strcmp(g->input[i]->name, exec_input_name(p, 0)))
-			*name = g->input[i]->name;
-done:
-	exec_free(p);
-	return st;
+	const Onnx__ValueInfoProto *in = NULL;
+	size_t count = 0;
+	for (size_t i = 0; i < g->n_input; i++) {
+		if (g->input[i]->name && onnx_find_initializer(m, g->input[i]->name))
+			continue; /* IR < 4 lists initializers among the inputs */
+		in = g->input[i];
+		count++;
+	}
+	if (count != 1)
+		return err_set(e, NN_EINVAL, "invalid_spec", "eval",
+			       "evaluation needs a model with exactly one graph input; this one has %zu",
+			       count);
+	const char *nm = in->name ? in->name : "";
+	const Onnx__TypeProto *tp = in->type;
+	const Onnx__TypeProto__Tensor *tt =
+		tp && tp->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE ? tp->tensor_type : NULL;
+	if (!tt || tt->elem_type != DT_FLOAT)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_dtype", "eval",
+			       "evaluation feeds float32 inputs; graph input '%.100s' is %s", nm,
+			       tt ? dtype_name((enum dtype)tt->elem_type) : "not a tensor");
+	if (!tt->shape || tt->shape->n_dim < 1 || tt->shape->n_dim > TENSOR_MAX_DIMS)
+		return err_set(e, NN_EUNSUPPORTED, "unsupported_operator", "eval",
+			       "graph input '%.100s' needs a known rank of 1 to %d", nm,
+			       TENSOR_MAX_DIMS);
+	memset(shape, 0, sizeof *shape);
+	shape->dtype = DT_FLOAT;
+	shape->ndim = (int)tt->shape->n_dim;
+	shape->shape[0] = -1;
+	for (size_t d = 1; d < tt->shape->n_dim; d++) {
+		const Onnx__TensorShapeProto__Dimension *dim = tt->shape->dim[d];
+		if (!dim || dim->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ||
+		    dim->dim_value < 0)
+			return err_set(e, NN_EUNSUPPORTED, "unsupported_operator", "eval",
+				       "graph input '%.100s' has a symbolic dimension %zu (only the "
+				       "first, batch, dimension may be symbolic)",
+				       nm, d);
+		shape->shape[d] = dim->dim_value;
+	}
+	*name = nm;
+	return NN_OK;
 }
 
 void eval_set_free(struct eval_set *s)

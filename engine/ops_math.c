@@ -600,22 +600,7 @@ static enum nn_status run_minmax(const struct exec_run_ctx *c, struct nn_err *e)
 
 static bool cast_dtype_ok(enum dtype dt)
 {
-	switch (dt) {
-	case DT_FLOAT:
-	case DT_DOUBLE:
-	case DT_INT8:
-	case DT_UINT8:
-	case DT_INT16:
-	case DT_UINT16:
-	case DT_INT32:
-	case DT_UINT32:
-	case DT_INT64:
-	case DT_UINT64:
-	case DT_BOOL:
-		return true;
-	default:
-		return false;
-	}
+	return dt == DT_BOOL || bin_dtype_ok(dt);
 }
 
 static enum nn_status infer_cast(struct exec_infer_ctx *c, struct nn_err *e)

@@ -220,9 +220,9 @@ enum nn_status sensitivity_run(struct onnx_model *m, const struct sensitivity_pa
 		st = err_set(e, NN_ENOMEM, NULL, NULL, "out of memory");
 		goto done;
 	}
-	size_t todo = 0, done_layers = 0;
+	size_t selected = 0, analysed = 0;
 	for (size_t r = 0; r < nref; r++)
-		todo += wanted(p, refs[r].init->name);
+		selected += wanted(p, refs[r].init->name);
 	for (size_t r = 0; r < nref; r++) {
 		if (!wanted(p, refs[r].init->name))
 			continue;
@@ -243,7 +243,7 @@ enum nn_status sensitivity_run(struct onnx_model *m, const struct sensitivity_pa
 		}
 		if ((st = trial_layer(m, p, &ms, &refs[r], baseline, row, suggested, e)) != NN_OK)
 			goto done;
-		step_progress(ctx, (double)++done_layers / (double)todo);
+		step_progress(ctx, (double)++analysed / (double)selected);
 	}
 	json_t *levels = json_array();
 	for (size_t i = 0; levels && i < p->n_sparsities; i++)
