@@ -219,6 +219,396 @@ __attribute__((target("avx2"))) static bool params_avx2(const float *mn, const f
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#define HAVE_Q4_AVX512 1
+/* AVX-512 paths (16 floats per vector; vpmovdb/vpmovqb narrow int32/int64 to
+ * bytes in one instruction). Same IEEE operations per element as the AVX2
+ * and scalar code (c11 mode contracts nothing into an FMA), and the error
+ * sums are added in the AVX2 code's order: per 8-lane accumulator, the low
+ * then the high half of each 16-float vector, then the 8 lanes one after
+ * the other, then into the double sum. Values, scales, zero points and
+ * metrics are therefore bit-identical to the AVX2 path; tests compare them.
+ * Needs AVX-512F and DQ (float and/xor on 512-bit vectors). */
+#define T512 __attribute__((target("avx512f,avx512dq")))
+
+/* One vector of the 16 per-block ranges (lanes in block order) -> scale,
+ * reciprocal and zero point per lane, as block_params computes them one at a
+ * time: for symmetric ranges mn is 0 and mx the largest magnitude. Returns
+ * the lanes whose scale is used (a normal scale with a normal reciprocal). */
+T512 static __mmask16 params16(__m512 mn, __m512 mx, bool sym, __m512 *scale, __m512 *inv,
+			       __m512 *zp)
+{
+	const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+	const __m512 fmin = _mm512_set1_ps(0x1p-126f), fmax = _mm512_set1_ps(0x1.fffffep127f);
+	const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+	__m512 s, lo = zero;
+	if (sym) {
+		s = _mm512_div_ps(_mm512_max_ps(_mm512_and_ps(mn, absmask),
+						_mm512_and_ps(mx, absmask)),
+				  _mm512_set1_ps(7.0f));
+	} else {
+		lo = _mm512_min_ps(mn, zero); /* mn < 0 ? mn : 0 */
+		__m512 hi = _mm512_max_ps(mx, zero);
+		s = _mm512_div_ps(_mm512_sub_ps(hi, lo), _mm512_set1_ps(15.0f));
+	}
+	__m512 r = _mm512_div_ps(one, s);
+	__m512 as = _mm512_and_ps(s, absmask), ar = _mm512_and_ps(r, absmask);
+	__mmask16 ok = _mm512_cmp_ps_mask(as, fmin, _CMP_GE_OQ) &
+		       _mm512_cmp_ps_mask(as, fmax, _CMP_LE_OQ) &
+		       _mm512_cmp_ps_mask(ar, fmin, _CMP_GE_OQ) &
+		       _mm512_cmp_ps_mask(ar, fmax, _CMP_LE_OQ);
+	__m512 z = zero;
+	if (!sym) {
+		__m512 q = _mm512_roundscale_ps(
+			_mm512_div_ps(_mm512_xor_ps(lo, _mm512_set1_ps(-0.0f)), s),
+			_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		/* z < 0 ? 0 : z > 15 ? 15 : z */
+		q = _mm512_mask_mov_ps(q, _mm512_cmp_ps_mask(q, zero, _CMP_LT_OQ), zero);
+		q = _mm512_mask_mov_ps(q, _mm512_cmp_ps_mask(q, _mm512_set1_ps(15.0f), _CMP_GT_OQ),
+				       _mm512_set1_ps(15.0f));
+		z = _mm512_maskz_mov_ps(ok, q);
+	}
+	*scale = _mm512_mask_mov_ps(one, ok, s);
+	*inv = _mm512_maskz_mov_ps(ok, r);
+	*zp = z;
+	return ok;
+}
+
+/* One pair-merge step of the 16-vector reduction: op of the two shuffles. */
+#define RED_STEP(op, a, b, sh, imm1, imm2) op(sh(a, b, imm1), sh(a, b, imm2))
+#define SH128(a, b, imm) _mm512_shuffle_f32x4(a, b, imm)
+#define SH32(a, b, imm) _mm512_shuffle_ps(a, b, imm)
+
+/* Reduces each of v[0..15] to one value; lane i of the result holds v[b]'s
+ * with b = (i >> 2) + 4 * (i & 3) (a 4x4 transpose: red16_order puts it
+ * back). Four levels of shuffles, 45 operations for 16 vectors instead of
+ * 16 horizontal reductions. */
+#define DEFINE_RED16(name, op)                                                           \
+	T512 static __m512 name(__m512 *v)                                               \
+	{                                                                                \
+		__m512 w[8], x[4], y[2];                                                 \
+		for (int i = 0; i < 8; i++)                                              \
+			w[i] = RED_STEP(op, v[2 * i], v[2 * i + 1], SH128, 0x44, 0xEE);  \
+		for (int i = 0; i < 4; i++)                                              \
+			x[i] = RED_STEP(op, w[2 * i], w[2 * i + 1], SH128, 0x88, 0xDD);  \
+		for (int i = 0; i < 2; i++)                                              \
+			y[i] = RED_STEP(op, x[2 * i], x[2 * i + 1], SH32, 0x44, 0xEE);   \
+		return RED_STEP(op, y[0], y[1], SH32, 0x88, 0xDD);                       \
+	}
+
+T512 static inline __m512 max_bits(__m512 a, __m512 b)
+{
+	return _mm512_castsi512_ps(_mm512_max_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+T512 static inline __m512 min_f(__m512 a, __m512 b)
+{
+	return _mm512_min_ps(a, b);
+}
+T512 static inline __m512 max_f(__m512 a, __m512 b)
+{
+	return _mm512_max_ps(a, b);
+}
+DEFINE_RED16(red16_maxbits, max_bits)
+DEFINE_RED16(red16_min, min_f)
+DEFINE_RED16(red16_max, max_f)
+
+T512 static inline __m512 red16_order(__m512 z)
+{
+	const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+	return _mm512_permutexvar_ps(idx, z);
+}
+
+/* The 8-lane error accumulator of the AVX2 code, fed one 16-float vector of
+ * squared errors: its low half, then its high half. */
+T512 static inline __m256 acc_add16(__m256 acc, __m512 d2)
+{
+	acc = _mm256_add_ps(acc, _mm512_castps512_ps256(d2));
+	return _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d2), 1)));
+}
+
+/* Quantizes one 16-float vector: returns the nibble values (q + off) & 15
+ * as int32 lanes, feeds the error accumulators. */
+T512 static inline __m512i q16(__m512 xv, __m512 vi, __m512 vz, __m512 vs, bool sym, __m512 vlo,
+			       __m512 vhi, __m512i voff, __m256 *acc, __m512 *mxe)
+{
+	const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+	__m512 r = _mm512_roundscale_ps(_mm512_mul_ps(xv, vi),
+					_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 d;
+	if (sym) {
+		/* |x * inv| <= 7 (+ 2 ulp) for a used scale, 0 otherwise: no clamp
+		 * needed; r * s - x equals (r + 0 - 0) * s - x for every x (a -0
+		 * from the rounding only differs when x is a zero: d is +0 both ways) */
+		d = _mm512_sub_ps(_mm512_mul_ps(r, vs), xv);
+	} else {
+		r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, vz), vlo), vhi);
+		d = _mm512_sub_ps(_mm512_mul_ps(_mm512_sub_ps(r, vz), vs), xv);
+	}
+	*acc = acc_add16(*acc, _mm512_mul_ps(d, d));
+	*mxe = _mm512_max_ps(*mxe, _mm512_and_ps(d, absmask));
+	return _mm512_and_si512(_mm512_add_epi32(_mm512_cvtps_epi32(r), voff),
+				_mm512_set1_epi32(15));
+}
+
+/* 16 nibble values (int32 lanes, each < 16) -> 8 bytes, low nibble first:
+ * each 64-bit lane (even, odd) becomes even | odd << 4 in its low byte. */
+T512 static inline void put8(uint8_t *out, __m512i qi)
+{
+	__m512i p = _mm512_or_si512(qi, _mm512_srli_epi64(qi, 28));
+	_mm_storel_epi64((__m128i *)(void *)out, _mm512_cvtepi64_epi8(p));
+}
+
+/* The AVX2 code's horizontal sum: lane 0, then 1, ..., 7, in float. */
+T512 static inline float lanes_sum8(__m256 acc)
+{
+	float a[8];
+	_mm256_storeu_ps(a, acc);
+	float s2 = 0;
+	for (int i = 0; i < 8; i++)
+		s2 += a[i];
+	return s2;
+}
+
+/* Row path: nblk full blocks of `block` (a multiple of 16) contiguous floats
+ * at x, 16 blocks at a time: their ranges reduced together (red16_*), their
+ * parameters computed in one vector, then each block quantized with its
+ * parameters broadcast. Output: packed nibbles at out (byte aligned) when
+ * `nibbles`, else one byte per value. scales/zps: the blocks' parameters
+ * (zps NULL when symmetric). Error sums go to *sq block by block (each
+ * block's 8 lanes summed in order: the sixteen 8-lane sums are transposed
+ * into 8 vectors and added lane-parallel, the same additions per block).
+ * Returns false, with the group's outputs unwritten, when a block holds NaN
+ * or Inf. out may overlay x (the floats are read before the nibbles of the
+ * same elements are written, and a nibble's byte lies far behind them). */
+T512 static bool rows512(const float *x, size_t nblk, size_t block, bool sym, unsigned off,
+			 uint8_t *out, bool nibbles, float *scales, uint8_t *zps, double *sq,
+			 float *me, float *smin, float *smax)
+{
+	const size_t nv = block / 16;
+	const __m512i vabs = _mm512_set1_epi32(0x7fffffff), voff = _mm512_set1_epi32((int)off);
+	const __m512 vlo = _mm512_set1_ps(sym ? -7.0f : 0.0f), vhi = _mm512_set1_ps(sym ? 7.0f : 15.0f);
+	const __m512 zero = _mm512_setzero_ps();
+	const __m512 fmax = _mm512_set1_ps(0x1.fffffep127f);
+	const __m512 absmask = _mm512_castsi512_ps(vabs);
+	const __m512i tlo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+	const __m512i thi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+	__m512 vmin = _mm512_set1_ps(*smin), vmax = _mm512_set1_ps(*smax), mxe = zero;
+	double s = *sq;
+	for (size_t g0 = 0; g0 < nblk; g0 += 16) {
+		size_t g = nblk - g0 < 16 ? nblk - g0 : 16;
+		__mmask16 valid = (__mmask16)((1u << g) - 1);
+		const float *xg = x + g0 * block;
+		__m512 mn = zero, mx;
+		if (sym) {
+			__m512 v[16];
+			for (size_t b = 0; b < 16; b++) {
+				__m512i a = _mm512_setzero_si512();
+				for (size_t k = 0; b < g && k < nv; k++)
+					a = _mm512_max_epi32(
+						a, _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(
+									    xg + b * block + 16 * k)),
+								    vabs));
+				v[b] = _mm512_castsi512_ps(a);
+			}
+			mx = red16_order(red16_maxbits(v));
+			/* bits at or above +Inf's: Inf or NaN (unused lanes are 0) */
+			if (_mm512_cmpge_epi32_mask(_mm512_castps_si512(mx),
+						    _mm512_set1_epi32(0x7f800000)))
+				return false;
+		} else {
+			__m512 a[16], z[16];
+			__mmask16 nan = 0;
+			for (size_t b = 0; b < 16; b++) {
+				__m512 lo = _mm512_set1_ps(INFINITY), hi = _mm512_set1_ps(-INFINITY);
+				if (b >= g)
+					lo = hi = zero;
+				for (size_t k = 0; b < g && k < nv; k++) {
+					__m512 xv = _mm512_loadu_ps(xg + b * block + 16 * k);
+					nan |= _mm512_cmp_ps_mask(xv, xv, _CMP_UNORD_Q);
+					lo = _mm512_min_ps(xv, lo); /* xv < lo ? xv : lo */
+					hi = _mm512_max_ps(xv, hi);
+				}
+				a[b] = lo, z[b] = hi;
+			}
+			mn = red16_order(red16_min(a));
+			mx = red16_order(red16_max(z));
+			if (nan || _mm512_cmp_ps_mask(_mm512_and_ps(mn, absmask), fmax, _CMP_NLE_UQ) ||
+			    _mm512_cmp_ps_mask(_mm512_and_ps(mx, absmask), fmax, _CMP_NLE_UQ))
+				return false;
+		}
+		__m512 vsc, vinv, vzp;
+		__mmask16 ok = params16(mn, mx, sym, &vsc, &vinv, &vzp) & valid;
+		_mm512_mask_storeu_ps(scales + g0, valid, vsc);
+		if (zps)
+			_mm512_mask_cvtepi32_storeu_epi8(zps + g0, valid, _mm512_cvtps_epi32(vzp));
+		vmin = _mm512_mask_min_ps(vmin, ok, vsc, vmin);
+		vmax = _mm512_mask_max_ps(vmax, ok, vsc, vmax);
+		float fs[16], fi[16], fz[16];
+		_mm512_storeu_ps(fs, vsc);
+		_mm512_storeu_ps(fi, vinv);
+		_mm512_storeu_ps(fz, vzp);
+		__m512 p[8];
+		for (size_t b = 0; b < 16; b += 2) {
+			__m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+			for (size_t h = 0; h < 2 && b + h < g; h++) {
+				size_t bb = b + h;
+				const float *xb = xg + bb * block;
+				__m512 vi = _mm512_set1_ps(fi[bb]), vs = _mm512_set1_ps(fs[bb]);
+				__m512 vz = _mm512_set1_ps(fz[bb]);
+				for (size_t k = 0; k < nv; k++) {
+					__m512i qi = q16(_mm512_loadu_ps(xb + 16 * k), vi, vz, vs, sym,
+							 vlo, vhi, voff, &acc[h], &mxe);
+					if (nibbles)
+						put8(out + (g0 + bb) * block / 2 + 8 * k, qi);
+					else
+						_mm_storeu_si128((__m128i *)(void *)(out + (g0 + bb) * block +
+										   16 * k),
+								 _mm512_cvtepi32_epi8(qi));
+				}
+			}
+			p[b / 2] = _mm512_castpd_ps(_mm512_insertf64x4(
+				_mm512_castpd256_pd512(_mm256_castps_pd(acc[0])),
+				_mm256_castps_pd(acc[1]), 1));
+		}
+		/* 8x8 transposes (the two 256-bit halves: even and odd blocks):
+		 * t[j] lane l holds lane j of block l < 8 ? 2l : 2(l - 8) + 1 */
+		__m512 t[8], u[8];
+		for (int i = 0; i < 4; i++) {
+			t[2 * i] = _mm512_unpacklo_ps(p[2 * i], p[2 * i + 1]);
+			t[2 * i + 1] = _mm512_unpackhi_ps(p[2 * i], p[2 * i + 1]);
+		}
+		for (int h = 0; h < 2; h++) {
+			__m512 a0 = t[4 * h], a1 = t[4 * h + 1], a2 = t[4 * h + 2], a3 = t[4 * h + 3];
+			u[4 * h + 0] = _mm512_shuffle_ps(a0, a2, 0x44);
+			u[4 * h + 1] = _mm512_shuffle_ps(a0, a2, 0xEE);
+			u[4 * h + 2] = _mm512_shuffle_ps(a1, a3, 0x44);
+			u[4 * h + 3] = _mm512_shuffle_ps(a1, a3, 0xEE);
+		}
+		__m512 sum = _mm512_permutex2var_ps(u[0], tlo, u[4]);
+		for (int j = 1; j < 8; j++)
+			sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(u[j & 3], j < 4 ? tlo : thi,
+									u[4 + (j & 3)]));
+		float s2[16];
+		_mm512_storeu_ps(s2, sum);
+		for (size_t b = 0; b < g; b++)
+			s += s2[b % 2 ? 8 + b / 2 : b / 2];
+	}
+	*sq = s;
+	float m = _mm512_reduce_max_ps(mxe);
+	*me = m > *me ? m : *me;
+	float l = _mm512_reduce_min_ps(vmin), h = _mm512_reduce_max_ps(vmax);
+	*smin = l < *smin ? l : *smin;
+	*smax = h > *smax ? h : *smax;
+	return true;
+}
+
+/* Column path, ranges and parameters: cnt rows of `inner` floats (stride
+ * inner) at base, columns [0, v16) (v16 a multiple of 16), read row by row
+ * (a sequential stream) into the per-column maxima |w| (symmetric: kept as
+ * the float bits in mx) or min/max; then the parameters of 16 columns at a
+ * time into scale (the block row of the scales), inv, zf and zps. Returns
+ * false on NaN or Inf. */
+T512 static bool cols_params512(const float *base, size_t cnt, size_t inner, size_t v16, bool sym,
+				float *mn, float *mx, float *scale, float *inv, float *zf,
+				uint8_t *zps, float *smin, float *smax)
+{
+	const __m512i vabs = _mm512_set1_epi32(0x7fffffff);
+	const __m512 absmask = _mm512_castsi512_ps(vabs);
+	const __m512 fmax = _mm512_set1_ps(0x1.fffffep127f);
+	__mmask16 nan = 0;
+	if (sym) {
+		for (size_t i = 0; i < v16; i += 16)
+			_mm512_storeu_ps(mx + i, _mm512_setzero_ps());
+		for (size_t l = 0; l < cnt; l++) {
+			const float *row = base + l * inner;
+			for (size_t i = 0; i < v16; i += 16) {
+				__m512i a = _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(row + i)),
+							     vabs);
+				_mm512_storeu_si512((void *)(mx + i),
+						    _mm512_max_epi32(_mm512_loadu_si512(mx + i), a));
+			}
+		}
+	} else {
+		for (size_t i = 0; i < v16; i += 16) {
+			_mm512_storeu_ps(mn + i, _mm512_set1_ps(INFINITY));
+			_mm512_storeu_ps(mx + i, _mm512_set1_ps(-INFINITY));
+		}
+		for (size_t l = 0; l < cnt; l++) {
+			const float *row = base + l * inner;
+			for (size_t i = 0; i < v16; i += 16) {
+				__m512 xv = _mm512_loadu_ps(row + i);
+				nan |= _mm512_cmp_ps_mask(xv, xv, _CMP_UNORD_Q);
+				_mm512_storeu_ps(mn + i, _mm512_min_ps(xv, _mm512_loadu_ps(mn + i)));
+				_mm512_storeu_ps(mx + i, _mm512_max_ps(xv, _mm512_loadu_ps(mx + i)));
+			}
+		}
+	}
+	if (nan)
+		return false;
+	__m512 vmin = _mm512_set1_ps(*smin), vmax = _mm512_set1_ps(*smax);
+	for (size_t i = 0; i < v16; i += 16) {
+		__m512 a = sym ? _mm512_setzero_ps() : _mm512_loadu_ps(mn + i);
+		__m512 b = _mm512_loadu_ps(mx + i);
+		if (sym ? _mm512_cmpge_epi32_mask(_mm512_castps_si512(b), _mm512_set1_epi32(0x7f800000))
+			: (_mm512_cmp_ps_mask(_mm512_and_ps(a, absmask), fmax, _CMP_NLE_UQ) |
+			   _mm512_cmp_ps_mask(_mm512_and_ps(b, absmask), fmax, _CMP_NLE_UQ)))
+			return false;
+		__m512 vsc, vinv, vzp;
+		__mmask16 ok = params16(a, b, sym, &vsc, &vinv, &vzp);
+		_mm512_storeu_ps(scale + i, vsc);
+		_mm512_storeu_ps(inv + i, vinv);
+		_mm512_storeu_ps(zf + i, vzp);
+		if (zps)
+			_mm512_mask_cvtepi32_storeu_epi8(zps + i, 0xffff, _mm512_cvtps_epi32(vzp));
+		vmin = _mm512_mask_min_ps(vmin, ok, vsc, vmin);
+		vmax = _mm512_mask_max_ps(vmax, ok, vsc, vmax);
+	}
+	float l = _mm512_reduce_min_ps(vmin), h = _mm512_reduce_max_ps(vmax);
+	*smin = l < *smin ? l : *smin;
+	*smax = h > *smax ? h : *smax;
+	return true;
+}
+
+/* Column path, one row: columns [0, v8) (v8 = inner & ~7) with the
+ * per-column parameters, 16 at a time, then 8: nibbles to nib (byte
+ * aligned) for the 16s when nib is not NULL, else bytes to q; the last 8
+ * always to q[v16..v8). Returns the row's 8-lane error sum (the AVX2 code's
+ * order: lane j takes columns j, 8 + j, 16 + j, ...). */
+T512 static float cols_row512(const float *row, size_t v8, const float *inv, const float *zf,
+			      const float *sc, bool sym, unsigned off, uint8_t *nib, uint8_t *q,
+			      float *me)
+{
+	const __m512 vlo = _mm512_set1_ps(sym ? -7.0f : 0.0f), vhi = _mm512_set1_ps(sym ? 7.0f : 15.0f);
+	const __m512i voff = _mm512_set1_epi32((int)off);
+	__m256 acc = _mm256_setzero_ps();
+	__m512 mxe = _mm512_setzero_ps();
+	size_t i = 0;
+	for (; i + 16 <= v8; i += 16) {
+		__m512i qi = q16(_mm512_loadu_ps(row + i), _mm512_loadu_ps(inv + i),
+				 _mm512_loadu_ps(zf + i), _mm512_loadu_ps(sc + i), sym, vlo, vhi, voff,
+				 &acc, &mxe);
+		if (nib)
+			put8(nib + i / 2, qi);
+		else
+			_mm_storeu_si128((__m128i *)(void *)(q + i), _mm512_cvtepi32_epi8(qi));
+	}
+	if (i < v8) { /* 8 more columns: a masked vector whose high half is 0 */
+		__mmask16 k8 = 0xff;
+		__m256 acc8 = _mm256_setzero_ps();
+		__m512i qi = q16(_mm512_maskz_loadu_ps(k8, row + i), _mm512_maskz_loadu_ps(k8, inv + i),
+				 _mm512_maskz_loadu_ps(k8, zf + i), _mm512_maskz_loadu_ps(k8, sc + i),
+				 sym, vlo, vhi, voff, &acc8, &mxe);
+		/* acc8 = (0 + low d^2) + 0: exactly the 8 squares; the zero lanes
+		 * (x, inv, scale 0) have d = 0 and leave the maximum alone */
+		acc = _mm256_add_ps(acc, acc8);
+		_mm_storel_epi64((__m128i *)(void *)(q + i), _mm512_cvtepi32_epi8(qi));
+	}
+	float m = _mm512_reduce_max_ps(mxe);
+	*me = m > *me ? m : *me;
+	return lanes_sum8(acc);
+}
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <emmintrin.h>
 #define HAVE_Q4_SSE2 1
 #endif
@@ -255,18 +645,46 @@ static void put_nibbles(uint8_t *restrict packed, size_t at, const uint8_t *rest
 		*d = seq ? q[k] : (uint8_t)(*d | q[k]);
 }
 
+/* The instruction set a call uses: the requested one when the CPU has it,
+ * else the best one below it that it has. */
+static enum quant_int4_isa pick_isa(enum quant_int4_isa want)
+{
+	enum quant_int4_isa isa = QUANT_INT4_ISA_SCALAR;
+#if defined(HAVE_Q4_AVX2) || defined(HAVE_Q4_AVX512)
+	__builtin_cpu_init();
+#endif
+#ifdef HAVE_Q4_AVX2
+	if (__builtin_cpu_supports("avx2"))
+		isa = QUANT_INT4_ISA_AVX2;
+#endif
+#ifdef HAVE_Q4_AVX512
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
+		isa = QUANT_INT4_ISA_AVX512;
+#endif
+	if (want != QUANT_INT4_ISA_AUTO && want < isa)
+		isa = want;
+	return isa;
+}
+
+enum quant_int4_isa quant_int4_isa_best(void)
+{
+	return pick_isa(QUANT_INT4_ISA_AUTO);
+}
+
 /* quant_int4_quantize, or (qbytes != NULL, inner 1 only) the nibble values
  * one byte each at qbytes[o * len + l] instead of packed. */
 static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, size_t inner,
 				    size_t block, bool symmetric, unsigned offset, size_t ostride,
 				    uint8_t *packed, uint8_t *qbytes, float *scales,
 				    uint8_t *zero_points, struct quant_int4_stats *stats,
-				    const struct step_ctx *ctx, struct nn_err *e)
+				    enum quant_int4_isa want, const struct step_ctx *ctx,
+				    struct nn_err *e)
 {
 	if (block == 0 || block > 4096)
 		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size out of range");
 	size_t nb = (len + block - 1) / block;
 	size_t cols = inner ? inner : 1, qcap = cols > block ? cols : block;
+	qcap = qcap > len ? qcap : len; /* a whole row's bytes (AVX-512 row path) */
 	/* mn, mx, inv, zf (cols floats each) + q (qcap bytes) */
 	float *mn = malloc(cols * 4 * sizeof *mn + qcap);
 	if (!mn)
@@ -278,16 +696,54 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 	float maxerr = 0, smin = INFINITY, smax = 0;
 	size_t since = 0;
 	enum nn_status st = NN_OK;
-	bool avx2 = false;
-#ifdef HAVE_Q4_AVX2
-	__builtin_cpu_init();
-	avx2 = __builtin_cpu_supports("avx2");
-#endif
+	enum quant_int4_isa isa = pick_isa(want);
+	bool avx2 = isa >= QUANT_INT4_ISA_AVX2;
+	/* AVX-512 takes whole 16-float vectors: blocks of a multiple of 16 along
+	 * rows (inner 1), or 16-column strips (inner >= 16); the rest (ragged
+	 * last blocks, columns beyond the last 16) goes the AVX2 way. */
+	bool r512 = isa >= QUANT_INT4_ISA_AVX512 && inner == 1 && block % 16 == 0;
+	bool c512 = isa >= QUANT_INT4_ISA_AVX512 && inner >= 16;
+	(void)r512;
+	(void)c512;
 	for (size_t o = 0; o < outer; o++) {
-		for (size_t b = 0; b < nb; b++) {
+		size_t b0 = 0;
+#ifdef HAVE_Q4_AVX512
+		if (r512 && len >= block) {
+			size_t nfull = len / block, at = o * ostride;
+			const float *base = w + o * len;
+			/* nibbles straight to packed when the row starts on a byte;
+			 * else bytes, packed afterwards */
+			bool direct = !qbytes && at % 2 == 0;
+			uint8_t *out = qbytes ? qbytes + o * len : direct ? packed + at / 2 : q0;
+			if (!rows512(base, nfull, block, symmetric, offset, out, direct,
+				     scales + o * nb, zero_points ? zero_points + o * nb : NULL, &sq,
+				     &maxerr, &smin, &smax)) {
+				st = err_set(e, NN_EINVAL, "invalid_model", "",
+					     "weight contains NaN or Inf");
+				goto out;
+			}
+			if (!qbytes && !direct)
+				put_nibbles(packed, at, q0, nfull * block, true);
+			b0 = nfull;
+			since += nfull * block;
+		}
+#endif
+		for (size_t b = b0; b < nb; b++) {
 			size_t l0 = b * block, cnt = l0 + block < len ? block : len - l0;
 			const float *base = w + (o * len + l0) * inner;
+			float *sc = scales + (o * nb + b) * inner;
 			bool bad = false;
+			size_t v16 = 0; /* columns [0, v16) done by AVX-512 */
+#ifdef HAVE_Q4_AVX512
+			if (c512) {
+				v16 = inner & ~(size_t)15;
+				bad = !cols_params512(base, cnt, inner, v16, symmetric, mn, mx, sc,
+						      inv, zf,
+						      zero_points ? zero_points + (o * nb + b) * inner
+								  : NULL,
+						      &smin, &smax);
+			}
+#endif
 			if (inner == 1) {
 				float a = INFINITY, z = -INFINITY;
 				size_t k = 0;
@@ -305,9 +761,9 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 				}
 				mn[0] = a, mx[0] = z;
 			} else {
-				size_t v = 0;
+				size_t v = v16;
 #ifdef HAVE_Q4_AVX2
-				if (avx2) {
+				if (avx2 && !v16) {
 					bad = ranges_avx2(base, cnt, inner, mn, mx);
 					v = inner & ~(size_t)7;
 				}
@@ -324,10 +780,9 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 					}
 				}
 			}
-			float *sc = scales + (o * nb + b) * inner;
-			size_t pv = 0;
+			size_t pv = v16;
 #ifdef HAVE_Q4_AVX2
-			if (avx2 && inner >= 8) {
+			if (avx2 && !v16 && inner >= 8) {
 				pv = inner & ~(size_t)7;
 				bad |= params_avx2(mn, mx, pv, symmetric, sc, inv, zf, &smin, &smax);
 				if (zero_points)
@@ -368,6 +823,23 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 					const float *row = base + l * inner;
 					size_t at = o * ostride + (l0 + l) * inner;
 					size_t v = 0;
+#ifdef HAVE_Q4_AVX512
+					if (c512) {
+						bool direct = at % 2 == 0;
+						v = inner & ~(size_t)7;
+						sq += cols_row512(row, v, inv, zf, sc, symmetric, offset,
+								  direct ? packed + at / 2 : NULL, q,
+								  &maxerr);
+						q4_run(row + v, inner - v, inv + v, zf + v, sc + v, 1, lo,
+						       hi, offset, q + v, &sq, &maxerr);
+						if (direct)
+							put_nibbles(packed, at + v16, q + v16, inner - v16,
+								    true);
+						else
+							put_nibbles(packed, at, q, inner, true);
+						continue;
+					}
+#endif
 #ifdef HAVE_Q4_AVX2
 					if (avx2) {
 						v = inner & ~(size_t)7;
@@ -390,6 +862,14 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 				}
 			}
 		}
+		if (since >= STEP_POLL_ELEMS) {
+			since = 0;
+			if (step_canceled(ctx)) {
+				st = err_set(e, NN_ECANCELED, "canceled", "",
+					     "canceled while quantizing");
+				goto out;
+			}
+		}
 	}
 	stats->sq += sq;
 	stats->maxerr = maxerr > stats->maxerr ? maxerr : stats->maxerr;
@@ -407,7 +887,17 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 				   struct nn_err *e)
 {
 	return quantize_impl(w, outer, len, inner, block, symmetric, offset, ostride, packed, NULL,
-			     scales, zero_points, stats, ctx, e);
+			     scales, zero_points, stats, QUANT_INT4_ISA_AUTO, ctx, e);
+}
+
+enum nn_status quant_int4_quantize_isa(const float *w, size_t outer, size_t len, size_t inner,
+				       size_t block, bool symmetric, unsigned offset,
+				       size_t ostride, uint8_t *packed, float *scales,
+				       uint8_t *zero_points, struct quant_int4_stats *stats,
+				       enum quant_int4_isa isa, struct nn_err *e)
+{
+	return quantize_impl(w, outer, len, inner, block, symmetric, offset, ostride, packed, NULL,
+			     scales, zero_points, stats, isa, NULL, e);
 }
 
 #define QT_ROWS 32 /* rows of W quantized per tile before the transposed write */
@@ -496,7 +986,8 @@ static enum nn_status quantize_transposed(const float *w, size_t n, size_t k, si
 	for (size_t j0 = 0; j0 < n; j0 += QT_ROWS) {
 		size_t rows = n - j0 < QT_ROWS ? n - j0 : QT_ROWS;
 		if ((st = quantize_impl(w + j0 * k, rows, k, 1, block, symmetric, 0, k, NULL, tq,
-					tsc, symmetric ? NULL : tzp, stats, ctx, e)) != NN_OK)
+					tsc, symmetric ? NULL : tzp, stats, QUANT_INT4_ISA_AUTO, ctx,
+					e)) != NN_OK)
 			break;
 		uint8_t col[QT_ROWS];
 		size_t kk = 0;

@@ -68,6 +68,30 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 				   struct quant_int4_stats *stats, const struct step_ctx *ctx,
 				   struct nn_err *e);
 
+/* Instruction sets of the kernel, in increasing order. Every one gives the
+ * same nibbles, scales and zero points; AVX2 and AVX-512 also give
+ * bit-identical error sums (same additions in the same order), while the
+ * scalar code sums each block's errors in plain order (the sums may differ
+ * in the last bits). */
+enum quant_int4_isa {
+	QUANT_INT4_ISA_AUTO,   /* the best the CPU has (what the step uses) */
+	QUANT_INT4_ISA_SCALAR, /* portable C */
+	QUANT_INT4_ISA_AVX2,
+	QUANT_INT4_ISA_AVX512, /* AVX-512F, chosen at run time */
+};
+
+/* The set QUANT_INT4_ISA_AUTO resolves to on this CPU. */
+enum quant_int4_isa quant_int4_isa_best(void);
+
+/* quant_int4_quantize with the instruction set forced to isa or, when the
+ * CPU lacks it, the best one below it (tests compare the paths); no
+ * cancellation. */
+enum nn_status quant_int4_quantize_isa(const float *w, size_t outer, size_t len, size_t inner,
+				       size_t block, bool symmetric, unsigned offset,
+				       size_t ostride, uint8_t *packed, float *scales,
+				       uint8_t *zero_points, struct quant_int4_stats *stats,
+				       enum quant_int4_isa isa, struct nn_err *e);
+
 /* Packs n 4-bit values (their low nibbles) two per byte, low nibble first;
  * an odd count leaves the last high nibble 0. out has (n + 1) / 2 bytes. */
 void quant_int4_pack(const uint8_t *vals, size_t n, uint8_t *out);

@@ -195,6 +195,128 @@ static int test_pack_roundtrip(void)
 	return 0;
 }
 
+/* One random weight for the path comparison: mostly bell-ish values, with
+ * some blocks all zero, some tiny (subnormal-range scales), some huge (near
+ * FLT_MAX) and exact ties (k + 0.5) * scale, so every branch of the
+ * parameters and the rounding is taken. */
+static void fill_mixed(float *w, size_t n, int kind)
+{
+	for (size_t i = 0; i < n; i++) {
+		float v = frand() + frand() + frand();
+		switch (kind) {
+		case 1:
+			v = (i / 37) % 5 == 0 ? 0.0f : v; /* zero runs */
+			break;
+		case 2:
+			v *= (i / 50) % 3 == 0 ? 1e-39f : 1.0f; /* subnormal ranges */
+			break;
+		case 3:
+			v *= (i / 40) % 4 == 0 ? 1e38f : 1.0f; /* huge ranges */
+			break;
+		case 4:
+			v = (float)((int)(v * 4.0f)) * 0.5f + 0.25f; /* ties */
+			break;
+		default:
+			v += 0.4f;
+			break;
+		}
+		w[i] = v;
+	}
+}
+
+/* The kernel's instruction sets agree: nibbles, scales and zero points
+ * identical on every path; AVX-512 and AVX2 error sums bit for bit (the
+ * step's metrics do not depend on which one the CPU has), the scalar ones to
+ * 1e-5 relative (plain summation order); max error and scale range exact.
+ * Random layouts [outer][len][inner] with ragged last blocks, columns that
+ * are not a multiple of 16 or 8, odd row starts (MatMulNBits strides),
+ * block sizes 16..128 and ones the AVX-512 path leaves to AVX2 (8, 24),
+ * offsets 0 and 8, symmetric and not. NaN and Inf are refused on every
+ * path. Paths the CPU lacks fall back (quant_int4_isa_best says which). */
+static int test_isa_paths_agree(void)
+{
+	static const size_t blocks[] = {16, 32, 64, 128, 8, 24};
+	static const size_t inners[] = {1, 1, 1, 3, 8, 15, 16, 17, 24, 33, 40, 64, 100};
+	enum quant_int4_isa best = quant_int4_isa_best();
+	fprintf(stderr, "best instruction set: %d (3 = AVX-512)\n", (int)best);
+	int cases = 0;
+	for (int round = 0; round < 600; round++) {
+		size_t bs = blocks[round % 6];
+		size_t inner = inners[(round / 6) % 13];
+		size_t outer = 1 + (size_t)(round % 3);
+		size_t len = 1 + (size_t)((frand() + 1.0f) * 0.5f * (float)(bs * 5));
+		if (round % 7 == 0)
+			len = bs * (1 + (size_t)round % 4); /* no ragged block */
+		bool sym = round % 2 == 0;
+		unsigned offset = round % 4 == 1 ? 8 : 0;
+		size_t nb = (len + bs - 1) / bs;
+		/* ostride: the ONNX layout, or rows padded to whole blocks
+		 * (MatMulNBits), odd when len and block allow it (odd row starts) */
+		size_t ostride = len * inner;
+		if (inner == 1 && round % 5 == 0)
+			ostride = nb * bs + (round % 10 == 0 ? 1 : 0);
+		size_t n = outer * len * inner, ns = outer * nb * inner;
+		size_t pbytes = (outer * ostride + 1) / 2 + 1;
+		float *w = malloc(n * sizeof *w);
+		fill_mixed(w, n, round % 5);
+		uint8_t *pk[3];
+		float *sc[3];
+		uint8_t *zp[3];
+		struct quant_int4_stats st[3];
+		for (int p = 0; p < 3; p++) {
+			pk[p] = calloc(pbytes, 1);
+			sc[p] = malloc(ns * sizeof(float));
+			zp[p] = calloc(ns, 1);
+			st[p] = (struct quant_int4_stats){0, 0, INFINITY, 0};
+			struct nn_err e = {0};
+			enum quant_int4_isa isa = (enum quant_int4_isa)(QUANT_INT4_ISA_SCALAR + p);
+			CHECK(quant_int4_quantize_isa(w, outer, len, inner, bs, sym, offset, ostride,
+						      pk[p], sc[p], sym ? NULL : zp[p], &st[p], isa,
+						      &e) == NN_OK,
+			      "isa %d: %s", (int)isa, e.message);
+		}
+		for (int p = 1; p < 3; p++) {
+			const char *what = p == 1 ? "AVX2 vs scalar" : "AVX-512 vs scalar";
+			CHECK(!memcmp(pk[p], pk[0], pbytes), "%s: nibbles differ (round %d: "
+			      "outer %zu len %zu inner %zu block %zu sym %d)", what, round, outer,
+			      len, inner, bs, sym);
+			CHECK(!memcmp(sc[p], sc[0], ns * sizeof(float)), "%s: scales differ (round %d)",
+			      what, round);
+			CHECK(!memcmp(zp[p], zp[0], ns), "%s: zero points differ (round %d)", what,
+			      round);
+			CHECK(st[p].maxerr == st[0].maxerr && st[p].smin == st[0].smin &&
+				      st[p].smax == st[0].smax,
+			      "%s: max error / scale range differ (round %d)", what, round);
+			CHECK(st[p].sq == st[0].sq || fabs(st[p].sq - st[0].sq) <= 1e-5 * fabs(st[0].sq),
+			      "%s: squared errors %.17g vs %.17g (round %d)", what, st[p].sq,
+			      st[0].sq, round);
+		}
+		CHECK(st[2].sq == st[1].sq, "AVX-512 vs AVX2: squared errors %.17g vs %.17g "
+		      "(round %d: outer %zu len %zu inner %zu block %zu sym %d)", st[2].sq,
+		      st[1].sq, round, outer, len, inner, bs, sym);
+		/* a NaN or an Inf anywhere is refused by every path */
+		w[(size_t)round * 7919 % n] = round % 2 ? NAN : -INFINITY;
+		for (int p = 0; p < 3; p++) {
+			struct quant_int4_stats s2 = {0, 0, INFINITY, 0};
+			struct nn_err e = {0};
+			CHECK(quant_int4_quantize_isa(w, outer, len, inner, bs, sym, offset, ostride,
+						      pk[p], sc[p], sym ? NULL : zp[p], &s2,
+						      (enum quant_int4_isa)(QUANT_INT4_ISA_SCALAR + p),
+						      &e) == NN_EINVAL,
+			      "non-finite accepted (path %d round %d)", p, round);
+		}
+		for (int p = 0; p < 3; p++) {
+			free(pk[p]);
+			free(sc[p]);
+			free(zp[p]);
+		}
+		free(w);
+		cases++;
+	}
+	fprintf(stderr, "%d layouts compared\n", cases);
+	return 0;
+}
+
 static Onnx__TensorProto *init_of(struct onnx_model *m, const char *name)
 {
 	return onnx_find_initializer(m, name);
@@ -700,6 +822,8 @@ int main(int argc, char **argv)
 		   *a6 = argc > 6 ? argv[6] : NULL;
 	if (!strcmp(argv[1], "pack_roundtrip"))
 		return test_pack_roundtrip();
+	if (!strcmp(argv[1], "isa_paths_agree"))
+		return test_isa_paths_agree();
 	if (!strcmp(argv[1], "model_onnx_layout"))
 		return test_model_onnx_layout();
 	if (!strcmp(argv[1], "model_matmulnbits_layout"))
