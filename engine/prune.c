@@ -1,4 +1,5 @@
 #include "prune.h"
+#include "prune_recon.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -1357,8 +1358,9 @@ enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune
 	static const char *const methods[] = {"magnitude", "nm", "structured", "dead", NULL};
 	/* Keys per method, in the order of enum prune_method. */
 	static const char *const keys[][9] = {
-		{"op", "method", "sparsity", "scope", "layers", "keep_first_last", NULL},
-		{"op", "method", "n", "m", "keep_first_last", NULL},
+		{"op", "method", "sparsity", "scope", "layers", "keep_first_last", "reconstruct",
+		 "dataset", NULL},
+		{"op", "method", "n", "m", "keep_first_last", "reconstruct", "dataset", NULL},
 		{"op", "method", "ratio", "scope", "criterion", "layers", "keep_first_last", NULL},
 		{"op", "method", "dataset", "threshold", NULL},
 	};
@@ -1380,8 +1382,23 @@ enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune
 	out->method = (enum prune_method)method;
 	out->index = index;
 	if ((st = parse_bool(step, index, "keep_first_last", &out->keep_first_last, e)) != NN_OK ||
+	    (st = parse_bool(step, index, "reconstruct", &out->reconstruct, e)) != NN_OK ||
 	    (st = parse_layers(step, index, &out->layers, e)) != NN_OK)
 		return st;
+	const json_t *ds = json_object_get(step, "dataset");
+	if (ds) {
+		struct spec_dataset d;
+		snprintf(field, sizeof field, "steps[%zu].dataset", index);
+		if ((st = spec_parse_dataset(ds, field, &d, e)) != NN_OK)
+			return st;
+		out->has_dataset = true;
+	}
+	if (ds && (out->method == PRUNE_MAGNITUDE || out->method == PRUNE_NM) && !out->reconstruct) {
+		snprintf(field, sizeof field, "steps[%zu].dataset", index);
+		return err_set(e, NN_EINVAL, "invalid_spec", field,
+			       "method %s uses a dataset only with \"reconstruct\": true",
+			       methods[method]);
+	}
 	switch (out->method) {
 	case PRUNE_MAGNITUDE:
 		if (!json_object_get(step, "sparsity") && !out->layers) {
@@ -1436,14 +1453,6 @@ enum nn_status prune_params_parse(const json_t *step, size_t index, struct prune
 					       "threshold must be a number >= 0, got %s",
 					       step_describe_json(t, got, sizeof got));
 			out->threshold = x;
-		}
-		const json_t *ds = json_object_get(step, "dataset");
-		if (ds) {
-			struct spec_dataset d;
-			snprintf(field, sizeof field, "steps[%zu].dataset", index);
-			if ((st = spec_parse_dataset(ds, field, &d, e)) != NN_OK)
-				return st;
-			out->has_dataset = true;
 		}
 		return NN_OK;
 	}
@@ -1810,6 +1819,50 @@ enum mag_rule {
 	RULE_DENSE,    /* keep_first_last */
 };
 
+/* ---- reconstruction (magnitude and N:M) ---- */
+
+/* The prunable weights' values before pruning, one array in wset order. */
+static enum nn_status originals_copy(const struct wset *w, float **out, struct nn_err *e)
+{
+	size_t bytes;
+	if (__builtin_mul_overflow((size_t)w->total, sizeof(float), &bytes) ||
+	    !(*out = malloc(bytes ? bytes : 1)))
+		return err_set(e, NN_ENOMEM, "out_of_memory", "",
+			       "no memory to keep %llu weights for reconstruction",
+			       (unsigned long long)w->total);
+	size_t at = 0;
+	for (size_t i = 0; i < w->n; i++) {
+		memcpy(*out + at, w->arrays[i], w->lens[i] * sizeof(float));
+		at += w->lens[i];
+	}
+	return NN_OK;
+}
+
+/* Re-fits the kept weights of every pruned (not kept-dense) layer and adds
+ * the report as metrics["reconstruction"]. */
+static enum nn_status reconstruct(struct onnx_model *m, const struct prune_params *p,
+				  const struct wset *w, const float *orig,
+				  const struct step_ctx *ctx, json_t *metrics, struct nn_err *e)
+{
+	struct recon_weight *rw = calloc(w->n ? w->n : 1, sizeof *rw);
+	if (!rw)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for %zu weights", w->n);
+	size_t n = 0, at = 0;
+	for (size_t i = 0; i < w->n; at += w->lens[i], i++) {
+		if (kept_dense(p, i, w->n))
+			continue;
+		rw[n].init = w->refs[i].init;
+		rw[n].node = w->refs[i].node;
+		rw[n++].original = orig + at;
+	}
+	json_t *r = NULL;
+	enum nn_status st = recon_run(m, rw, n, ctx, &r, e);
+	free(rw);
+	if (st == NN_OK && step_json_set(metrics, "reconstruction", r))
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for prune metrics");
+	return st;
+}
+
 static enum nn_status magnitude_run(struct onnx_model *m, const struct prune_params *p,
 				    const struct step_ctx *ctx, json_t **metrics, struct nn_err *e)
 {
@@ -1819,7 +1872,7 @@ static enum nn_status magnitude_run(struct onnx_model *m, const struct prune_par
 	struct wset w;
 	enum mag_rule *rule = NULL;
 	double *target = NULL;
-	float *thresholds = NULL, **rest = NULL;
+	float *thresholds = NULL, **rest = NULL, *orig = NULL;
 	size_t *rest_lens = NULL, *rest_idx = NULL;
 	uint64_t *rest_nzb = NULL, *rest_nza = NULL;
 	json_t *out = NULL, *layers = NULL;
@@ -1832,6 +1885,8 @@ static enum nn_status magnitude_run(struct onnx_model *m, const struct prune_par
 	if ((st = wset_load(m, &w, e)) != NN_OK)
 		goto fail;
 	if ((st = check_layer_names(p, w.names, w.n, e)) != NN_OK)
+		goto fail;
+	if (p->reconstruct && (st = originals_copy(&w, &orig, e)) != NN_OK)
 		goto fail;
 	size_t n = w.n;
 	rule = calloc(n, sizeof *rule);
@@ -1924,8 +1979,13 @@ static enum nn_status magnitude_run(struct onnx_model *m, const struct prune_par
 	bad |= totals_json(out, m, &w, bytes_before);
 	bad |= step_json_set(out, "layers", layers);
 	layers = NULL; /* owned by out now (or already freed by a failed set) */
-	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
 	if (bad) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for prune metrics");
+		goto fail;
+	}
+	if (p->reconstruct && (st = reconstruct(m, p, &w, orig, ctx, out, e)) != NN_OK)
+		goto fail;
+	if (step_json_set(out, "seconds", json_real(step_seconds_since(&t0)))) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for prune metrics");
 		goto fail;
 	}
@@ -1944,6 +2004,7 @@ fail:
 	free(rest_idx);
 	free(rest_nzb);
 	free(rest_nza);
+	free(orig);
 	return st;
 }
 
@@ -1958,6 +2019,7 @@ static enum nn_status nm_run(struct onnx_model *m, const struct prune_params *p,
 	struct wset w;
 	size_t (*dims)[3] = NULL; /* outer, len, inner per weight */
 	int *axes = NULL;
+	float *orig = NULL;
 	json_t *out = NULL, *layers = NULL;
 	if (!(p->n >= 1 && p->n < p->m && p->m <= NM_MAX_M))
 		return err_set(e, NN_EINVAL, "invalid_spec", "",
@@ -1976,6 +2038,8 @@ static enum nn_status nm_run(struct onnx_model *m, const struct prune_params *p,
 					  &dims[i][2], &axes[i], e)) != NN_OK)
 			goto fail;
 	}
+	if (p->reconstruct && (st = originals_copy(&w, &orig, e)) != NN_OK)
+		goto fail;
 	struct prog pg = {ctx, 0, (double)w.total};
 	uint64_t groups_total = 0;
 	for (size_t i = 0; i < w.n; i++) {
@@ -2021,8 +2085,13 @@ static enum nn_status nm_run(struct onnx_model *m, const struct prune_params *p,
 	bad |= totals_json(out, m, &w, bytes_before);
 	bad |= step_json_set(out, "layers", layers);
 	layers = NULL;
-	bad |= step_json_set(out, "seconds", json_real(step_seconds_since(&t0)));
 	if (bad) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for prune metrics");
+		goto fail;
+	}
+	if (p->reconstruct && (st = reconstruct(m, p, &w, orig, ctx, out, e)) != NN_OK)
+		goto fail;
+	if (step_json_set(out, "seconds", json_real(step_seconds_since(&t0)))) {
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for prune metrics");
 		goto fail;
 	}
@@ -2035,6 +2104,7 @@ fail:
 	wset_free(&w);
 	free(dims);
 	free(axes);
+	free(orig);
 	return st;
 }
 

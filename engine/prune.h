@@ -61,6 +61,8 @@ struct prune_params {
 	const json_t *layers;      /* {"<initializer name>": sparsity or ratio}: per-layer
 				    * overrides (magnitude, structured), borrowed from the
 				    * spec, NULL when absent */
+	bool reconstruct;          /* magnitude, nm: re-fit the kept weights of each layer on
+				    * calibration data (prune_recon.h) */
 	bool keep_first_last;      /* magnitude, nm, structured: leave the first and the
 				    * last prunable layer (graph order) untouched */
 	/* nm */
@@ -71,7 +73,7 @@ struct prune_params {
 	/* dead */
 	double threshold;          /* a channel is dead if |activation| <= threshold on
 				    * every calibration sample (default exactly 0) */
-	bool has_dataset;          /* the step names its own "dataset" (the pipeline
+	bool has_dataset;          /* dead, reconstruct: the step names its own "dataset" (the pipeline
 				    * resolves it into ctx->calib) */
 	size_t index;              /* the step's place in "steps", for error fields
 				    * ("steps[2].layers.fc1.weight"); set by

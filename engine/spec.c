@@ -297,6 +297,13 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 					       "name a dataset (the step's \"dataset\" or the spec's "
 					       "top-level one)");
 			}
+			if (pp.reconstruct && !pp.has_dataset && !ev.train.set) {
+				snprintf(field, sizeof field, "steps[%zu].reconstruct", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "reconstruct re-fits the kept weights on calibration "
+					       "data: name a dataset (the step's \"dataset\" or the "
+					       "spec's top-level one)");
+			}
 		} else if (is_sens) {
 			struct sensitivity_params sp;
 			if ((st = sensitivity_params_parse(step, i, &sp, e)) != NN_OK)
