@@ -1123,7 +1123,9 @@ static enum nn_status compile_node(struct tg_graph *g, const Onnx__NodeProto *n,
 	if (out[0].dtype != DT_FLOAT)
 		return exec_node_err(e, NN_EUNSUPPORTED, n, "output is %s; training runs on float32",
 				     dtype_name(out[0].dtype));
-	if (!g->v[ins[0] >= 0 ? ins[0] : 0].batched && kind != K_ADD && kind != K_SUB &&
+	if (n->n_input < 1 || ins[0] < 0)
+		return exec_node_err(e, NN_EINVAL, n, "missing first input");
+	if (!g->v[ins[0]].batched && kind != K_ADD && kind != K_SUB &&
 	    kind != K_MUL && kind != K_DIV && kind != K_CONCAT)
 		return exec_node_err(e, NN_EUNSUPPORTED, n,
 				     "first input must depend on the graph input");
@@ -1165,8 +1167,6 @@ static enum nn_status compile_node(struct tg_graph *g, const Onnx__NodeProto *n,
 	nd->n_in = (int)n->n_input;
 	for (int k = 0; k < nd->n_in; k++)
 		nd->in[k] = ins[k];
-	if (nd->in[0] < 0)
-		return exec_node_err(e, NN_EINVAL, n, "missing first input");
 	int vo = value_add(g, n->output[0], e);
 	if (vo < 0)
 		return NN_ENOMEM;

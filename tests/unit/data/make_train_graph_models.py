@@ -9,7 +9,7 @@ gradient of its weight flows back through the operator under test.
   tg_<unary>      Gemm -> op -> Gemm for Relu, LeakyRelu, Sigmoid, Tanh, Gelu (opset 20,
                   none and tanh), HardSwish, HardSigmoid, Clip (inputs and attributes),
                   the Erf pattern of PyTorch 1.13, Softmax / LogSoftmax at the end, Dropout
-  tg_shape        Transpose, Reshape by PyTorch's Shape->Gather->Unsqueeze->Concat pattern,
+  tg_shape        Transpose (of the input, and on the gradient path), Reshape by PyTorch's Shape->Gather->Unsqueeze->Concat pattern,
                   Flatten, Concat, Identity
   tg_conv         Conv+bias, BatchNormalization, Relu, MaxPool, Conv (no bias), Pad,
                   AveragePool, GlobalAveragePool, Flatten, Gemm
@@ -131,11 +131,12 @@ write("tg_logsoftmax", [N("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
 write("tg_shape", [
     N("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),          # [N,4,3]
     N("MatMul", ["xt", "w1"], ["m"]),                        # [N,4,5]
-    N("Shape", ["m"], ["sh"]),
+    N("Transpose", ["m"], ["mt"], perm=[0, 2, 1]),           # [N,5,4] (on the gradient path)
+    N("Shape", ["mt"], ["sh"]),
     N("Gather", ["sh", "zero"], ["b"], axis=0),
     N("Unsqueeze", ["b", "ax0"], ["bu"]),
     N("Concat", ["bu", "minus1"], ["shp"], axis=0),
-    N("Reshape", ["m", "shp"], ["f"]),                       # [N,20]
+    N("Reshape", ["mt", "shp"], ["f"]),                      # [N,20]
     N("Flatten", ["x"], ["xf"], axis=1),                     # [N,12] (no gradient)
     N("Tanh", ["f"], ["ft"]),
     N("Identity", ["ft"], ["fi"]),
