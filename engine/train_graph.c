@@ -991,23 +991,17 @@ static enum nn_status input_value(struct tg_graph *g, const Onnx__ValueInfoProto
 	v->dtype = DT_FLOAT;
 	v->batched = true;
 	v->ndim = (int)tt->shape->n_dim;
-	for (int k = 0; k < v->ndim; k++) {
+	/* dim 0 is the batch even when the export fixed it (PyTorch without
+	 * dynamic axes writes 1): a node whose shape depends on that value (a
+	 * Reshape to [1, -1]) is refused by name in compile_node */
+	v->shape[0] = g->max_batch;
+	for (int k = 1; k < v->ndim; k++) {
 		const Onnx__TensorShapeProto__Dimension *dm = tt->shape->dim[k];
 		bool fixed = dm->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
-		if (k == 0) {
-			if (fixed && dm->dim_value != g->max_batch)
-				return err_set(e, NN_EUNSUPPORTED, "unsupported_model", "",
-					       "input '%.100s' fixes its batch at %lld, not the batch size %lld",
-					       vi->name, (long long)dm->dim_value,
-					       (long long)g->max_batch);
-			v->shape[0] = g->max_batch;
-		} else {
-			if (!fixed || dm->dim_value < 1)
-				return err_set(e, NN_EUNSUPPORTED, "unsupported_model", "",
-					       "input '%.100s' dimension %d is not a fixed size",
-					       vi->name, k);
-			v->shape[k] = dm->dim_value;
-		}
+		if (!fixed || dm->dim_value < 1)
+			return err_set(e, NN_EUNSUPPORTED, "unsupported_model", "",
+				       "input '%.100s' dimension %d is not a fixed size", vi->name, k);
+		v->shape[k] = dm->dim_value;
 	}
 	int64_t per = 1;
 	for (int k = 1; k < v->ndim; k++)

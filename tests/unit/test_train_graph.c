@@ -414,6 +414,7 @@ static int test_refusals(void)
 	struct { const char *model; enum nn_status st; const char *words; } cases[] = {
 		{"tg_two_inputs", NN_EUNSUPPORTED, "exactly one input"},
 		{"tg_exp", NN_EUNSUPPORTED, "Exp"},
+		{"tg_fixed1_reshape", NN_EUNSUPPORTED, "reshape_to_batch_1"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct onnx_model *m = load(cases[i].model);
@@ -426,9 +427,22 @@ static int test_refusals(void)
 		      "%s: status %d message '%s'", cases[i].model, st, e.message);
 		onnx_free(m);
 	}
+	/* a batch fixed at 1 by the export still trains at batch 4 */
+	struct onnx_model *f1 = load("tg_fixed1");
+	CHECK(f1, "load");
+	struct tg_graph *g = compile(f1, 4, 0);
+	CHECK(g && tg_input_spec(g)->shape[0] == 4 && tg_output_spec(g)->shape[0] == 4,
+	      "fixed batch 1 not trainable at 4");
+	float x4[20] = {1, 2, 3, 4, 5}, d4[12] = {1};
+	const float *y4;
+	struct nn_err e4;
+	CHECK(tg_forward(g, x4, 4, true, &y4, &e4) == NN_OK && tg_backward(g, d4, &e4) == NN_OK,
+	      "%s", e4.message);
+	tg_free(g);
+	onnx_free(f1);
 	struct onnx_model *m = load("tg_relu");
 	CHECK(m, "load");
-	struct tg_graph *g = compile(m, 2, 0);
+	g = compile(m, 2, 0);
 	CHECK(g, "compile");
 	float x[15] = {0};
 	const float *y;

@@ -14,6 +14,8 @@ gradient of its weight flows back through the operator under test.
   tg_conv         Conv+bias, BatchNormalization, Relu, MaxPool, Conv (no bias), Pad,
                   AveragePool, GlobalAveragePool, Flatten, Gemm
   tg_conv_group   grouped dilated Conv, Sigmoid, AveragePool count_include_pad with pads
+  tg_fixed1       batch fixed at 1 by the export: trains at any batch
+  tg_fixed1_reshape  the same with a Reshape to [1, -1]: refused naming the node
   tg_two_inputs   refused: two graph inputs
   tg_exp          refused: an operator without a gradient (Exp)
 
@@ -185,3 +187,25 @@ unary("tg_exp", [N("Exp", ["h"], ["u"])])
 # a wide Dropout for the measured drop fraction
 write("tg_dropout_wide", [N("Dropout", ["x", "ratio"], ["y"])], [4000], [4000],
       [t("ratio", np.array(0.3, np.float32))])
+
+
+# an export with its batch fixed at 1 (PyTorch without dynamic axes): trains at any
+# batch; the same with a Reshape to [1, -1] is refused by node name
+def fixed1(name, nodes, inits):
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", F, [1, 5])],
+                          [helper.make_tensor_value_info("y", F, [1, 3])], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)],
+                          producer_name="make_train_graph_models")
+    m.ir_version = 8
+    checker.check_model(m)
+    save(m, os.path.join(OUT, name + ".onnx"))
+
+
+fixed1("tg_fixed1", [N("Gemm", ["x", "w1", "b1"], ["h"], transB=1), N("Relu", ["h"], ["u"]),
+                     N("Gemm", ["u", "w2", "b2"], ["y"], transB=1)],
+       [rnd("w1", 6, 5), rnd("b1", 6), rnd("w2", 3, 6), rnd("b2", 3)])
+fixed1("tg_fixed1_reshape", [N("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+                             N("Reshape", ["h", "shp"], ["r"], name="reshape_to_batch_1"),
+                             N("Gemm", ["r", "w2", "b2"], ["y"], transB=1)],
+       [rnd("w1", 6, 5), rnd("b1", 6), t("shp", np.array([1, -1], np.int64)),
+        rnd("w2", 3, 6), rnd("b2", 3)])
