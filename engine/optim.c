@@ -12,6 +12,10 @@
 
 #include "step.h"
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 /* torch's _strong_wolfe is called with its defaults. */
 #define WOLFE_C1 1e-4
 #define WOLFE_C2 0.9
@@ -695,6 +699,69 @@ enum nn_status optim_mask_zeros(struct optim *o, size_t i, size_t *masked, struc
 	return st;
 }
 
+/* The element-wise updates run on 4-float vectors (GCC/Clang vector
+ * extensions: SSE on x86-64) with a scalar tail. Every lane does the same
+ * IEEE single operations in the same order as the tail, so the result does
+ * not depend on where a parameter's slice starts or ends; the update is
+ * memory-bound, and this keeps it at a few passes' worth of bandwidth
+ * (scalar code, which -O2 does not vectorize, was 3-4x slower). */
+typedef float v4 __attribute__((vector_size(16)));
+
+static inline v4 v4_load(const float *p)
+{
+	v4 v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static inline void v4_store(float *p, v4 v)
+{
+	memcpy(p, &v, sizeof v);
+}
+
+static inline v4 v4_sqrt(v4 v)
+{
+#if defined(__SSE__)
+	return (v4)_mm_sqrt_ps((__m128)v);
+#else
+	for (int i = 0; i < 4; i++)
+		v[i] = sqrtf(v[i]);
+	return v;
+#endif
+}
+
+enum sgd_variant { SGD_PLAIN, SGD_FIRST, SGD_MOMENTUM };
+
+/* One parameter's SGD update; inlined per variant so the loops carry no
+ * branches. PyTorch: d = g + wd*w; buf = d (first) or buf*mom + (1-damp)*d;
+ * d = nesterov ? d + mom*buf : buf; w += -lr*d. */
+static inline __attribute__((always_inline)) void
+sgd_kernel(float *restrict w, const float *restrict g, float *restrict buf, size_t n, float lr,
+	   float wd, float mom, float damp1, enum sgd_variant variant, bool nesterov)
+{
+	size_t j = 0;
+	for (; j + 4 <= n; j += 4) {
+		v4 wv = v4_load(w + j);
+		v4 dp = v4_load(g + j) + wd * wv;
+		v4 upd = dp;
+		if (variant != SGD_PLAIN) {
+			v4 b = variant == SGD_FIRST ? dp : v4_load(buf + j) * mom + damp1 * dp;
+			v4_store(buf + j, b);
+			upd = nesterov ? dp + mom * b : b;
+		}
+		v4_store(w + j, wv - lr * upd);
+	}
+	for (; j < n; j++) {
+		float dp = g[j] + wd * w[j], upd = dp;
+		if (variant != SGD_PLAIN) {
+			float b = variant == SGD_FIRST ? dp : buf[j] * mom + damp1 * dp;
+			buf[j] = b;
+			upd = nesterov ? dp + mom * b : b;
+		}
+		w[j] = w[j] - lr * upd;
+	}
+}
+
 static void sgd_update(struct optim *o)
 {
 	const float lr = (float)o->lr, mom = (float)o->p.momentum;
@@ -702,25 +769,56 @@ static void sgd_update(struct optim *o)
 	const bool first = !o->started, nesterov = o->p.nesterov;
 	for (size_t i = 0; i < o->n; i++) {
 		struct tg_param *prm = o->params[i];
-		float *w = prm->value, *g = prm->grad;
+		float *w = prm->value, *g = prm->grad, *buf = o->s1 ? o->s1 + o->offset[i] : NULL;
 		const float wd = prm->decay ? (float)o->p.weight_decay : 0.0f;
 		size_t n = prm->n;
 		zero_masked(o, i, g);
-		if (!o->s1) {
-			for (size_t j = 0; j < n; j++)
-				w[j] -= lr * (g[j] + wd * w[j]);
-		} else {
-			float *buf = o->s1 + o->offset[i];
-			for (size_t j = 0; j < n; j++) {
-				float dp = g[j] + wd * w[j];
-				float b = first ? dp : buf[j] * mom + damp1 * dp;
-				buf[j] = b;
-				w[j] -= lr * (nesterov ? dp + mom * b : b);
-			}
-		}
+		if (!buf)
+			sgd_kernel(w, g, NULL, n, lr, wd, 0, 0, SGD_PLAIN, false);
+		else if (first)
+			sgd_kernel(w, g, buf, n, lr, wd, mom, damp1, SGD_FIRST, nesterov);
+		else if (nesterov)
+			sgd_kernel(w, g, buf, n, lr, wd, mom, damp1, SGD_MOMENTUM, true);
+		else
+			sgd_kernel(w, g, buf, n, lr, wd, mom, damp1, SGD_MOMENTUM, false);
 		zero_masked(o, i, w);
 	}
 	o->started = true;
+}
+
+struct adam_consts {
+	float step_size, bc2_sqrt, b1, b2, one_b1, one_b2, eps;
+	float l2;     /* adam: L2 coefficient added to the gradient */
+	float shrink; /* adamw: 1 - lr*wd, applied to w first */
+};
+
+/* PyTorch: (adamw: w *= 1 - lr*wd); g += wd*w (adam); m = m*b1 + (1-b1)*g;
+ * v = v*b2 + (1-b2)*g*g; w += -step_size * m / (sqrt(v)/sqrt(bc2) + eps). */
+static void adam_kernel(float *restrict w, const float *restrict g, float *restrict m,
+			float *restrict v, size_t n, const struct adam_consts *c)
+{
+	const float step_size = c->step_size, bc2_sqrt = c->bc2_sqrt, b1 = c->b1, b2 = c->b2;
+	const float one_b1 = c->one_b1, one_b2 = c->one_b2, eps = c->eps, l2 = c->l2;
+	const float shrink = c->shrink;
+	size_t j = 0;
+	for (; j + 4 <= n; j += 4) {
+		v4 wv = v4_load(w + j) * shrink;
+		v4 gv = v4_load(g + j) + l2 * wv;
+		v4 mv = v4_load(m + j) * b1 + one_b1 * gv;
+		v4 vv = v4_load(v + j) * b2 + one_b2 * gv * gv;
+		v4_store(m + j, mv);
+		v4_store(v + j, vv);
+		v4_store(w + j, wv - step_size * (mv / (v4_sqrt(vv) / bc2_sqrt + eps)));
+	}
+	for (; j < n; j++) {
+		float wj = w[j] * shrink;
+		float gj = g[j] + l2 * wj;
+		float mj = m[j] * b1 + one_b1 * gj;
+		float vj = v[j] * b2 + one_b2 * gj * gj;
+		m[j] = mj;
+		v[j] = vj;
+		w[j] = wj - step_size * (mj / (sqrtf(vj) / bc2_sqrt + eps));
+	}
 }
 
 static void adam_update(struct optim *o)
@@ -728,33 +826,26 @@ static void adam_update(struct optim *o)
 	o->steps++;
 	const double step = (double)o->steps;
 	const double bc1 = 1 - pow(o->p.beta1, step), bc2 = 1 - pow(o->p.beta2, step);
-	const float step_size = (float)(o->lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-	const float b1 = (float)o->p.beta1, b2 = (float)o->p.beta2;
-	const float one_b1 = (float)(1 - o->p.beta1), one_b2 = (float)(1 - o->p.beta2);
-	const float eps = (float)o->p.eps;
 	const bool decoupled = o->p.kind == OPTIM_ADAMW;
+	struct adam_consts c = {
+		.step_size = (float)(o->lr / bc1),
+		.bc2_sqrt = (float)sqrt(bc2),
+		.b1 = (float)o->p.beta1,
+		.b2 = (float)o->p.beta2,
+		.one_b1 = (float)(1 - o->p.beta1),
+		.one_b2 = (float)(1 - o->p.beta2),
+		.eps = (float)o->p.eps,
+	};
 	for (size_t i = 0; i < o->n; i++) {
 		struct tg_param *prm = o->params[i];
-		float *w = prm->value, *g = prm->grad;
-		float *m = o->s1 + o->offset[i], *v = o->s2 + o->offset[i];
 		const double wd = prm->decay ? o->p.weight_decay : 0.0;
-		size_t n = prm->n;
-		zero_masked(o, i, g);
-		if (decoupled && wd != 0) {
-			const float shrink = (float)(1 - o->lr * wd);
-			for (size_t j = 0; j < n; j++)
-				w[j] *= shrink;
-		}
-		const float l2 = decoupled ? 0.0f : (float)wd;
-		for (size_t j = 0; j < n; j++) {
-			float gj = g[j] + l2 * w[j];
-			float mj = m[j] * b1 + one_b1 * gj;
-			float vj = v[j] * b2 + one_b2 * gj * gj;
-			m[j] = mj;
-			v[j] = vj;
-			w[j] -= step_size * (mj / (sqrtf(vj) / bc2_sqrt + eps));
-		}
-		zero_masked(o, i, w);
+		/* w * 1.0f and g + 0.0f * w leave finite values unchanged */
+		c.shrink = decoupled ? (float)(1 - o->lr * wd) : 1.0f;
+		c.l2 = decoupled ? 0.0f : (float)wd;
+		zero_masked(o, i, prm->grad);
+		adam_kernel(prm->value, prm->grad, o->s1 + o->offset[i], o->s2 + o->offset[i], prm->n,
+			    &c);
+		zero_masked(o, i, prm->value);
 	}
 }
 

@@ -454,6 +454,46 @@ static int test_weight_decay_only_on_decay_params(void)
 	return 0;
 }
 
+/* The update runs on 4-float vectors with a scalar tail: a tensor of 13
+ * updated whole and the same values split 1 + 5 + 7 (every lane and tail
+ * position shifted) end bit-identical, for every rule. */
+static int test_vector_and_tail_paths_identical(void)
+{
+	enum { N = 13 };
+	const enum optim_kind kinds[] = {OPTIM_SGD, OPTIM_SGD, OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW};
+	for (size_t kk = 0; kk < 5; kk++) {
+		float w1[N], g1[N], w2[N], g2[N];
+		for (int i = 0; i < N; i++)
+			w1[i] = w2[i] = (float)sin(1.3 * i + 0.2);
+		struct tg_param whole = {"w", w1, g1, N, true};
+		struct tg_param a = {"a", w2, g2, 1, true}, b = {"b", w2 + 1, g2 + 1, 5, true},
+				c = {"c", w2 + 6, g2 + 6, 7, true};
+		struct tg_param *p1[1] = {&whole}, *p2[3] = {&a, &b, &c};
+		struct optim_params op;
+		optim_params_default(kinds[kk], &op);
+		op.lr = 0.05;
+		op.weight_decay = 0.01;
+		if (kk == 1)
+			op.momentum = 0.9, op.dampening = 0.2;
+		if (kk == 2)
+			op.momentum = 0.8, op.nesterov = true;
+		struct optim *o1, *o2;
+		struct nn_err e = {0};
+		CHECK(optim_new(&op, p1, 1, &o1, &e) == NN_OK && optim_new(&op, p2, 3, &o2, &e) == NN_OK,
+		      "%s", e.message);
+		for (int s = 0; s < 6; s++) {
+			for (int i = 0; i < N; i++)
+				g1[i] = g2[i] = (float)cos(0.7 * i * (s + 1)) * w1[i] + 0.1f;
+			CHECK(optim_step(o1, &e) == NN_OK && optim_step(o2, &e) == NN_OK, "%s", e.message);
+			CHECK(!memcmp(w1, w2, sizeof w1), "%s (variant %zu): split parameters differ "
+			      "after step %d", optim_kind_name(op.kind), kk, s);
+		}
+		optim_free(o1);
+		optim_free(o2);
+	}
+	return 0;
+}
+
 static int expect_error(const char *json, const char *field, const char *needle, bool schedule)
 {
 	json_error_t je;
@@ -626,6 +666,7 @@ int main(int argc, char **argv)
 		{"weight_decay_only_on_decay_params", test_weight_decay_only_on_decay_params},
 		{"spec_parse_defaults_and_field_errors", test_spec_parse_defaults_and_field_errors},
 		{"lbfgs_closure_failure_restores_point", test_lbfgs_closure_failure_restores_point},
+		{"vector_and_tail_paths_identical", test_vector_and_tail_paths_identical},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		if (!strcmp(argv[1], cases[i].name))
