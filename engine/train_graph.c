@@ -631,10 +631,17 @@ static enum nn_status setup_node(struct tg_graph *g, struct tg_node *nd, int64_t
 	case K_SUB:
 	case K_MUL:
 	case K_DIV:
-		for (int i = 0; i < 2; i++)
-			if (g->v[nd->in[i]].batched && g->v[nd->in[i]].ndim != y->ndim)
+		for (int i = 0; i < 2; i++) {
+			const struct tg_value *v = &g->v[nd->in[i]];
+			if (v->batched && v->ndim != y->ndim)
 				return exec_node_err(e, NN_EUNSUPPORTED, n,
 						     "an activation operand must have the output's rank");
+			/* a constant as long as the batch would not follow a smaller batch */
+			if (!v->batched && v->ndim == y->ndim && v->shape[0] != 1)
+				return exec_node_err(e, NN_EUNSUPPORTED, n,
+						     "constant '%.100s' varies along the batch dimension",
+						     v->name);
+		}
 		break;
 	case K_LEAKY:
 		nd->alpha = exec_attr_float(n, "alpha", 0.01f);
