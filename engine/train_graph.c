@@ -17,6 +17,7 @@
  * nothing is zeroed per batch except where a broadcast reduction needs it. */
 #include "train_graph.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,8 @@ struct tg_graph {
 	size_t tmp_floats;
 	float *tmpc;        /* 2 x the widest channel count: per-channel gradients */
 	size_t tmpc_floats;
+	struct tg_slab *slabs; /* shared buffers of activations backward does not read */
+	size_t n_slabs;
 	float *conv_scratch;
 	size_t conv_scratch_floats;
 };
@@ -609,6 +612,8 @@ static enum nn_status setup_node(struct tg_graph *g, struct tg_node *nd, int64_t
 			return exec_node_err(e, NN_EUNSUPPORTED, n, "Gemm needs 2-D A and B");
 		nd->k = x->shape[1];
 		nd->nn = y->shape[1];
+		if (g->max_batch > INT_MAX || nd->k > INT_MAX || nd->nn > INT_MAX)
+			return exec_node_err(e, NN_ETOOBIG, n, "dimensions exceed the BLAS int range");
 		if (nd->n_in > 2 && nd->in[2] >= 0) {
 			const struct tg_value *c = &g->v[nd->in[2]];
 			if (!(c->per == 1 || (c->per == nd->nn && c->shape[c->ndim - 1] == nd->nn)))
@@ -625,6 +630,8 @@ static enum nn_status setup_node(struct tg_graph *g, struct tg_node *nd, int64_t
 		nd->k = b->shape[0];
 		nd->nn = b->shape[1];
 		nd->rows_per = x->per / nd->k;
+		if (g->max_batch * nd->rows_per > INT_MAX || nd->k > INT_MAX || nd->nn > INT_MAX)
+			return exec_node_err(e, NN_ETOOBIG, n, "dimensions exceed the BLAS int range");
 		break;
 	}
 	case K_ADD:
@@ -1189,9 +1196,141 @@ static enum nn_status compile_node(struct tg_graph *g, const Onnx__NodeProto *n,
 	return setup_node(g, nd, opset, e);
 }
 
+/* Does node nd's backward read the value of its input slot k (or, k == -1,
+ * its output)? Only those activations are kept after the forward pass; the
+ * others share buffers by forward lifetime (plan_buffers). */
+static bool bwd_reads(const struct tg_graph *g, const struct tg_node *nd, int k)
+{
+	if (!nd->back)
+		return false;
+	switch (nd->kind) {
+	case K_GEMM:
+	case K_MATMUL:
+		return k == 0 && needs(g, nd->in[1]); /* dB = A^T dY */
+	case K_CONV:
+	case K_BN:
+		return k == 0;
+	case K_MUL:
+	case K_DIV:
+		return k == 0 || k == 1;
+	case K_RELU: case K_LEAKY: case K_GELU: case K_GELU_TANH: case K_ERF: case K_HSWISH:
+	case K_HSIGMOID: case K_CLIP:
+		return k == 0;
+	case K_SIGMOID: case K_TANH: case K_SOFTMAX: case K_LOGSOFTMAX:
+		return k == -1;
+	default:
+		return false;
+	}
+}
+
+struct tg_slab {
+	float *p;
+	size_t floats;
+	int busy_until; /* last node reading the current owner */
+};
+
+/* Activation buffers: a value backward reads, the output and the taps get
+ * their own; every other activation only lives from its producer to its last
+ * reader in the forward pass, so those share slabs (first fit, a slab grows
+ * to the largest value it ever holds). */
+static enum nn_status plan_buffers(struct tg_graph *g, struct tg_slab **slabs_out,
+				   size_t *n_slabs, struct nn_err *e)
+{
+	size_t nv = g->nv;
+	bool *keep = calloc(nv ? nv : 1, sizeof *keep);
+	int *last = malloc((nv ? nv : 1) * sizeof *last);
+	struct tg_slab *slabs = NULL;
+	size_t ns = 0;
+	enum nn_status st = NN_OK;
+	if (!keep || !last) {
+		st = oom(e);
+		goto done;
+	}
+	for (size_t i = 0; i < nv; i++)
+		last[i] = -1;
+	keep[root(g, g->out_v)] = true;
+	for (size_t t = 0; t < g->ntaps; t++)
+		keep[root(g, g->taps[t].v)] = true;
+	for (size_t i = 0; i < g->nn; i++) {
+		const struct tg_node *nd = &g->nodes[i];
+		for (int k = 0; k < nd->n_in; k++) {
+			if (nd->in[k] < 0)
+				continue;
+			int r = root(g, nd->in[k]);
+			last[r] = (int)i;
+			if (bwd_reads(g, nd, k))
+				keep[r] = true;
+		}
+		if (bwd_reads(g, nd, -1))
+			keep[root(g, nd->out)] = true;
+	}
+	/* values in definition order: the graph input (def -1) first, then nodes */
+	for (int pass = -1; pass < (int)g->nn; pass++) {
+		int vi = pass < 0 ? g->in_v : g->nodes[pass].out;
+		struct tg_value *v = &g->v[vi];
+		if (v->alias >= 0 || v->val)
+			continue;
+		size_t f = (size_t)(g->max_batch * v->per);
+		if (keep[vi]) {
+			v->val = fbuf(f);
+			v->own_val = true;
+			if (!v->val) {
+				st = oom(e);
+				goto done;
+			}
+			continue;
+		}
+		int end = last[vi] < pass ? pass : last[vi];
+		size_t best = ns;
+		for (size_t b = 0; b < ns; b++)
+			if (slabs[b].busy_until < pass &&
+			    (best == ns || (slabs[b].floats >= f) > (slabs[best].floats >= f)))
+				best = b;
+		if (best == ns) {
+			struct tg_slab *nsl = realloc(slabs, (ns + 1) * sizeof *nsl);
+			if (!nsl) {
+				st = oom(e);
+				goto done;
+			}
+			slabs = nsl;
+			slabs[ns++] = (struct tg_slab){.p = NULL, .floats = 0, .busy_until = -2};
+		}
+		if (slabs[best].floats < f) {
+			free(slabs[best].p);
+			slabs[best].p = NULL;
+			slabs[best].floats = f;
+		}
+		slabs[best].busy_until = end;
+		/* remember the slab; pointers are set once every slab has its size */
+		v->val = NULL;
+		last[vi] = -(int)best - 2; /* encoded slab index */
+	}
+	for (size_t b = 0; b < ns; b++) {
+		slabs[b].p = fbuf(slabs[b].floats);
+		if (!slabs[b].p) {
+			st = oom(e);
+			goto done;
+		}
+	}
+	for (int pass = -1; pass < (int)g->nn; pass++) {
+		int vi = pass < 0 ? g->in_v : g->nodes[pass].out;
+		struct tg_value *v = &g->v[vi];
+		if (v->alias >= 0 || v->val || last[vi] > -2)
+			continue;
+		v->val = slabs[-last[vi] - 2].p;
+	}
+done:
+	free(keep);
+	free(last);
+	*slabs_out = slabs;
+	*n_slabs = ns;
+	return st;
+}
+
 static enum nn_status allocate(struct tg_graph *g, const struct tg_options *opt,
 			       struct nn_err *e)
 {
+	enum nn_status st;
 	/* gradient need, in graph order */
 	for (size_t i = 0; i < g->nn; i++) {
 		struct tg_node *nd = &g->nodes[i];
@@ -1202,33 +1341,6 @@ static enum nn_status allocate(struct tg_graph *g, const struct tg_options *opt,
 		if (g->v[nd->out].alias < 0)
 			g->v[nd->out].needs_grad = any;
 	}
-	size_t maxf = 0;
-	for (size_t i = 0; i < g->nv; i++) {
-		struct tg_value *v = &g->v[i];
-		size_t f = (size_t)(v->batched ? g->max_batch * v->per : v->per);
-		if (f > maxf)
-			maxf = f;
-		if (v->alias >= 0 || v->is_const)
-			continue;
-		if (v->batched && !v->val) {
-			v->val = fbuf(f);
-			v->own_val = true;
-			if (!v->val)
-				return oom(e);
-		}
-		if (v->needs_grad && !v->grad) {
-			v->grad = fbuf(f);
-			if (!v->grad)
-				return oom(e);
-		}
-	}
-	g->tmp_floats = maxf;
-	g->tmp1 = fbuf(maxf);
-	g->tmp2 = fbuf(maxf);
-	g->conv_scratch = fbuf(g->conv_scratch_floats);
-	g->tmpc = fbuf(2 * g->tmpc_floats);
-	if (!g->tmp1 || !g->tmp2 || !g->conv_scratch || !g->tmpc)
-		return oom(e);
 	if (opt->n_taps) {
 		g->taps = calloc(opt->n_taps, sizeof *g->taps);
 		if (!g->taps)
@@ -1248,6 +1360,29 @@ static enum nn_status allocate(struct tg_graph *g, const struct tg_options *opt,
 			       (size_t)(g->max_batch * g->v[vi].per) * sizeof(float));
 		}
 	}
+	if ((st = plan_buffers(g, &g->slabs, &g->n_slabs, e)) != NN_OK)
+		return st;
+	size_t maxf = 0;
+	for (size_t i = 0; i < g->nv; i++) {
+		struct tg_value *v = &g->v[i];
+		size_t f = (size_t)(v->batched ? g->max_batch * v->per : v->per);
+		if (f > maxf)
+			maxf = f;
+		if (v->alias >= 0 || v->is_const)
+			continue;
+		if (v->needs_grad && !v->grad) {
+			v->grad = fbuf(f);
+			if (!v->grad)
+				return oom(e);
+		}
+	}
+	g->tmp_floats = maxf;
+	g->tmp1 = fbuf(maxf);
+	g->tmp2 = fbuf(maxf);
+	g->conv_scratch = fbuf(g->conv_scratch_floats);
+	g->tmpc = fbuf(2 * g->tmpc_floats);
+	if (!g->tmp1 || !g->tmp2 || !g->conv_scratch || !g->tmpc)
+		return oom(e);
 	return NN_OK;
 }
 
@@ -1354,6 +1489,9 @@ void tg_free(struct tg_graph *g)
 	free(g->tmp2);
 	free(g->conv_scratch);
 	free(g->tmpc);
+	for (size_t i = 0; i < g->n_slabs; i++)
+		free(g->slabs[i].p);
+	free(g->slabs);
 	free(g);
 }
 
@@ -2122,6 +2260,37 @@ enum nn_status tg_backward(struct tg_graph *g, const float *dout, struct nn_err 
 		if (!g->v[g->param_v[i]].written)
 			memset(g->params[i].grad, 0, g->params[i].n * sizeof(float));
 	return NN_OK;
+}
+
+size_t tg_graph_bytes(const struct tg_graph *g)
+{
+	size_t b = 0;
+	for (size_t i = 0; i < g->nv; i++) {
+		const struct tg_value *v = &g->v[i];
+		size_t f = (size_t)(v->batched ? g->max_batch * v->per : v->per);
+		if (v->cdata)
+			b += f * (dtype_size(v->dtype) ? dtype_size(v->dtype) : 1);
+		if (v->own_val)
+			b += f * sizeof(float);
+		if (v->alias < 0 && v->grad)
+			b += f * sizeof(float);
+	}
+	for (size_t i = 0; i < g->n_slabs; i++)
+		b += g->slabs[i].floats * sizeof(float);
+	for (size_t i = 0; i < g->nn; i++) {
+		const struct tg_node *nd = &g->nodes[i];
+		size_t f = (size_t)(g->max_batch * g->v[nd->out].per);
+		if (nd->argmax)
+			b += f * sizeof(int32_t);
+		if (nd->mask)
+			b += (size_t)(g->max_batch * g->v[nd->in[0]].per);
+		if (nd->save_mean)
+			b += 2 * (size_t)nd->cols * sizeof(float);
+	}
+	for (size_t t = 0; t < g->ntaps; t++)
+		b += (size_t)(g->max_batch * g->v[g->taps[t].v].per) * sizeof(float);
+	b += (2 * g->tmp_floats + g->conv_scratch_floats + 2 * g->tmpc_floats) * sizeof(float);
+	return b;
 }
 
 /* ------------------------------------------------------------ write-back */

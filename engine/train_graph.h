@@ -91,6 +91,11 @@ float *tg_tap_grad(struct tg_graph *g, const char *name);
  * mode treats BN as the frozen affine transform and Dropout as identity. */
 enum nn_status tg_backward(struct tg_graph *g, const float *dout, struct nn_err *e);
 
+/* Bytes the graph holds (parameters, constants, activations, gradients,
+ * saved statistics, masks, scratch), for memory reporting. Activations that
+ * backward does not read share buffers by forward lifetime. */
+size_t tg_graph_bytes(const struct tg_graph *g);
+
 /* Copies trained parameter values and BatchNormalization running statistics
  * into m's initializers of the same names (same shapes, float32). m is
  * normally the model compiled (or a clone of it). */

@@ -409,6 +409,33 @@ static int test_taps(void)
 	return 0;
 }
 
+/* Activations backward does not read share buffers: on the cnn fixture the
+ * first Relu's output (read by MaxPool only) and the second's share one slab,
+ * so tapping both (taps are kept) costs exactly the smaller one's extra
+ * buffer plus the two tap gradients. */
+static int test_buffer_sharing(const char *fixtures)
+{
+	char path[1024];
+	snprintf(path, sizeof path, "%s/cnn.onnx", fixtures);
+	struct onnx_model *m = load(path);
+	CHECK(m, "load");
+	struct tg_graph *a = compile(m, 16, 0), *b = NULL;
+	CHECK(a, "compile");
+	const char *taps[] = {"/Relu_output_0", "/Relu_1_output_0"};
+	struct tg_options o = {.max_batch = 16, .taps = taps, .n_taps = 2};
+	struct nn_err e;
+	CHECK(tg_compile(m, &o, &b, &e) == NN_OK, "%s", e.message);
+	size_t r1 = 16 * 8 * 24 * 24 * sizeof(float), r2 = 16 * 16 * 8 * 8 * sizeof(float);
+	size_t ba = tg_graph_bytes(a), bb = tg_graph_bytes(b);
+	printf("cnn at batch 16: %zu bytes, %zu with both Relu outputs kept and tapped\n", ba, bb);
+	CHECK(bb == ba + r2 + (r1 + r2), "bytes %zu vs %zu (expected + %zu)", bb, ba,
+	      r2 + r1 + r2);
+	tg_free(a);
+	tg_free(b);
+	onnx_free(m);
+	return 0;
+}
+
 static int test_refusals(void)
 {
 	struct { const char *model; enum nn_status st; const char *words; } cases[] = {
@@ -550,6 +577,8 @@ int main(int argc, char **argv)
 		return oracle(argv[2], argv[3], argv[4]);
 	}
 	data_dir = argv[2];
+	if (strcmp(argv[1], "buffer_sharing") == 0)
+		return argc > 3 ? test_buffer_sharing(argv[3]) : 2;
 	static const struct {
 		const char *name;
 		int (*fn)(void);
