@@ -57,6 +57,26 @@ static enum nn_status check_dataset(struct request *rq, const struct spec_datase
 	return st;
 }
 
+/* Every model a step names by id (a distill teacher or student) exists. */
+static enum nn_status check_model_refs(struct request *rq, const json_t *steps, struct nn_err *e)
+{
+	for (size_t i = 0; i < json_array_size(steps); i++) {
+		struct spec_model_ref refs[SPEC_MAX_MODEL_REFS];
+		size_t n = spec_step_model_refs(json_array_get(steps, i), i, refs);
+		for (size_t k = 0; k < n; k++) {
+			char sha[65];
+			enum nn_status st = store_model_blob(rq->srv->store, STORE_DEFAULT_TENANT,
+							     refs[k].id, sha, NULL, e);
+			if (st == NN_ENOTFOUND)
+				return err_set(e, NN_EINVAL, "unknown_model", refs[k].field,
+					       "no model with id '%s'", refs[k].id);
+			if (st != NN_OK)
+				return st;
+		}
+	}
+	return NN_OK;
+}
+
 /* The executor must run every node when the spec evaluates the model. */
 static enum nn_status check_runnable(struct request *rq, const char *model_sha, struct nn_err *e)
 {
@@ -87,6 +107,8 @@ enum nn_status api_eval_check_spec(struct request *rq, const json_t *spec, const
 				ev.from_holdout && lists_metric(spec, "accuracy"), e)) != NN_OK)
 		return st;
 	const json_t *steps = json_object_get(spec, "steps");
+	if ((st = check_model_refs(rq, steps, e)) != NN_OK)
+		return st;
 	for (size_t i = 0; i < json_array_size(steps); i++) {
 		const json_t *ds = json_object_get(json_array_get(steps, i), "dataset");
 		char field[64];

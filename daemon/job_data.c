@@ -133,6 +133,60 @@ static enum nn_status load_steps(struct store *s, struct blob_store *bs, const c
 	return NN_OK;
 }
 
+/* One model a step names, unless already loaded. */
+static enum nn_status load_model_ref(struct store *s, struct blob_store *bs, const char *tenant,
+				     const struct spec_model_ref *ref, struct job_inputs *in,
+				     size_t cap, struct nn_err *e)
+{
+	for (size_t i = 0; i < in->n_models; i++)
+		if (!strcmp(in->model_ids[i], ref->id))
+			return NN_OK;
+	if (in->n_models == cap)
+		return err_set(e, NN_EINTERNAL, "internal", ref->field, "too many model references");
+	char sha[65], path[1200];
+	enum nn_status st = store_model_blob(s, tenant, ref->id, sha, NULL, e);
+	if (st == NN_ENOTFOUND)
+		return err_set(e, NN_EINVAL, "invalid_spec", ref->field,
+			       "model %s does not exist (deleted after the job was submitted?)",
+			       ref->id);
+	if (st != NN_OK)
+		return st;
+	blob_path(bs, sha, path, sizeof path);
+	size_t k = in->n_models;
+	if ((st = onnx_load_file(path, &in->models[k], e)) != NN_OK) {
+		err_prefix(e, "loading model %s (%s)", ref->id, ref->field);
+		return st;
+	}
+	snprintf(in->model_ids[k], sizeof in->model_ids[k], "%s", ref->id);
+	in->model_refs[k] = (struct step_model){in->model_ids[k], in->models[k]};
+	in->n_models++;
+	return NN_OK;
+}
+
+static enum nn_status load_models(struct store *s, struct blob_store *bs, const char *tenant,
+				  const json_t *spec, struct job_inputs *in, struct nn_err *e)
+{
+	const json_t *steps = json_object_get(spec, "steps");
+	size_t cap = json_array_size(steps) * SPEC_MAX_MODEL_REFS;
+	if (cap == 0)
+		return NN_OK;
+	in->models = calloc(cap, sizeof *in->models);
+	in->model_refs = calloc(cap, sizeof *in->model_refs);
+	in->model_ids = calloc(cap, sizeof *in->model_ids);
+	if (!in->models || !in->model_refs || !in->model_ids)
+		return err_set(e, NN_ENOMEM, NULL, NULL, "out of memory");
+	for (size_t i = 0; i < json_array_size(steps); i++) {
+		struct spec_model_ref refs[SPEC_MAX_MODEL_REFS];
+		size_t n = spec_step_model_refs(json_array_get(steps, i), i, refs);
+		for (size_t k = 0; k < n; k++) {
+			enum nn_status st = load_model_ref(s, bs, tenant, &refs[k], in, cap, e);
+			if (st != NN_OK)
+				return st;
+		}
+	}
+	return NN_OK;
+}
+
 enum nn_status job_inputs_load(struct store *s, struct blob_store *bs, const char *tenant,
 			       const json_t *spec, const struct onnx_model *m, unsigned threads,
 			       struct job_inputs *in, struct nn_err *e)
@@ -147,7 +201,8 @@ enum nn_status job_inputs_load(struct store *s, struct blob_store *bs, const cha
 				&in->calib_set, e)) != NN_OK)
 		goto fail;
 	in->calib = view_of(&in->calib_set);
-	if ((st = load_steps(s, bs, tenant, spec, m, in, e)) != NN_OK)
+	if ((st = load_steps(s, bs, tenant, spec, m, in, e)) != NN_OK ||
+	    (st = load_models(s, bs, tenant, spec, in, e)) != NN_OK)
 		goto fail;
 	bool eval_needs_data = ev->requested && (ev->metrics & EVAL_NEEDS_DATA);
 	if (eval_needs_data && ev->train.set && !ev->from_holdout && !ev->data.labels_id[0] &&
@@ -166,6 +221,8 @@ enum nn_status job_inputs_load(struct store *s, struct blob_store *bs, const cha
 		.n_step_calib = in->n_steps,
 		.eval = in->eval.inputs ? &in->eval : NULL,
 		.threads = threads,
+		.models = in->model_refs,
+		.n_models = in->n_models,
 	};
 	return NN_OK;
 fail:
@@ -182,5 +239,10 @@ void job_inputs_free(struct job_inputs *in)
 	free(in->step_sets);
 	free(in->step_data);
 	free(in->step_ptrs);
+	for (size_t i = 0; i < in->n_models; i++)
+		onnx_free(in->models[i]);
+	free(in->models);
+	free(in->model_refs);
+	free(in->model_ids);
 	memset(in, 0, sizeof *in);
 }

@@ -25,12 +25,17 @@ struct job_inputs {
 	struct eval_set *step_sets;        /* [n_steps]: a step's own "dataset" */
 	struct eval_data *step_data;       /* [n_steps] */
 	const struct eval_data **step_ptrs; /* [n_steps]: &step_data[i] or NULL */
+	struct onnx_model **models;        /* [n_models]: the models steps name by id */
+	struct step_model *model_refs;     /* [n_models]: id -> models[i] */
+	char (*model_ids)[SPEC_ID_CAP];    /* [n_models] */
+	size_t n_models;
 	struct pipeline_data pipeline;     /* points into the above */
 };
 
 /* Loads the spec's top-level dataset (its kept part with "holdout"), each
  * step's own dataset and the evaluation data (eval.dataset, or the held-out
- * part, or the top-level dataset itself), shaped for model m. Only what the
+ * part, or the top-level dataset itself), shaped for model m, and every
+ * model a step names by id (spec_step_model_refs; each once). Only what the
  * spec names; a dataset named twice is loaded once per use. */
 enum nn_status job_inputs_load(struct store *s, struct blob_store *bs, const char *tenant,
 			       const json_t *spec, const struct onnx_model *m, unsigned threads,

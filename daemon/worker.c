@@ -80,6 +80,21 @@ static void on_step(void *ud, size_t index, const char *op, const char *state,
 	json_decref(data);
 }
 
+/* A step's own event (one per training epoch, ...), tagged with the step. */
+static void on_event(void *ud, size_t index, const char *op, const char *type, const json_t *data)
+{
+	struct job_run *run = ud;
+	struct nn_err e = {0};
+	json_t *ev = json_is_object(data) ? json_copy((json_t *)data) : json_object();
+	if (!ev)
+		return;
+	json_object_set_new(ev, "step", json_integer((json_int_t)index));
+	json_object_set_new(ev, "op", json_string(op ? op : ""));
+	if (store_job_event(run->slot->pool->store, run->job_id, type, ev, &e) != NN_OK)
+		log_job(run->slot->pool, LOG_WARN, "cannot record a step event", run->job_id, &e);
+	json_decref(ev);
+}
+
 /* Records progress at most every 200 ms, and looks for a cancel request made
  * through the store (by another process or a restarted API). */
 static void on_progress(void *ud, double progress)
@@ -292,7 +307,8 @@ static void run_job(struct worker_slot *slot, const struct store_claim *claim)
 		return;
 	}
 	struct pipeline_hooks hooks = {
-		.ud = &run, .on_step = on_step, .on_progress = on_progress, .cancel = &slot->cancel,
+		.ud = &run, .on_step = on_step, .on_progress = on_progress, .on_event = on_event,
+		.cancel = &slot->cancel,
 	};
 	struct job_eval ev = {0};
 	enum nn_status st = evaluate_input(slot, claim, model, &ev, &err);

@@ -22,6 +22,7 @@
 
 struct runner {
 	const struct pipeline_hooks *hooks;
+	const char *op; /* the running step's */
 	size_t index, count;
 	double last_value;
 	struct timespec last_time;
@@ -55,6 +56,25 @@ static void step_progress_cb(void *ud, double fraction)
 	report(r, ((double)r->index + fraction) / (double)r->count, false);
 }
 
+static void step_event_cb(void *ud, const char *type, const json_t *data)
+{
+	struct runner *r = ud;
+	if (r->hooks && r->hooks->on_event)
+		r->hooks->on_event(r->hooks->ud, r->index, r->op, type, data);
+}
+
+/* Steps that train against the job's original model need a copy of it:
+ * earlier steps change the model in place. */
+static bool needs_input_model(const json_t *steps)
+{
+	for (size_t i = 0; i < json_array_size(steps); i++) {
+		const char *op = json_string_value(json_object_get(json_array_get(steps, i), "op"));
+		if (op && (!strcmp(op, "distill") || !strcmp(op, "finetune")))
+			return true;
+	}
+	return false;
+}
+
 static void on_step(const struct runner *r, size_t i, const char *op, const char *state,
 		    const json_t *metrics)
 {
@@ -70,6 +90,8 @@ static void set_step_data(struct step_ctx *ctx, const struct pipeline_data *d, s
 	ctx->eval = d->eval;
 	ctx->reference = d->reference;
 	ctx->threads = d->threads;
+	ctx->models = d->models;
+	ctx->n_models = d->n_models;
 }
 
 /* The finished model, run by nncd's executor on a few samples of the job's
@@ -123,15 +145,24 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 	const json_t *steps = json_object_get(spec, "steps");
 	struct runner r = {.hooks = hooks, .count = steps ? json_array_size(steps) : 0};
 	const atomic_bool *cancel = hooks ? hooks->cancel : NULL;
-	struct step_ctx ctx = {.cancel = cancel, .progress = step_progress_cb, .ud = &r};
+	struct step_ctx ctx = {
+		.cancel = cancel, .progress = step_progress_cb, .ud = &r, .event = step_event_cb};
+	struct onnx_model *input = NULL;
+	if (needs_input_model(steps)) {
+		if ((st = onnx_clone(m, &input, e)) != NN_OK)
+			return st;
+		ctx.input_model = input;
+	}
 	report(&r, 0.0, true);
 
 	for (size_t i = 0; i < r.count; i++) {
 		const json_t *step = json_array_get(steps, i);
 		const char *op = json_string_value(json_object_get(step, "op"));
 		r.index = i;
+		r.op = op;
 		if (step_canceled(&ctx)) {
 			on_step(&r, i, op, "canceled", NULL);
+			onnx_free(input);
 			return err_set(e, NN_ECANCELED, "canceled", "", "canceled before steps[%zu] (%s)",
 				       i, op);
 		}
@@ -172,6 +203,7 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 					snprintf(e->field, sizeof e->field, "steps[%zu]", i);
 				err_prefix(e, "steps[%zu] (%s)", i, op);
 			}
+			onnx_free(input);
 			return st;
 		}
 		on_step(&r, i, op, "succeeded", metrics);
@@ -180,5 +212,6 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 	}
 	if (r.count == 0)
 		report(&r, 1.0, true);
+	onnx_free(input);
 	return NN_OK;
 }

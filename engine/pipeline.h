@@ -15,6 +15,7 @@
 #include "err.h"
 #include "eval.h"
 #include "onnx_io.h"
+#include "step.h"
 
 /* Evaluation after every step: the figures land in that step's metrics under
  * "eval" (eval_model's object), fidelity measured against `reference`. */
@@ -32,6 +33,8 @@ struct pipeline_data {
 	const struct eval_data *eval;              /* the job's evaluation data, or NULL */
 	const struct eval_outputs *reference;      /* the input model's outputs on eval */
 	unsigned threads;                          /* executor threads for the steps */
+	const struct step_model *models;           /* models the steps name by id */
+	size_t n_models;
 };
 
 struct pipeline_hooks {
@@ -42,6 +45,10 @@ struct pipeline_hooks {
 			const json_t *metrics);
 	/* Overall progress in [0,1]; called at most a few times per second. May be NULL. */
 	void (*on_progress)(void *ud, double progress);
+	/* An event a step records (type, e.g. "epoch", and its data, borrowed),
+	 * with the step's index and op. May be NULL. */
+	void (*on_event)(void *ud, size_t index, const char *op, const char *type,
+			 const json_t *data);
 	/* Set by another thread to ask for a stop; may be NULL. */
 	const atomic_bool *cancel;
 	/* Evaluate the model after each step; may be NULL. */

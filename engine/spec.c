@@ -398,3 +398,19 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 	}
 	return NN_OK;
 }
+
+size_t spec_step_model_refs(const json_t *step, size_t index,
+			    struct spec_model_ref out[SPEC_MAX_MODEL_REFS])
+{
+	static const char *const keys[SPEC_MAX_MODEL_REFS] = {"teacher", "student"};
+	size_t n = 0;
+	for (size_t k = 0; k < SPEC_MAX_MODEL_REFS; k++) {
+		const json_t *id = json_object_get(json_object_get(step, keys[k]), "model");
+		if (!json_is_string(id) || json_string_length(id) >= SPEC_ID_CAP)
+			continue;
+		snprintf(out[n].id, sizeof out[n].id, "%s", json_string_value(id));
+		snprintf(out[n].field, sizeof out[n].field, "steps[%zu].%s.model", index, keys[k]);
+		n++;
+	}
+	return n;
+}

@@ -57,4 +57,17 @@ enum nn_status spec_parse_eval(const json_t *spec, struct spec_eval *out, struct
  * pipeline_run does before running the steps). */
 enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, struct nn_err *e);
 
+/* A model a step names by id: "teacher": {"model": id} or "student":
+ * {"model": id} (distill, finetune). */
+struct spec_model_ref {
+	char id[SPEC_ID_CAP];
+	char field[64]; /* "steps[2].teacher.model" */
+};
+#define SPEC_MAX_MODEL_REFS 2 /* per step: teacher and student */
+
+/* The model ids steps[index] names (at most SPEC_MAX_MODEL_REFS); values
+ * that are not strings are left to the step's own parser to refuse. */
+size_t spec_step_model_refs(const json_t *step, size_t index,
+			    struct spec_model_ref out[SPEC_MAX_MODEL_REFS]);
+
 #endif

@@ -28,6 +28,13 @@
 
 struct eval_data;
 struct eval_outputs;
+struct onnx_model;
+
+/* An uploaded model a step names by id (a distill teacher or student). */
+struct step_model {
+	const char *id;
+	const struct onnx_model *model;
+};
 
 struct step_ctx {
 	const atomic_bool *cancel;                 /* may be NULL */
@@ -42,7 +49,31 @@ struct step_ctx {
 	const struct eval_data *eval;
 	const struct eval_outputs *reference;
 	unsigned threads;                          /* executor threads; 0 = 1 */
+	/* The job's model as it was before step 0 (distill's default teacher),
+	 * kept by the pipeline only when a step needs it; else NULL. */
+	const struct onnx_model *input_model;
+	/* Other models the steps name ({"model": "mdl_..."}), loaded by the caller. */
+	const struct step_model *models;
+	size_t n_models;
+	/* Records a job event (e.g. one per training epoch); data is borrowed.
+	 * Called with `ud`; may be NULL. */
+	void (*event)(void *ud, const char *type, const json_t *data);
 };
+
+/* The model named `id` among ctx->models, or NULL. */
+static inline const struct onnx_model *step_model_by_id(const struct step_ctx *ctx, const char *id)
+{
+	for (size_t i = 0; ctx && id && i < ctx->n_models; i++)
+		if (ctx->models[i].id && !strcmp(ctx->models[i].id, id))
+			return ctx->models[i].model;
+	return NULL;
+}
+
+static inline void step_event(const struct step_ctx *ctx, const char *type, const json_t *data)
+{
+	if (ctx && ctx->event)
+		ctx->event(ctx->ud, type, data);
+}
 
 static inline bool step_canceled(const struct step_ctx *ctx)
 {
