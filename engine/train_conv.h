@@ -11,10 +11,12 @@
  *
  * Layouts: x [n, c, h, w]; Conv weight [m, c/group, kh, kw], bias [m];
  * y [n, m, oh, ow]; pools y [n, c, oh, ow]; per-channel vectors [c].
- * Conv runs as im2col + cblas_sgemm per image and group (columns of one image
- * and group in scratch); the weight gradient accumulates over the batch in the
- * GEMM (beta 1 after the first image), the input gradient is a GEMM into
- * columns followed by col2im.
+ * Conv runs as im2col + cblas_sgemm per band of images and group (the
+ * columns of a band, at most 128 KiB with the band's outputs: usually one
+ * image, several when images are small, side by side in scratch); the weight
+ * gradient accumulates over the batch in the GEMM (beta 1 after the first
+ * band), the input gradient is a GEMM into columns followed by col2im. The
+ * band depends on the shape only, so results repeat bit for bit.
  *
  * Threading: pure functions of their arguments; distinct calls may run on
  * distinct threads given distinct output and scratch buffers. cblas_sgemm
