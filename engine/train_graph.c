@@ -11,7 +11,9 @@
  * Values: every activation has dim 0 = the batch, so a smaller batch n runs
  * on the same buffers with n rows. Shape-only nodes (Reshape, Flatten,
  * Squeeze, Unsqueeze, Identity) alias their input's value and gradient
- * buffers: no copy forward, nothing to do backward.
+ * buffers: no copy forward, nothing to do backward. An activation gets its
+ * own buffer only when backward reads it (bwd_reads), or it is the output or
+ * a tap; the others share slabs by forward lifetime (plan_buffers).
  * Backward: a value's gradient buffer carries a `written` flag reset at the
  * start of tg_backward; the first contribution overwrites, later ones add, so
  * nothing is zeroed per batch except where a broadcast reduction needs it. */
