@@ -229,6 +229,11 @@ __attribute__((target("avx2"))) static bool params_avx2(const float *mn, const f
  * metrics are therefore bit-identical to the AVX2 path; tests compare them.
  * Needs AVX-512F and DQ (float and/xor on 512-bit vectors). */
 #define T512 __attribute__((target("avx512f,avx512dq")))
+/* Software prefetch distance of the first read of each weight, in floats
+ * (4 KiB): model weights live in protobuf-c's 4 KiB-page buffers, where the
+ * hardware prefetchers stop at every page boundary (as in quant.c). A
+ * prefetch never faults, so running past the end of a weight is harmless. */
+#define Q4_PF 1024
 
 /* One vector of the 16 per-block ranges (lanes in block order) -> scale,
  * reciprocal and zero point per lane, as block_params computes them one at a
@@ -402,11 +407,14 @@ T512 static bool rows512(const float *x, size_t nblk, size_t block, bool sym, un
 			__m512 v[16];
 			for (size_t b = 0; b < 16; b++) {
 				__m512i a = _mm512_setzero_si512();
-				for (size_t k = 0; b < g && k < nv; k++)
+				for (size_t k = 0; b < g && k < nv; k++) {
+					_mm_prefetch((const char *)(xg + b * block + 16 * k + Q4_PF),
+						     _MM_HINT_T0);
 					a = _mm512_max_epi32(
 						a, _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(
 									    xg + b * block + 16 * k)),
 								    vabs));
+				}
 				v[b] = _mm512_castsi512_ps(a);
 			}
 			mx = red16_order(red16_maxbits(v));
@@ -422,6 +430,8 @@ T512 static bool rows512(const float *x, size_t nblk, size_t block, bool sym, un
 				if (b >= g)
 					lo = hi = zero;
 				for (size_t k = 0; b < g && k < nv; k++) {
+					_mm_prefetch((const char *)(xg + b * block + 16 * k + Q4_PF),
+						     _MM_HINT_T0);
 					__m512 xv = _mm512_loadu_ps(xg + b * block + 16 * k);
 					nan |= _mm512_cmp_ps_mask(xv, xv, _CMP_UNORD_Q);
 					lo = _mm512_min_ps(xv, lo); /* xv < lo ? xv : lo */
@@ -521,6 +531,7 @@ T512 static bool cols_params512(const float *base, size_t cnt, size_t inner, siz
 		for (size_t l = 0; l < cnt; l++) {
 			const float *row = base + l * inner;
 			for (size_t i = 0; i < v16; i += 16) {
+				_mm_prefetch((const char *)(row + i + Q4_PF), _MM_HINT_T0);
 				__m512i a = _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(row + i)),
 							     vabs);
 				_mm512_storeu_si512((void *)(mx + i),
@@ -535,6 +546,7 @@ T512 static bool cols_params512(const float *base, size_t cnt, size_t inner, siz
 		for (size_t l = 0; l < cnt; l++) {
 			const float *row = base + l * inner;
 			for (size_t i = 0; i < v16; i += 16) {
+				_mm_prefetch((const char *)(row + i + Q4_PF), _MM_HINT_T0);
 				__m512 xv = _mm512_loadu_ps(row + i);
 				nan |= _mm512_cmp_ps_mask(xv, xv, _CMP_UNORD_Q);
 				_mm512_storeu_ps(mn + i, _mm512_min_ps(xv, _mm512_loadu_ps(mn + i)));
@@ -572,10 +584,13 @@ T512 static bool cols_params512(const float *base, size_t cnt, size_t inner, siz
  * per-column parameters, 16 at a time, then 8: nibbles to nib (byte
  * aligned) for the 16s when nib is not NULL, else bytes to q; the last 8
  * always to q[v16..v8). Returns the row's 8-lane error sum (the AVX2 code's
- * order: lane j takes columns j, 8 + j, 16 + j, ...). */
+ * order: lane j takes columns j, 8 + j, 16 + j, ...). next (or NULL): the
+ * same row of the next block, prefetched line by line so that its range
+ * pass finds it in cache: the memory works while this compute-bound pass
+ * runs from cache, instead of the two phases taking turns. */
 T512 static float cols_row512(const float *row, size_t v8, const float *inv, const float *zf,
 			      const float *sc, bool sym, unsigned off, uint8_t *nib, uint8_t *q,
-			      float *me)
+			      const float *next, float *me)
 {
 	const __m512 vlo = _mm512_set1_ps(sym ? -7.0f : 0.0f), vhi = _mm512_set1_ps(sym ? 7.0f : 15.0f);
 	const __m512i voff = _mm512_set1_epi32((int)off);
@@ -583,6 +598,8 @@ T512 static float cols_row512(const float *row, size_t v8, const float *inv, con
 	__m512 mxe = _mm512_setzero_ps();
 	size_t i = 0;
 	for (; i + 16 <= v8; i += 16) {
+		if (next)
+			_mm_prefetch((const char *)(next + i), _MM_HINT_T0);
 		__m512i qi = q16(_mm512_loadu_ps(row + i), _mm512_loadu_ps(inv + i),
 				 _mm512_loadu_ps(zf + i), _mm512_loadu_ps(sc + i), sym, vlo, vhi, voff,
 				 &acc, &mxe);
@@ -827,9 +844,12 @@ static enum nn_status quantize_impl(const float *w, size_t outer, size_t len, si
 					if (c512) {
 						bool direct = at % 2 == 0;
 						v = inner & ~(size_t)7;
+						/* the next block's row l (a prefetch never faults) */
+						const float *nx =
+							b + 1 < nb ? row + cnt * inner : NULL;
 						sq += cols_row512(row, v, inv, zf, sc, symmetric, offset,
 								  direct ? packed + at / 2 : NULL, q,
-								  &maxerr);
+								  nx, &maxerr);
 						q4_run(row + v, inner - v, inv + v, zf + v, sc + v, 1, lo,
 						       hi, offset, q + v, &sq, &maxerr);
 						if (direct)
@@ -900,20 +920,22 @@ enum nn_status quant_int4_quantize_isa(const float *w, size_t outer, size_t len,
 			     scales, zero_points, stats, isa, NULL, e);
 }
 
-#define QT_ROWS 32 /* rows of W quantized per tile before the transposed write */
+#define QT_ROWS 32 /* rows of W quantized per kernel call (their error sums are one
+		    * partial sum: the metrics depend on this grouping) */
+#define QT_TILE 128 /* rows per transposed write: 64 nibble bytes, a whole cache
+		     * line, per output row */
 
 #ifdef HAVE_Q4_SSE2
-/* Writes a full tile's nibbles transposed: tq holds QT_ROWS rows of k nibble
- * values (one byte each); nibble (r, kk) goes to nibble kk * n + j0 + r of
- * packed. Needs n and j0 even, so each output row's 32 nibbles are 16 whole
- * bytes: rows 2p and 2p + 1 are paired into bytes first, then 16x16 byte
- * blocks are transposed in registers (the per-nibble column loop was a
- * fifth of the step). Returns how many kk were written (a multiple of 16);
- * the caller writes the rest. */
-static size_t tile_put_sse2(const uint8_t *tq, size_t k, size_t n, size_t j0, uint8_t *packed)
+/* Writes 16 output rows kk0 .. kk0 + 15 of a 32-row group transposed: tq
+ * holds 32 rows of k nibble values (one byte each); nibble (r, kk) goes to
+ * nibble kk * n + j0 + r of packed. Needs n and j0 even, so each output
+ * row's 32 nibbles are 16 whole bytes: rows 2p and 2p + 1 are paired into
+ * bytes first, then 16x16 byte blocks are transposed in registers (the
+ * per-nibble column loop was a fifth of the step). */
+static void tile_put16_sse2(const uint8_t *tq, size_t k, size_t kk0, size_t n, size_t j0,
+			    uint8_t *packed)
 {
-	size_t kk = 0;
-	for (; kk + 16 <= k; kk += 16) {
+	for (size_t kk = kk0; kk < kk0 + 16; kk += 16) {
 		__m128i r[16], t[16];
 		for (int p = 0; p < 16; p++) {
 			__m128i a = _mm_loadu_si128(
@@ -959,47 +981,173 @@ static size_t tile_put_sse2(const uint8_t *tq, size_t k, size_t n, size_t j0, ui
 			_mm_storeu_si128((__m128i *)(void *)(packed + ((kk + (size_t)c) * n + j0) / 2),
 					 r[c]);
 	}
-	return kk;
 }
 #endif
+
+#ifdef HAVE_Q4_AVX512
+/* tile_put16_sse2 for output rows kk0 .. kk0 + 63 at once: the same
+ * interleave network on 512-bit registers, whose four 128-bit lanes carry
+ * four 16-row steps (lane L ends up holding output row kk0 + 16 L + c of
+ * r[c]); 32 registers hold it without the spills of the 16-register SSE2
+ * version (which ran at a quarter of an instruction per cycle). */
+__attribute__((target("avx512f,avx512bw"))) static void
+tile_put64_avx512(const uint8_t *tq, size_t k, size_t kk, size_t n, size_t j0, uint8_t *packed)
+{
+	__m512i r[16], t[16];
+	for (int p = 0; p < 16; p++) {
+		__m512i a = _mm512_loadu_si512(tq + (size_t)(2 * p) * k + kk);
+		__m512i b = _mm512_loadu_si512(tq + (size_t)(2 * p + 1) * k + kk);
+		r[p] = _mm512_or_si512(a, _mm512_slli_epi16(b, 4));
+	}
+	for (int i = 0; i < 8; i++) {
+		t[2 * i] = _mm512_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+		t[2 * i + 1] = _mm512_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+	}
+	for (int j = 0; j < 4; j++)
+		for (int h = 0; h < 2; h++) {
+			__m512i u = t[4 * j + h], v = t[4 * j + 2 + h];
+			r[8 * h + 2 * j] = _mm512_unpacklo_epi16(u, v);
+			r[8 * h + 2 * j + 1] = _mm512_unpackhi_epi16(u, v);
+		}
+	for (int h = 0; h < 2; h++)
+		for (int q = 0; q < 2; q++)
+			for (int m = 0; m < 2; m++) {
+				__m512i u = r[8 * h + 2 * (2 * m) + q];
+				__m512i v = r[8 * h + 2 * (2 * m + 1) + q];
+				t[8 * h + 4 * q + 2 * m] = _mm512_unpacklo_epi32(u, v);
+				t[8 * h + 4 * q + 2 * m + 1] = _mm512_unpackhi_epi32(u, v);
+			}
+	for (int h = 0; h < 2; h++)
+		for (int q = 0; q < 2; q++)
+			for (int w = 0; w < 2; w++) {
+				__m512i u = t[8 * h + 4 * q + w], v = t[8 * h + 4 * q + 2 + w];
+				int c = 8 * h + 4 * q + 2 * w;
+				r[c] = _mm512_unpacklo_epi64(u, v);
+				r[c + 1] = _mm512_unpackhi_epi64(u, v);
+			}
+	for (int c = 0; c < 16; c++) {
+		uint8_t *d = packed + ((kk + (size_t)c) * n + j0) / 2;
+		size_t lane = 16 * n / 2; /* 16 output rows further */
+		_mm_storeu_si128((__m128i *)(void *)d, _mm512_castsi512_si128(r[c]));
+		_mm_storeu_si128((__m128i *)(void *)(d + lane), _mm512_extracti32x4_epi32(r[c], 1));
+		_mm_storeu_si128((__m128i *)(void *)(d + 2 * lane),
+				 _mm512_extracti32x4_epi32(r[c], 2));
+		_mm_storeu_si128((__m128i *)(void *)(d + 3 * lane),
+				 _mm512_extracti32x4_epi32(r[c], 3));
+	}
+}
+#endif
+
+/* Writes the nibbles of `rows` quantized rows (bytes, k per row, at tq)
+ * transposed at column j0 of packed ([k][n] nibbles). With n even every
+ * store is a whole byte (j0 and, except at the end, rows are even), so
+ * packed need not be zeroed; with n odd the caller zeroes it (bytes shared
+ * with neighbouring tiles are OR-ed). */
+static void tile_write(const uint8_t *tq, size_t rows, size_t k, size_t n, size_t j0,
+		       uint8_t *packed, bool bw)
+{
+	(void)bw;
+	/* full 32-row groups, 16 output rows at a time across the groups: each
+	 * output row gets its QT_TILE / 2 bytes in one go */
+	size_t groups = 0, kk = 0;
+#ifdef HAVE_Q4_SSE2
+	if (n % 2 == 0) {
+		groups = rows / QT_ROWS;
+#ifdef HAVE_Q4_AVX512
+		if (bw)
+			for (; groups && kk + 64 <= k; kk += 64)
+				for (size_t g = 0; g < groups; g++)
+					tile_put64_avx512(tq + g * QT_ROWS * k, k, kk, n,
+							  j0 + g * QT_ROWS, packed);
+#endif
+		for (; groups && kk + 16 <= k; kk += 16) {
+			for (size_t g = 0; g < groups; g++)
+				tile_put16_sse2(tq + g * QT_ROWS * k, k, kk, n, j0 + g * QT_ROWS,
+						packed);
+		}
+	}
+#endif
+	uint8_t col[QT_TILE];
+	for (size_t c = 0; c < k; c++) {
+		/* rows of the full groups are written for c < kk */
+		size_t r0 = c < kk ? groups * QT_ROWS : 0;
+		if (r0 >= rows)
+			continue;
+		for (size_t r = r0; r < rows; r++)
+			col[r - r0] = tq[r * k + c];
+		put_nibbles(packed, c * n + j0 + r0, col, rows - r0, false);
+	}
+}
+
+/* Scratch memory the step reuses from one weight to the next (fresh pages
+ * fault in at ~2 GB/s with 4 KiB pages: a new 2 MB tile buffer per layer
+ * cost more than its transposed writes). Owned by quant_int4_run. */
+struct q4_scratch {
+	void *mem;
+	size_t cap;
+};
+
+/* At least `bytes` of s's memory, or NULL (out of memory). */
+static void *scratch_get(struct q4_scratch *s, size_t bytes)
+{
+	if (bytes > s->cap) {
+		free(s->mem);
+		s->mem = malloc(bytes);
+		s->cap = s->mem ? bytes : 0;
+	}
+	return s->mem;
+}
 
 /* W [n][k] (k contiguous) quantized as W^T [k][n] blocked along axis 0:
  * nibble k * n + j of packed, scale and zero point [(k / block) * n + j].
  * The values are those of quant_int4_quantize on W^T; the work runs on
- * K-contiguous rows (the fast path) a tile of QT_ROWS rows at a time, whose
- * bytes are then written column by column: no float transpose of W. */
+ * K-contiguous rows (the fast path), QT_ROWS rows per kernel call, whose
+ * bytes are then written QT_TILE rows at a time column by column (each
+ * output row gets whole cache lines): no float transpose of W.
+ * inplace (n even): packed is W's own storage. The nibbles of any tile land
+ * in the first n * k / 2 bytes, i.e. over rows j < n / 8: the tiles holding
+ * those rows are quantized first and their bytes kept aside (1/32 of W's
+ * size), every later tile is written straight over rows already read, and
+ * the kept tiles last. No output buffer to fault in, no copy. */
 static enum nn_status quantize_transposed(const float *w, size_t n, size_t k, size_t block,
-					  bool symmetric, uint8_t *packed, float *scales,
-					  uint8_t *zero_points, struct quant_int4_stats *stats,
+					  bool symmetric, uint8_t *packed, bool inplace,
+					  float *scales, uint8_t *zero_points,
+					  struct quant_int4_stats *stats, struct q4_scratch *scratch,
 					  const struct step_ctx *ctx, struct nn_err *e)
 {
 	size_t nb = (k + block - 1) / block;
-	uint8_t *tq = malloc(QT_ROWS * k + QT_ROWS * nb + 1);
-	float *tsc = malloc((QT_ROWS * nb + 1) * sizeof *tsc);
-	if (!tq || !tsc) {
-		free(tq);
-		free(tsc);
-		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 scratch");
+	size_t kept = 0; /* rows whose bytes wait in tq until the end */
+	if (inplace && n * k > 1) {
+		size_t risky = ((n * k) / 2 - 1) / (4 * k) + 1; /* rows overlapping the output */
+		kept = (risky + QT_TILE - 1) / QT_TILE * QT_TILE;
+		kept = kept < n ? kept : n;
 	}
-	uint8_t *tzp = tq + QT_ROWS * k;
-	enum nn_status st = NN_OK;
-	for (size_t j0 = 0; j0 < n; j0 += QT_ROWS) {
-		size_t rows = n - j0 < QT_ROWS ? n - j0 : QT_ROWS;
-		if ((st = quantize_impl(w + j0 * k, rows, k, 1, block, symmetric, 0, k, NULL, tq,
-					tsc, symmetric ? NULL : tzp, stats, QUANT_INT4_ISA_AUTO, ctx,
-					e)) != NN_OK)
-			break;
-		uint8_t col[QT_ROWS];
-		size_t kk = 0;
-#ifdef HAVE_Q4_SSE2
-		if (rows == QT_ROWS && n % 2 == 0)
-			kk = tile_put_sse2(tq, k, n, j0, packed);
+	/* tile scales (floats first, for alignment), tile bytes, kept bytes */
+	size_t tqb = (kept + QT_TILE) * k + QT_TILE * nb;
+	float *tsc = scratch_get(scratch, QT_TILE * nb * sizeof *tsc + tqb + 1);
+	if (!tsc)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 scratch");
+	uint8_t *tq = (uint8_t *)(tsc + QT_TILE * nb);
+	uint8_t *tzp = tq + (kept + QT_TILE) * k;
+	bool bw = false; /* AVX-512BW byte interleaves for the transposed writes */
+#ifdef HAVE_Q4_AVX512
+	bw = pick_isa(QUANT_INT4_ISA_AUTO) == QUANT_INT4_ISA_AVX512 &&
+	     __builtin_cpu_supports("avx512bw");
 #endif
-		for (; kk < k; kk++) {
-			for (size_t r = 0; r < rows; r++)
-				col[r] = tq[r * k + kk];
-			put_nibbles(packed, kk * n + j0, col, rows, false);
+	enum nn_status st = NN_OK;
+	for (size_t j0 = 0; j0 < n; j0 += QT_TILE) {
+		size_t rows = n - j0 < QT_TILE ? n - j0 : QT_TILE;
+		uint8_t *tile = j0 < kept ? tq + j0 * k : tq + kept * k;
+		for (size_t s = 0; s < rows; s += QT_ROWS) {
+			size_t r = rows - s < QT_ROWS ? rows - s : QT_ROWS;
+			if ((st = quantize_impl(w + (j0 + s) * k, r, k, 1, block, symmetric, 0, k,
+						NULL, tile + s * k, tsc + s * nb,
+						symmetric ? NULL : tzp + s * nb, stats,
+						QUANT_INT4_ISA_AUTO, ctx, e)) != NN_OK)
+				goto out;
 		}
+		if (j0 >= kept)
+			tile_write(tile, rows, k, n, j0, packed, bw);
 		for (size_t b = 0; b < nb; b++)
 			for (size_t r = 0; r < rows; r++) {
 				scales[b * n + j0 + r] = tsc[r * nb + b];
@@ -1007,8 +1155,9 @@ static enum nn_status quantize_transposed(const float *w, size_t n, size_t k, si
 					zero_points[b * n + j0 + r] = tzp[r * nb + b];
 			}
 	}
-	free(tq);
-	free(tsc);
+	for (size_t j0 = 0; j0 < kept; j0 += QT_TILE) /* every row of W has been read */
+		tile_write(tq + j0 * k, n - j0 < QT_TILE ? n - j0 : QT_TILE, k, n, j0, packed, bw);
+out:
 	return st;
 }
 
@@ -1275,7 +1424,8 @@ out:
 static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 			       const struct quant_params *p, const struct step_ctx *ctx,
 			       Onnx__TensorProto *init, const struct tensor *w,
-			       struct layer_out *lo, struct tensor *keep, struct nn_err *e)
+			       struct layer_out *lo, struct tensor *keep,
+			       struct q4_scratch *scratch, struct nn_err *e)
 {
 	enum nn_status st = NN_OK;
 	uint8_t *packed = NULL, *zpb = NULL, *zpk = NULL;
@@ -1310,14 +1460,16 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 	 * (a nibble's byte lies far behind the floats still to be read) and that
 	 * storage becomes the INT4 initializer's raw_data, as the int8 step does:
 	 * no fresh pages to fault in, no 40 MB unmapped per 10M weights.
-	 * Transposed, the tiles' columns land far ahead of the rows read, so
-	 * they go to a buffer copied over the float storage afterwards (freed
-	 * small, that buffer is reused by the next layer's calloc, while the
-	 * float storage would be unmapped). Neither when the floats are kept
-	 * for bias correction, or are a private copy. */
+	 * Transposed, the tiles' columns land over the first eighth of the rows:
+	 * quantize_transposed keeps those rows' bytes aside until they are read
+	 * (a fresh 5 MB output buffer per 10M weights faulted in at ~2 GB/s and
+	 * was a third of the transposed path), except when N is odd (nibble
+	 * bytes shared between tiles: a zeroed buffer copied over the float
+	 * storage afterwards). Neither when the floats are kept for bias
+	 * correction, or are a private copy. */
 	bool take = !keep && n > 0 && !w->owned &&
 		    (init->raw_data.data == w->data || (void *)init->float_data == w->data);
-	bool inplace = take && !transposed;
+	bool inplace = take && (!transposed || inner % 2 == 0);
 	packed = inplace ? NULL : calloc(n / 2 + 1, 1);
 	sc = malloc((ns ? ns : 1) * sizeof *sc);
 	zpb = calloc(ns ? ns : 1, 1);
@@ -1332,8 +1484,9 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 		goto out;
 	}
 	if (transposed)
-		st = quantize_transposed(w->data, inner, len, bs, p->symmetric, packed, sc,
-					 p->symmetric ? NULL : zpb, &lo->stats, ctx, e);
+		st = quantize_transposed(w->data, inner, len, bs, p->symmetric,
+					 inplace ? (uint8_t *)w->data : packed, inplace, sc,
+					 p->symmetric ? NULL : zpb, &lo->stats, scratch, ctx, e);
 	else
 		st = quant_int4_quantize(w->data, outer, len, inner, bs, p->symmetric, 0,
 					 len * inner, inplace ? (uint8_t *)w->data : packed, sc,
@@ -1524,7 +1677,8 @@ out:
 
 static enum nn_status one(struct onnx_model *m, const struct iwref *r,
 			  const struct quant_params *p, const struct step_ctx *ctx,
-			  json_t *layers, uint64_t *params, struct tensor *keep, struct nn_err *e)
+			  json_t *layers, uint64_t *params, struct tensor *keep,
+			  struct q4_scratch *scratch, struct nn_err *e)
 {
 	struct tensor w = {0};
 	struct layer_out lo = {.stats = {0, 0, INFINITY, 0}};
@@ -1543,7 +1697,7 @@ static enum nn_status one(struct onnx_model *m, const struct iwref *r,
 	}
 	lo.bytes_before = (size_t)n * 4;
 	if (p->format == QUANT_FORMAT_ONNX) {
-		st = one_onnx(m, r, p, ctx, init, &w, &lo, keep, e);
+		st = one_onnx(m, r, p, ctx, init, &w, &lo, keep, scratch, e);
 		if (st == NN_OK)
 			onnx_remove_initializer(m, r->name); /* after w's last use */
 	} else {
@@ -1605,6 +1759,7 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 	struct tensor *floats = NULL;
 	struct quant_bias_weight *bw = NULL;
 	json_t *bias = NULL, *kept = NULL;
+	struct q4_scratch scratch = {0};
 	if (p->block_size < 16 || p->block_size > 128 || (p->block_size & (p->block_size - 1)))
 		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size must be 16..128");
 	if (p->bias_correction && p->format != QUANT_FORMAT_ONNX) {
@@ -1687,8 +1842,8 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 			st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
 			goto fail;
 		}
-		if ((st = one(m, &ws[i], p, ctx, layers, &params, floats ? &floats[i] : NULL, e)) !=
-		    NN_OK)
+		if ((st = one(m, &ws[i], p, ctx, layers, &params, floats ? &floats[i] : NULL,
+			      &scratch, e)) != NN_OK)
 			goto fail;
 		step_progress(ctx, (double)(i + 1) / (double)nw);
 	}
@@ -1770,5 +1925,6 @@ fail:
 	}
 	free(ws);
 	free(refs);
+	free(scratch.mem);
 	return st;
 }

@@ -24,6 +24,7 @@
 #include "quant_int4.h"
 #include "step.h"
 #include "eval.h"
+#include "synthmodel.h"
 
 static const char *fixtures, *unit_data;
 
@@ -314,6 +315,105 @@ static int test_isa_paths_agree(void)
 		cases++;
 	}
 	fprintf(stderr, "%d layouts compared\n", cases);
+	return 0;
+}
+
+static Onnx__TensorProto *init_of(struct onnx_model *m, const char *name);
+
+/* The Gemm -> MatMul rewrite quantizes W [N, K] as W^T [K, N] from K-rows
+ * (tiles of rows written transposed, whole 32-row groups in registers and
+ * the rest nibble by nibble): its INT4 bytes, scales and zero points equal
+ * the kernel run on the explicitly transposed floats, for N around the
+ * 32/128-row tile edges, odd N (nibbles straddling bytes), K not a multiple
+ * of 16 or of the block, every block size, symmetric and not; the step's
+ * mse matches the kernel's to 1e-6 relative (partial sums grouped per 32
+ * rows). */
+static int test_transposed_gemm_matches_kernel(void)
+{
+	static const int64_t ns[] = {1, 31, 32, 33, 45, 127, 128, 129, 161, 300};
+	static const int64_t ks[] = {16, 47, 100, 784, 33};
+	int cases = 0;
+	for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+		for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
+			int64_t n = ns[a], k = ks[c];
+			size_t cnt = (size_t)(n * k);
+			float *w = malloc(cnt * sizeof *w), *wt = malloc(cnt * sizeof *wt);
+			CHECK(w && wt, "memory");
+			synthmodel_fill(w, cnt, 77 + a * 13 + c, 0.1f);
+			for (int64_t j = 0; j < n; j++)
+				for (int64_t i = 0; i < k; i++)
+					wt[i * n + j] = w[j * k + i];
+			struct synthmodel sm = {.n_layers = 1, .dims = {k, n}, .gemm = {true},
+						.weights = {w}};
+			uint8_t *bytes = NULL;
+			size_t len = 0;
+			struct nn_err e = {0};
+			CHECK(synthmodel_pack(&sm, &bytes, &len, &e) == NN_OK, "%s", e.message);
+			for (int v = 0; v < 8; v++) {
+				int bs = 16 << (v % 4);
+				bool sym = v < 4;
+				struct onnx_model *m = NULL;
+				CHECK(onnx_load(bytes, len, &m, &e) == NN_OK, "%s", e.message);
+				char spec[160];
+				snprintf(spec, sizeof spec,
+					 "{\"op\":\"quantize\",\"scheme\":\"int4\",\"block_size\":%d,"
+					 "\"symmetric\":%s}",
+					 bs, sym ? "true" : "false");
+				json_t *mt = NULL;
+				if (int4(m, spec, &mt))
+					return 1;
+				size_t nb = ((size_t)k + (size_t)bs - 1) / (size_t)bs, nsc = nb * (size_t)n;
+				uint8_t *pk = calloc(cnt / 2 + 1, 1), *zp = calloc(nsc, 1);
+				float *sc = malloc(nsc * sizeof *sc);
+				struct quant_int4_stats st = {0, 0, INFINITY, 0};
+				CHECK(pk && zp && sc, "memory");
+				CHECK(quant_int4_quantize(wt, 1, (size_t)k, (size_t)n, (size_t)bs, sym, 0,
+							  cnt, pk, sc, sym ? NULL : zp, &st, NULL,
+							  &e) == NN_OK,
+				      "%s", e.message);
+				const Onnx__TensorProto *q = init_of(m, "W0_quantized");
+				const Onnx__TensorProto *s = init_of(m, "W0_scale");
+				const Onnx__TensorProto *z = init_of(m, "W0_zero_point");
+				CHECK(q && s && z, "initializers of W0 (N %lld K %lld)", (long long)n,
+				      (long long)k);
+				CHECK(q->n_dims == 2 && q->dims[0] == k && q->dims[1] == n,
+				      "W0 written as [K, N]");
+				CHECK(q->raw_data.len == (cnt + 1) / 2 &&
+					      !memcmp(q->raw_data.data, pk, (cnt + 1) / 2),
+				      "N %lld K %lld block %d sym %d: nibbles differ from the kernel "
+				      "on W^T",
+				      (long long)n, (long long)k, bs, sym);
+				CHECK(s->raw_data.len == nsc * 4 && !memcmp(s->raw_data.data, sc, nsc * 4),
+				      "N %lld K %lld block %d: scales differ", (long long)n,
+				      (long long)k, bs);
+				if (!sym) {
+					uint8_t *zk = calloc(nsc / 2 + 1, 1);
+					quant_int4_pack(zp, nsc, zk);
+					CHECK(z->raw_data.len == (nsc + 1) / 2 &&
+						      !memcmp(z->raw_data.data, zk, (nsc + 1) / 2),
+					      "N %lld K %lld block %d: zero points differ",
+					      (long long)n, (long long)k, bs);
+					free(zk);
+				}
+				json_t *l0 = json_array_get(json_object_get(mt, "layers"), 0);
+				double mse = json_number_value(json_object_get(l0, "mse"));
+				double want = st.sq / (double)cnt;
+				CHECK(fabs(mse - want) <= 1e-6 * want, "mse %.17g vs %.17g", mse, want);
+				CHECK(json_number_value(json_object_get(l0, "max_abs_error")) ==
+					      (double)st.maxerr,
+				      "max_abs_error");
+				json_decref(mt);
+				free(pk);
+				free(zp);
+				free(sc);
+				onnx_free(m);
+				cases++;
+			}
+			free(bytes);
+			free(w);
+			free(wt);
+		}
+	fprintf(stderr, "%d Gemm layers compared\n", cases);
 	return 0;
 }
 
@@ -824,6 +924,8 @@ int main(int argc, char **argv)
 		return test_pack_roundtrip();
 	if (!strcmp(argv[1], "isa_paths_agree"))
 		return test_isa_paths_agree();
+	if (!strcmp(argv[1], "transposed_gemm_matches_kernel"))
+		return test_transposed_gemm_matches_kernel();
 	if (!strcmp(argv[1], "model_onnx_layout"))
 		return test_model_onnx_layout();
 	if (!strcmp(argv[1], "model_matmulnbits_layout"))
