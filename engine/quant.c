@@ -1000,7 +1000,7 @@ enum nn_status quant_params_parse(const json_t *step, size_t index, struct quant
 		 "bias_correction", "dataset", NULL},
 		{"op", "scheme", "graph", "keep_io_types", "exclude", NULL},
 		{"op", "scheme", "graph", "keep_io_types", "exclude", NULL},
-		{"op", "scheme", "symmetric", "ops", "exclude", NULL},
+		{"op", "scheme", "symmetric", "granularity", "ops", "exclude", NULL},
 		{"op", "scheme", "calibration", "percentile", "activations", "granularity",
 		 "symmetric", "exclude", "dataset", NULL},
 		{"op", "scheme", "bits", "ops", "exclude", NULL},
@@ -1025,8 +1025,9 @@ enum nn_status quant_params_parse(const json_t *step, size_t index, struct quant
 		return st;
 	}
 	out->scheme = (enum quant_scheme)scheme;
-	if ((st = step_parse_choice(step, index, "granularity", granularities, 0, &granularity,
-				    e)) != NN_OK ||
+	/* dynamic defaults to per tensor, as ONNX Runtime's quantize_dynamic does */
+	if ((st = step_parse_choice(step, index, "granularity", granularities,
+				    out->scheme == QUANT_DYNAMIC ? 1 : 0, &granularity, e)) != NN_OK ||
 	    (st = parse_flag(step, index, "symmetric", true, &out->symmetric, e)) != NN_OK ||
 	    (st = parse_exclude(step, index, &out->exclude, e)) != NN_OK ||
 	    (st = parse_flag(step, index, "bias_correction", false, &out->bias_correction, e)) !=

@@ -103,31 +103,47 @@ static enum nn_status rewrite(struct onnx_model *m, size_t pos, const Onnx__Tens
 		for (int64_t j = 0; j < N; j++)
 			dst[k * N + j] = trans_b ? src[j * K + k] : src[k * N + j];
 	enum dtype qt = p->symmetric ? DT_INT8 : DT_UINT8;
+	/* Per channel: one scale and zero point per column of B [K, N], which
+	 * MatMulInteger takes as a 1-D b_zero_point [N] and the Mul broadcasts. */
+	bool per_channel = p->granularity == QUANT_PER_CHANNEL;
+	int64_t nch = per_channel ? N : 1;
 	if ((st = tensor_alloc(&q, qt, 2, kn, e)) != NN_OK ||
-	    (st = tensor_alloc(&sc, DT_FLOAT, 0, NULL, e)) != NN_OK ||
-	    (st = tensor_alloc(&zp, qt, 0, NULL, e)) != NN_OK)
+	    (st = tensor_alloc(&sc, DT_FLOAT, per_channel ? 1 : 0, &N, e)) != NN_OK ||
+	    (st = tensor_alloc(&zp, qt, per_channel ? 1 : 0, &N, e)) != NN_OK)
 		goto fail;
-	if (p->symmetric)
-		st = quant_int8_symmetric_per_tensor(dst, (size_t)n, q.data, sc.data, ctx, e);
-	else
-		st = quant_uint8_asymmetric_per_channel(dst, 1, 1, (size_t)n, q.data, sc.data,
-							zp.data, ctx, e);
+	size_t outer = per_channel ? (size_t)K : 1, inner = per_channel ? 1 : (size_t)n;
+	if (p->symmetric) {
+		st = per_channel ? quant_int8_symmetric_per_channel(dst, outer, (size_t)N, 1, q.data,
+								    sc.data, ctx, e)
+				 : quant_int8_symmetric_per_tensor(dst, (size_t)n, q.data, sc.data,
+								   ctx, e);
+		memset(zp.data, 0, (size_t)nch);
+	} else {
+		st = quant_uint8_asymmetric_per_channel(dst, outer, (size_t)nch, inner, q.data,
+							sc.data, zp.data, ctx, e);
+	}
 	if (st != NN_OK) {
 		err_prefix(e, "weight '%s'", wname);
 		goto fail;
 	}
-	float scale = *(float *)sc.data;
-	int zpv = p->symmetric ? *(int8_t *)zp.data : *(uint8_t *)zp.data;
+	float *scales = sc.data;
+	float scale = scales[0], smin = scales[0], smax = scales[0];
 	double sq = 0, mx = 0;
 	for (int64_t i = 0; i < n; i++) {
+		int64_t c = per_channel ? i % N : 0;
+		int zpv = p->symmetric ? ((int8_t *)zp.data)[c] : ((uint8_t *)zp.data)[c];
 		int qi = p->symmetric ? ((int8_t *)q.data)[i] : ((uint8_t *)q.data)[i];
-		double d = fabs((double)((float)(qi - zpv) * scale) - (double)dst[i]);
+		double d = fabs((double)((float)(qi - zpv) * scales[c]) - (double)dst[i]);
 		sq += d * d;
 		mx = d > mx ? d : mx;
 	}
-	/* alpha scales A*B: fold it into the weight scale the Mul applies. */
-	float wscale = scale * alpha;
-	*(float *)sc.data = wscale;
+	int zpv = p->symmetric ? ((int8_t *)zp.data)[0] : ((uint8_t *)zp.data)[0];
+	/* alpha scales A*B: fold it into the weight scales the Mul applies. */
+	for (int64_t c = 0; c < nch; c++) {
+		smin = scales[c] < smin ? scales[c] : smin;
+		smax = scales[c] > smax ? scales[c] : smax;
+		scales[c] *= alpha;
+	}
 	for (int k = 0; k < N_COUNT; k++) {
 		const char *base = k <= N_AZ ? a : k <= N_WZ ? wname : k <= N_YM ? y : nbase;
 		if (!(nm[k] = quant_float_name(m, base, suffix[k]))) {
@@ -176,17 +192,21 @@ static enum nn_status rewrite(struct onnx_model *m, size_t pos, const Onnx__Tens
 	bad |= step_json_set(l, "shape", json_pack("[II]", (json_int_t)wshape[0],
 						   (json_int_t)wshape[1]));
 	bad |= step_json_set(l, "stored_transposed", json_boolean(trans_b));
-	bad |= step_json_set(l, "granularity", json_string("per_tensor"));
+	bad |= step_json_set(l, "granularity", json_string(per_channel ? "per_channel" : "per_tensor"));
 	bad |= step_json_set(l, "scheme", json_string("dynamic"));
 	bad |= step_json_set(l, "dtype", json_string(p->symmetric ? "int8" : "uint8"));
 	bad |= step_json_set(l, "bits", json_integer(8));
-	bad |= step_json_set(l, "scale", step_json_real(scale));
-	bad |= step_json_set(l, "scale_min", step_json_real(scale));
-	bad |= step_json_set(l, "scale_max", step_json_real(scale));
-	bad |= step_json_set(l, "zero_point", json_integer(zpv));
+	if (!per_channel) {
+		bad |= step_json_set(l, "scale", step_json_real(scale));
+		bad |= step_json_set(l, "zero_point", json_integer(zpv));
+	} else {
+		bad |= step_json_set(l, "channels", json_integer((json_int_t)N));
+	}
+	bad |= step_json_set(l, "scale_min", step_json_real(smin));
+	bad |= step_json_set(l, "scale_max", step_json_real(smax));
 	bad |= step_json_set(l, "mse", step_json_real(n ? sq / (double)n : 0.0));
 	bad |= step_json_set(l, "max_abs_error", step_json_real(mx));
-	bad |= step_json_set(l, "bytes", json_integer((json_int_t)n + 8));
+	bad |= step_json_set(l, "bytes", json_integer((json_int_t)(n + nch * 5)));
 	if (bad)
 		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for quantize metrics");
 	nmade = 0;
@@ -302,7 +322,9 @@ enum nn_status quant_dynamic_run(struct onnx_model *m, const struct quant_params
 	out = json_object();
 	int bad = !out;
 	bad |= step_json_set(out, "scheme", json_string("dynamic"));
-	bad |= step_json_set(out, "granularity", json_string("per_tensor"));
+	bad |= step_json_set(out, "granularity",
+			     json_string(p->granularity == QUANT_PER_CHANNEL ? "per_channel"
+									  : "per_tensor"));
 	bad |= step_json_set(out, "symmetric", json_boolean(p->symmetric));
 	bad |= step_json_set(out, "activations", json_string("uint8"));
 	bad |= step_json_set(out, "parameters", json_integer((json_int_t)params));

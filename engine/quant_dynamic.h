@@ -8,11 +8,12 @@
  *   DynamicQuantizeLinear(A) -> A_q (uint8), A_scale, A_zero_point
  *   MatMulInteger(A_q, W_quantized, A_zero_point, W_zero_point) -> int32
  *   Cast(to FLOAT); Mul(A_scale, W_scale [* alpha]); Mul -> Y (then Add C)
- * keeping the node's output name. Weights: per tensor, int8 symmetric
- * (scale max|w| / 127, zero point 0) or uint8 asymmetric (`symmetric:
- * false`), with quant.c's kernels. Per tensor because a per-column weight
- * scale would need the scale vector in Mul only, but ONNX Runtime's
- * quantize_dynamic default and its MatMulInteger fast path are per tensor.
+ * keeping the node's output name. Weights: int8 symmetric (scale
+ * max|w| / 127, zero point 0) or uint8 asymmetric (`symmetric: false`), with
+ * quant.c's kernels; per tensor by default (ONNX Runtime quantize_dynamic's
+ * default), or per output column with `granularity: "per_channel"`
+ * (W_scale and W_zero_point 1-D [N]: MatMulInteger takes a per-column
+ * b_zero_point, and the scale Mul broadcasts over the rows).
  * Other Gemm/MatMul nodes stay float and are listed in the metrics as
  * skipped with the reason. DynamicQuantizeLinear needs opset 11 (raised when
  * lower). Thread rules as quant.h. */
