@@ -1171,9 +1171,9 @@ static enum nn_status lbfgs_step(struct optim *o, optim_closure_fn fn, void *ud,
 				if (!o->old_stps[slot])
 					o->old_stps[slot] = falloc(n);
 				if (!o->old_dirs[slot] || !o->old_stps[slot])
-						return err_set(e, NN_ENOMEM, "out_of_memory", "",
-							       "no memory for L-BFGS history (%zu "
-							       "floats per pair)", n);
+					return err_set(e, NN_ENOMEM, "out_of_memory", "",
+						       "no memory for L-BFGS history (%zu floats "
+						       "per pair)", n);
 				/* (y, s) move into the slot; its old buffers become scratch */
 				o->y_tmp = o->old_dirs[slot];
 				o->s_tmp = o->old_stps[slot];
