@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "distill.h"
 #include "prune.h"
 #include "quant.h"
 #include "quant_verify.h"
@@ -174,6 +175,13 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 			st = prune_params_parse(step, i, &pp, e);
 			if (st == NN_OK)
 				st = prune_run(m, &pp, &ctx, &metrics, e);
+		} else if (!strcmp(op, "distill") || !strcmp(op, "finetune")) {
+			struct distill_params dp;
+			bool ft = !strcmp(op, "finetune");
+			st = distill_params_parse(step, i, ft, &dp, e);
+			if (st == NN_OK)
+				st = ft ? finetune_run(m, &dp, &ctx, &metrics, e)
+					: distill_run(m, &dp, &ctx, &metrics, e);
 		} else if (!strcmp(op, "sensitivity")) {
 			struct sensitivity_params sp;
 			st = sensitivity_params_parse(step, i, &sp, e);

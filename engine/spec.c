@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "distill.h"
 #include "eval.h"
 #include "prune.h"
 #include "quant.h"
@@ -17,7 +18,7 @@
 #include "step.h"
 
 #define SPEC_MAX_STEPS 64
-#define SPEC_OPS "prune, quantize, sensitivity"
+#define SPEC_OPS "prune, quantize, sensitivity, distill, finetune"
 
 static enum nn_status check_output(const json_t *out, struct nn_err *e)
 {
@@ -258,6 +259,7 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 	const json_t *steps = json_object_get(spec, "steps");
 	size_t n = steps ? json_array_size(steps) : 0;
 	long quantized_by = -1;
+	bool quantized_int8 = false; /* quantized_by's scheme is weight-only int8 */
 	for (size_t i = 0; i < n; i++) {
 		const json_t *step = json_array_get(steps, i);
 		snprintf(field, sizeof field, "steps[%zu]", i);
@@ -270,7 +272,8 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 		bool is_prune = name && !strcmp(name, "prune");
 		bool is_quant = name && !strcmp(name, "quantize");
 		bool is_sens = name && !strcmp(name, "sensitivity");
-		if (!is_prune && !is_quant && !is_sens) {
+		bool is_train = name && (!strcmp(name, "distill") || !strcmp(name, "finetune"));
+		if (!is_prune && !is_quant && !is_sens && !is_train) {
 			snprintf(field, sizeof field, "steps[%zu].op", i);
 			if (!op)
 				return err_set(e, NN_EINVAL, "invalid_spec", field,
@@ -304,6 +307,34 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 					       "data: name a dataset (the step's \"dataset\" or the "
 					       "spec's top-level one)");
 			}
+		} else if (is_train) {
+			struct distill_params dp;
+			if ((st = distill_params_parse(step, i, !strcmp(name, "finetune"), &dp, e)) !=
+				    NN_OK ||
+			    (st = distill_check(&dp, model_summary, true, e)) != NN_OK)
+				return st;
+			if (dp.train.epochs > 0 && !dp.has_dataset && !ev.train.set) {
+				snprintf(field, sizeof field, "steps[%zu].dataset", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "%s trains on a dataset: name one (the step's \"dataset\" "
+					       "or the spec's top-level one)",
+					       name);
+			}
+			/* Training the current model after quantization goes through fake
+			 * quantization, which only int8 weight-only models support. */
+			bool trains_current = dp.finetune || dp.student == DISTILL_STUDENT_CURRENT;
+			if (trains_current && quantized_by >= 0 && !quantized_int8) {
+				snprintf(field, sizeof field, "steps[%zu]", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "steps[%ld] quantizes with a scheme training cannot go "
+					       "through (only int8 weight-only models are fine-tuned, "
+					       "with fake quantization): put the %s step before it",
+					       quantized_by, name);
+			}
+			/* A new student replaces the model: its weights are float again. */
+			if (!trains_current)
+				quantized_by = -1;
+			continue;
 		} else if (is_sens) {
 			struct sensitivity_params sp;
 			if ((st = sensitivity_params_parse(step, i, &sp, e)) != NN_OK)
@@ -393,8 +424,10 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 		if (is_quant && model_summary &&
 		    (st = check_opset_upgrade(model_summary, field, &qp, e)) != NN_OK)
 			return st;
-		if (is_quant)
+		if (is_quant) {
 			quantized_by = (long)i;
+			quantized_int8 = qp.scheme == QUANT_INT8;
+		}
 	}
 	return NN_OK;
 }

@@ -157,8 +157,8 @@ static int test_bad_spec_rejected(void)
 	} cases[] = {
 		{"steps_mlp.onnx", "{\"steps\":[{\"op\":\"prune\",\"sparsity\":1.5}]}",
 		 "steps[0].sparsity", "got 1.5"},
-		{"steps_mlp.onnx", "{\"steps\":[{\"op\":\"distill\"}]}", "steps[0].op",
-		 "unknown op 'distill'"},
+		{"steps_mlp.onnx", "{\"steps\":[{\"op\":\"distil\"}]}", "steps[0].op",
+		 "unknown op 'distil'"},
 		{"steps_mlp.onnx", "{\"goal\":{}}", "goal", "unknown field 'goal'"},
 		{"steps_noweights.onnx", "{\"steps\":[{\"op\":\"prune\",\"sparsity\":0.5}]}",
 		 "steps[0]", "model has no Gemm/MatMul/Conv float weights to prune"},

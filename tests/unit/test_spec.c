@@ -59,8 +59,8 @@ static int test_rejections_name_field(void)
 		{"{\"steps\":[5]}", "steps[0]", "step must be an object"},
 		{"{\"steps\":[{\"sparsity\":0.5}]}", "steps[0].op", "missing required field 'op'"},
 		{"{\"steps\":[{\"op\":\"prune\",\"sparsity\":0.5},{\"op\":\"prune\",\"sparsity\":0.6},"
-		 "{\"op\":\"distill\"}]}",
-		 "steps[2].op", "unknown op 'distill'; supported: prune, quantize"},
+		 "{\"op\":\"distil\"}]}",
+		 "steps[2].op", "unknown op 'distil'; supported: prune, quantize"},
 		{"{\"steps\":[{\"op\":7}]}", "steps[0].op", "op must be a string"},
 		{"{\"steps\":[{\"op\":\"prune\",\"sparsity\":1.5}]}", "steps[0].sparsity",
 		 "sparsity must be a number in [0, 1), got 1.5"},
