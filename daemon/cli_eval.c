@@ -1,7 +1,5 @@
 /* cli_eval: offline evaluation of a model file on a local .npz/.npy (see
- * cli_eval.h). An .npz's members are extracted into anonymous memory files
- * (memfd) so they are read through the same fd-based loaders the daemon uses
- * on its blobs. */
+ * cli_eval.h; the files are read by cli_data). */
 #include "cli_eval.h"
 
 #include <cblas.h>
@@ -15,23 +13,16 @@
 
 #include <jansson.h>
 
+#include "cli_data.h"
 #include "dataset.h"
 #include "eval.h"
 #include "npz.h"
 #include "onnx_io.h"
 
-#define CLI_NPZ_MAX_BYTES ((uint64_t)16 << 30)
-
 struct cli_opts {
 	const char *model, *data, *labels, *reference, *metrics;
 	double scale, holdout;
 	unsigned threads;
-};
-
-/* An array of the data file, readable through fd. */
-struct cli_array {
-	char name[NPZ_NAME_CAP];
-	int fd;
 };
 
 static void usage(void)
@@ -84,71 +75,11 @@ static int parse_args(int argc, char **argv, struct cli_opts *o)
 	return 0;
 }
 
-static enum nn_status write_fd(void *ud, const void *data, size_t len, struct nn_err *e)
-{
-	int fd = *(int *)ud;
-	for (size_t done = 0; done < len;) {
-		ssize_t w = write(fd, (const char *)data + done, len - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return err_set(e, NN_EIO, "io_error", "", "writing an extracted array: %s",
-				       strerror(errno));
-		done += (size_t)w;
-	}
-	return NN_OK;
-}
-
-/* The arrays of DATA: one (named "x") for an .npy, every member of an .npz. */
-static enum nn_status open_arrays(const char *path, struct cli_array *arrays, size_t *count,
-				  struct nn_err *e)
-{
-	*count = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return err_set(e, NN_EIO, "io_error", "", "%s: %s", path, strerror(errno));
-	char magic[4] = {0};
-	if (pread(fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic || memcmp(magic, "PK", 2)) {
-		snprintf(arrays[0].name, sizeof arrays[0].name, "x");
-		arrays[0].fd = fd; /* an .npy, or the loader will say what it is not */
-		*count = 1;
-		return NN_OK;
-	}
-	struct npz_limits lim = {CLI_NPZ_MAX_BYTES, CLI_NPZ_MAX_BYTES};
-	struct npz *z = NULL;
-	enum nn_status st = npz_open(fd, &lim, &z, e);
-	for (size_t i = 0; st == NN_OK && i < npz_member_count(z); i++) {
-		const struct npz_member *m = npz_member_at(z, i);
-		int mfd = memfd_create(m->name, MFD_CLOEXEC);
-		if (mfd < 0) {
-			st = err_set(e, NN_EIO, "io_error", "", "memfd_create: %s", strerror(errno));
-			break;
-		}
-		arrays[*count].fd = mfd;
-		snprintf(arrays[*count].name, sizeof arrays[*count].name, "%s", m->name);
-		(*count)++;
-		st = npz_extract(z, i, write_fd, &mfd, e);
-	}
-	npz_close(z);
-	close(fd);
-	if (st == NN_OK && *count == 0)
-		st = err_set(e, NN_EINVAL, "invalid_dataset", "", "%s holds no arrays", path);
-	if (st != NN_OK)
-		err_prefix(e, "%s", path);
-	return st;
-}
-
-static void close_arrays(struct cli_array *arrays, size_t count)
-{
-	for (size_t i = 0; i < count; i++)
-		close(arrays[i].fd);
-}
-
 static enum nn_status load_set(const struct cli_opts *o, const struct onnx_model *m,
 			       struct eval_set *set, struct nn_err *e)
 {
-	struct cli_array arrays[NPZ_MAX_MEMBERS];
-	size_t count = 0, xi = 0;
+	struct job_arrays arrays = {0}, labels = {0};
+	size_t xi = 0;
 	long yi = -1;
 	int labels_fd = -1;
 	const char *names[NPZ_MAX_MEMBERS];
@@ -156,24 +87,22 @@ static enum nn_status load_set(const struct cli_opts *o, const struct onnx_model
 	struct tensor shape;
 	enum nn_status st = eval_model_input(m, &input_name, &shape, e);
 	if (st == NN_OK)
-		st = open_arrays(o->data, arrays, &count, e);
-	for (size_t i = 0; i < count; i++)
-		names[i] = arrays[i].name;
+		st = cli_data_open(o->data, &arrays, e);
+	for (size_t i = 0; i < arrays.n; i++)
+		names[i] = arrays.names[i];
 	if (st == NN_OK)
-		st = dataset_pick_arrays(names, count, input_name, &xi, &yi, e);
+		st = dataset_pick_arrays(names, arrays.n, input_name, &xi, &yi, e);
 	if (st == NN_OK && o->labels) {
-		labels_fd = open(o->labels, O_RDONLY | O_CLOEXEC);
-		if (labels_fd < 0)
-			st = err_set(e, NN_EIO, "io_error", "", "%s: %s", o->labels, strerror(errno));
+		st = cli_data_open(o->labels, &labels, e);
+		labels_fd = st == NN_OK ? labels.fds[0] : -1;
 	} else if (st == NN_OK && yi >= 0) {
-		labels_fd = dup(arrays[yi].fd);
+		labels_fd = arrays.fds[yi];
 	}
 	if (st == NN_OK)
-		st = eval_load_set(m, arrays[xi].fd, labels_fd, o->scale, o->holdout,
+		st = eval_load_set(m, arrays.fds[xi], labels_fd, o->scale, o->holdout,
 				   EVAL_PART_HELD_OUT, set, e);
-	if (labels_fd >= 0)
-		close(labels_fd);
-	close_arrays(arrays, count);
+	job_arrays_close(&arrays);
+	job_arrays_close(&labels);
 	return st;
 }
 

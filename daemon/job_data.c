@@ -8,91 +8,128 @@
 
 #include "dataset.h"
 
-#define MAX_ARRAYS 64
-
-/* The array names of a store_dataset_arrays object, in stored order. */
-static size_t array_names(const json_t *arrays, const char **names)
+void job_arrays_close(struct job_arrays *a)
 {
-	size_t n = 0;
-	const char *key;
-	json_t *v;
-	json_object_foreach((json_t *)arrays, key, v) {
-		if (n < MAX_ARRAYS)
-			names[n++] = key;
-	}
-	return n;
+	for (size_t i = 0; i < a->n; i++)
+		if (a->fds[i] >= 0)
+			close(a->fds[i]);
+	a->n = 0;
 }
 
-static enum nn_status open_array(struct blob_store *bs, const json_t *arrays, const char *name,
-				 int *fd, struct nn_err *e)
+/* ---- the store-backed source ---- */
+
+static enum nn_status store_dataset(void *ud, const char *id, struct job_arrays *out,
+				    struct nn_err *e)
 {
-	const char *sha = json_string_value(json_object_get(json_object_get(arrays, name), "sha256"));
-	int64_t size;
-	if (!sha)
-		return err_set(e, NN_EINTERNAL, "internal", "", "array '%s' has no blob", name);
-	return blob_open(bs, sha, fd, &size, e);
+	struct job_store_source *src = ud;
+	json_t *arrays = NULL;
+	out->n = 0;
+	enum nn_status st = store_dataset_arrays(src->store, src->tenant, id, &arrays, e);
+	const char *key;
+	json_t *v;
+	json_object_foreach(arrays, key, v) {
+		const char *sha = json_string_value(json_object_get(v, "sha256"));
+		int64_t size;
+		if (st != NN_OK || out->n == NPZ_MAX_MEMBERS)
+			break;
+		if (!sha) {
+			st = err_set(e, NN_EINTERNAL, "internal", "", "array '%s' has no blob", key);
+			break;
+		}
+		snprintf(out->names[out->n], sizeof out->names[out->n], "%s", key);
+		out->fds[out->n] = -1;
+		if ((st = blob_open(src->blobs, sha, &out->fds[out->n], &size, e)) == NN_OK)
+			out->n++;
+	}
+	json_decref(arrays);
+	if (st != NN_OK)
+		job_arrays_close(out);
+	return st;
+}
+
+static enum nn_status store_model(void *ud, const char *id, struct onnx_model **out,
+				  struct nn_err *e)
+{
+	struct job_store_source *src = ud;
+	char sha[65], path[1200];
+	enum nn_status st = store_model_blob(src->store, src->tenant, id, sha, NULL, e);
+	if (st != NN_OK)
+		return st;
+	blob_path(src->blobs, sha, path, sizeof path);
+	return onnx_load_file(path, out, e);
+}
+
+void job_source_store(struct job_source *src, struct job_store_source *ud)
+{
+	*src = (struct job_source){ud, store_dataset, store_model};
+}
+
+/* ---- loading ---- */
+
+static enum nn_status open_dataset(const struct job_source *src, const char *id,
+				   struct job_arrays *out, struct nn_err *e)
+{
+	enum nn_status st = src->dataset(src->ud, id, out, e);
+	if (st == NN_ENOTFOUND) { /* a bad reference in the spec: keep the source's words */
+		char why[sizeof e->message];
+		snprintf(why, sizeof why, "%s", e->message);
+		return err_set(e, NN_EINVAL, "unknown_dataset", "", "%s", why);
+	}
+	return st;
 }
 
 /* The label array of a separate labels dataset: its label-named array, or
  * its only array. */
-static enum nn_status pick_labels(const json_t *arrays, const char *id, const char **name,
+static enum nn_status pick_labels(const struct job_arrays *a, const char *id, size_t *index,
 				  struct nn_err *e)
 {
-	const char *names[MAX_ARRAYS];
-	size_t n = array_names(arrays, names);
-	for (size_t i = 0; i < n; i++) {
-		if (dataset_is_label_name(names[i])) {
-			*name = names[i];
+	for (size_t i = 0; i < a->n; i++) {
+		if (dataset_is_label_name(a->names[i])) {
+			*index = i;
 			return NN_OK;
 		}
 	}
-	if (n == 1) {
-		*name = names[0];
+	if (a->n == 1) {
+		*index = 0;
 		return NN_OK;
 	}
 	return err_set(e, NN_EINVAL, "invalid_dataset", "",
-		       "dataset %s has %zu arrays and none is named y or labels", id, n);
+		       "dataset %s has %zu arrays and none is named y or labels", id, a->n);
 }
 
-enum nn_status job_data_load(struct store *s, struct blob_store *bs, const char *tenant,
-			     const struct spec_dataset *d, double holdout, enum eval_part part,
-			     const char *field, const struct onnx_model *m, struct eval_set *out,
-			     struct nn_err *e)
+enum nn_status job_data_load(const struct job_source *src, const struct spec_dataset *d,
+			     double holdout, enum eval_part part, const char *field,
+			     const struct onnx_model *m, struct eval_set *out, struct nn_err *e)
 {
-	json_t *arrays = NULL, *label_arrays = NULL;
-	int xfd = -1, yfd = -1;
-	const char *names[MAX_ARRAYS], *input_name, *label_name = NULL;
+	struct job_arrays arrays = {0}, label_arrays = {0};
+	const char *names[NPZ_MAX_MEMBERS], *input_name;
 	struct tensor shape;
-	size_t xi;
+	size_t xi, li = 0;
 	long yi;
+	int yfd = -1;
 	enum nn_status st = eval_model_input(m, &input_name, &shape, e);
 	if (st != NN_OK)
 		goto fail;
-	if ((st = store_dataset_arrays(s, tenant, d->id, &arrays, e)) != NN_OK)
+	if ((st = open_dataset(src, d->id, &arrays, e)) != NN_OK)
 		goto fail;
-	size_t n = array_names(arrays, names);
-	if ((st = dataset_pick_arrays(names, n, input_name, &xi, &yi, e)) != NN_OK)
-		goto fail;
-	if ((st = open_array(bs, arrays, names[xi], &xfd, e)) != NN_OK)
+	for (size_t i = 0; i < arrays.n; i++)
+		names[i] = arrays.names[i];
+	if ((st = dataset_pick_arrays(names, arrays.n, input_name, &xi, &yi, e)) != NN_OK)
 		goto fail;
 	if (d->labels_id[0]) {
-		if ((st = store_dataset_arrays(s, tenant, d->labels_id, &label_arrays, e)) != NN_OK ||
-		    (st = pick_labels(label_arrays, d->labels_id, &label_name, e)) != NN_OK ||
-		    (st = open_array(bs, label_arrays, label_name, &yfd, e)) != NN_OK)
+		if ((st = open_dataset(src, d->labels_id, &label_arrays, e)) != NN_OK ||
+		    (st = pick_labels(&label_arrays, d->labels_id, &li, e)) != NN_OK)
 			goto fail;
-	} else if (yi >= 0 && (st = open_array(bs, arrays, names[yi], &yfd, e)) != NN_OK) {
-		goto fail;
+		yfd = label_arrays.fds[li];
+	} else if (yi >= 0) {
+		yfd = arrays.fds[yi];
 	}
-	st = eval_load_set(m, xfd, yfd, d->scale, holdout, part, out, e);
+	st = eval_load_set(m, arrays.fds[xi], yfd, d->scale, holdout, part, out, e);
 fail:
 	if (st != NN_OK && e && !e->field[0])
 		snprintf(e->field, sizeof e->field, "%s", field);
-	if (xfd >= 0)
-		close(xfd);
-	if (yfd >= 0)
-		close(yfd);
-	json_decref(arrays);
-	json_decref(label_arrays);
+	job_arrays_close(&arrays);
+	job_arrays_close(&label_arrays);
 	return st;
 }
 
@@ -101,9 +138,8 @@ static struct eval_data view_of(const struct eval_set *set)
 	return (struct eval_data){set->inputs.data ? &set->inputs : NULL, set->labels};
 }
 
-static enum nn_status load_steps(struct store *s, struct blob_store *bs, const char *tenant,
-				 const json_t *spec, const struct onnx_model *m,
-				 struct job_inputs *in, struct nn_err *e)
+static enum nn_status load_steps(const struct job_source *src, const json_t *spec,
+				 const struct onnx_model *m, struct job_inputs *in, struct nn_err *e)
 {
 	const json_t *steps = json_object_get(spec, "steps");
 	in->n_steps = json_array_size(steps);
@@ -123,8 +159,8 @@ static enum nn_status load_steps(struct store *s, struct blob_store *bs, const c
 		snprintf(field, sizeof field, "steps[%zu].dataset", i);
 		enum nn_status st = spec_parse_dataset(ds, field, &d, e);
 		if (st == NN_OK)
-			st = job_data_load(s, bs, tenant, &d, 0, EVAL_PART_KEPT, field, m,
-					   &in->step_sets[i], e);
+			st = job_data_load(src, &d, 0, EVAL_PART_KEPT, field, m, &in->step_sets[i],
+					   e);
 		if (st != NN_OK)
 			return st;
 		in->step_data[i] = view_of(&in->step_sets[i]);
@@ -134,26 +170,22 @@ static enum nn_status load_steps(struct store *s, struct blob_store *bs, const c
 }
 
 /* One model a step names, unless already loaded. */
-static enum nn_status load_model_ref(struct store *s, struct blob_store *bs, const char *tenant,
-				     const struct spec_model_ref *ref, struct job_inputs *in,
-				     size_t cap, struct nn_err *e)
+static enum nn_status load_model_ref(const struct job_source *src, const struct spec_model_ref *ref,
+				     struct job_inputs *in, size_t cap, struct nn_err *e)
 {
 	for (size_t i = 0; i < in->n_models; i++)
 		if (!strcmp(in->model_ids[i], ref->id))
 			return NN_OK;
 	if (in->n_models == cap)
 		return err_set(e, NN_EINTERNAL, "internal", ref->field, "too many model references");
-	char sha[65], path[1200];
-	enum nn_status st = store_model_blob(s, tenant, ref->id, sha, NULL, e);
-	if (st == NN_ENOTFOUND)
-		return err_set(e, NN_EINVAL, "invalid_spec", ref->field,
-			       "model %s does not exist (deleted after the job was submitted?)",
-			       ref->id);
-	if (st != NN_OK)
-		return st;
-	blob_path(bs, sha, path, sizeof path);
 	size_t k = in->n_models;
-	if ((st = onnx_load_file(path, &in->models[k], e)) != NN_OK) {
+	enum nn_status st = src->model(src->ud, ref->id, &in->models[k], e);
+	if (st == NN_ENOTFOUND) {
+		char why[sizeof e->message];
+		snprintf(why, sizeof why, "%s", e->message);
+		return err_set(e, NN_EINVAL, "unknown_model", ref->field, "%s", why);
+	}
+	if (st != NN_OK) {
 		err_prefix(e, "loading model %s (%s)", ref->id, ref->field);
 		return st;
 	}
@@ -163,8 +195,8 @@ static enum nn_status load_model_ref(struct store *s, struct blob_store *bs, con
 	return NN_OK;
 }
 
-static enum nn_status load_models(struct store *s, struct blob_store *bs, const char *tenant,
-				  const json_t *spec, struct job_inputs *in, struct nn_err *e)
+static enum nn_status load_models(const struct job_source *src, const json_t *spec,
+				  struct job_inputs *in, struct nn_err *e)
 {
 	const json_t *steps = json_object_get(spec, "steps");
 	size_t cap = json_array_size(steps) * SPEC_MAX_MODEL_REFS;
@@ -179,7 +211,7 @@ static enum nn_status load_models(struct store *s, struct blob_store *bs, const 
 		struct spec_model_ref refs[SPEC_MAX_MODEL_REFS];
 		size_t n = spec_step_model_refs(json_array_get(steps, i), i, refs);
 		for (size_t k = 0; k < n; k++) {
-			enum nn_status st = load_model_ref(s, bs, tenant, &refs[k], in, cap, e);
+			enum nn_status st = load_model_ref(src, &refs[k], in, cap, e);
 			if (st != NN_OK)
 				return st;
 		}
@@ -187,9 +219,9 @@ static enum nn_status load_models(struct store *s, struct blob_store *bs, const 
 	return NN_OK;
 }
 
-enum nn_status job_inputs_load(struct store *s, struct blob_store *bs, const char *tenant,
-			       const json_t *spec, const struct onnx_model *m, unsigned threads,
-			       struct job_inputs *in, struct nn_err *e)
+enum nn_status job_inputs_load(const struct job_source *src, const json_t *spec,
+			       const struct onnx_model *m, unsigned threads, struct job_inputs *in,
+			       struct nn_err *e)
 {
 	memset(in, 0, sizeof *in);
 	struct spec_eval *ev = &in->spec;
@@ -197,12 +229,12 @@ enum nn_status job_inputs_load(struct store *s, struct blob_store *bs, const cha
 	if (st != NN_OK)
 		return st;
 	if (ev->train.set &&
-	    (st = job_data_load(s, bs, tenant, &ev->train, ev->holdout, EVAL_PART_KEPT, "dataset", m,
+	    (st = job_data_load(src, &ev->train, ev->holdout, EVAL_PART_KEPT, "dataset", m,
 				&in->calib_set, e)) != NN_OK)
 		goto fail;
 	in->calib = view_of(&in->calib_set);
-	if ((st = load_steps(s, bs, tenant, spec, m, in, e)) != NN_OK ||
-	    (st = load_models(s, bs, tenant, spec, in, e)) != NN_OK)
+	if ((st = load_steps(src, spec, m, in, e)) != NN_OK ||
+	    (st = load_models(src, spec, in, e)) != NN_OK)
 		goto fail;
 	bool eval_needs_data = ev->requested && (ev->metrics & EVAL_NEEDS_DATA);
 	if (eval_needs_data && ev->train.set && !ev->from_holdout && !ev->data.labels_id[0] &&
@@ -210,7 +242,7 @@ enum nn_status job_inputs_load(struct store *s, struct blob_store *bs, const cha
 		in->eval = in->calib; /* evaluated on the very data the steps use */
 	} else if (eval_needs_data) {
 		const char *field = ev->from_holdout ? "dataset" : "eval.dataset";
-		if ((st = job_data_load(s, bs, tenant, &ev->data, ev->from_holdout ? ev->holdout : 0,
+		if ((st = job_data_load(src, &ev->data, ev->from_holdout ? ev->holdout : 0,
 					EVAL_PART_HELD_OUT, field, m, &in->eval_set, e)) != NN_OK)
 			goto fail;
 		in->eval = view_of(&in->eval_set);

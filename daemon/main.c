@@ -1,6 +1,6 @@
 /* nncd: process entry. `serve` wires storage, the worker pool and the HTTP
- * server together and owns their lifetime and signals; `compress` runs the
- * engine offline on a file, without the server.
+ * server together and owns their lifetime and signals; `compress` and `eval`
+ * (cli_compress, cli_eval) run the engine offline on files, without the server.
  *
  * Signals: SIGINT/SIGTERM are blocked in every thread and taken by sigwait()
  * in the main thread, so no handler runs in a random thread. */
@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "blob.h"
+#include "cli_compress.h"
 #include "cli_eval.h"
 #include "config.h"
 #include "log.h"
@@ -219,100 +220,6 @@ done:
 	return rc;
 }
 
-/* ---- offline compression ---- */
-
-static void cli_on_step(void *ud, size_t index, const char *op, const char *state,
-			const json_t *metrics)
-{
-	json_t *steps = ud;
-	if (strcmp(state, "running") == 0) {
-		fprintf(stderr, "step %zu (%s): running\n", index, op);
-		return;
-	}
-	fprintf(stderr, "step %zu (%s): %s\n", index, op, state);
-	if (metrics)
-		json_array_append_new(steps, json_pack("{s:s, s:s, s:O}", "op", op, "state", state,
-						       "metrics", metrics));
-}
-
-static int cmd_compress(int argc, char **argv)
-{
-	const char *in = NULL, *spec_path = NULL, *out = NULL;
-	for (int i = 0; i < argc; i++) {
-		if ((strcmp(argv[i], "--spec") == 0 || strcmp(argv[i], "-s") == 0) && i + 1 < argc)
-			spec_path = argv[++i];
-		else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) &&
-			 i + 1 < argc)
-			out = argv[++i];
-		else if (argv[i][0] != '-' && !in)
-			in = argv[i];
-		else {
-			fprintf(stderr, "nncd compress: unexpected argument '%s'\n", argv[i]);
-			config_usage("nncd");
-			return 2;
-		}
-	}
-	if (!in || !spec_path || !out) {
-		fprintf(stderr, "nncd compress: need IN.onnx, --spec SPEC.json and -o OUT.onnx\n");
-		config_usage("nncd");
-		return 2;
-	}
-	int rc = 1, fd = -1;
-	struct nn_err e = {0};
-	json_t *spec = NULL, *summary = NULL, *steps = json_array();
-	struct onnx_model *model = NULL;
-	json_error_t jerr;
-	spec = json_load_file(spec_path, JSON_REJECT_DUPLICATES, &jerr);
-	if (!spec) {
-		fprintf(stderr, "nncd compress: %s: not valid JSON: %s (line %d, column %d)\n",
-			spec_path, jerr.text, jerr.line, jerr.column);
-		goto done;
-	}
-	fd = open(in, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		fprintf(stderr, "nncd compress: %s: %s\n", in, strerror(errno));
-		goto done;
-	}
-	if (onnx_summarize_fd(fd, &summary, &e) != NN_OK ||
-	    spec_validate(spec, summary, &e) != NN_OK || onnx_load_file(in, &model, &e) != NN_OK) {
-		fprintf(stderr, "nncd compress: %s%s%s\n", e.message, e.field[0] ? " at " : "",
-			e.field);
-		goto done;
-	}
-	struct pipeline_hooks hooks = {.ud = steps, .on_step = cli_on_step};
-	if (pipeline_run(model, spec, &hooks, &e) != NN_OK ||
-	    onnx_save_file(model, out, &e) != NN_OK) {
-		fprintf(stderr, "nncd compress: %s\n", e.message);
-		goto done;
-	}
-	json_t *report = json_pack("{s:s, s:s, s:O}", "input", in, "output", out, "steps", steps);
-	/* the artifact's opset/IR/contrib ops and its check in nncd's executor */
-	const json_t *runtime = json_object_get(
-		json_object_get(json_array_get(steps, json_array_size(steps) - 1), "metrics"),
-		"artifact");
-	if (report && runtime) {
-		json_object_set(report, "artifact_runtime", (json_t *)runtime);
-		fprintf(stderr, "artifact: ONNX IR %lld, opset %lld, %s; runs in nncd's executor\n",
-			(long long)json_integer_value(json_object_get(runtime, "ir_version")),
-			(long long)json_integer_value(json_object_get(runtime, "opset")),
-			json_array_size(json_object_get(runtime, "contrib_ops"))
-				? "contrib operators (see artifact_runtime.contrib_ops)"
-				: "no contrib operators");
-	}
-	json_dumpf(report, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
-	fputc('\n', stdout);
-	json_decref(report);
-	rc = 0;
-done:
-	if (fd >= 0)
-		close(fd);
-	onnx_free(model);
-	json_decref(summary);
-	json_decref(spec);
-	json_decref(steps);
-	return rc;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -323,7 +230,7 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "serve") == 0)
 		return cmd_serve(argc - 2, argv + 2);
 	if (strcmp(cmd, "compress") == 0)
-		return cmd_compress(argc - 2, argv + 2);
+		return cli_compress_main(argc - 2, argv + 2);
 	if (strcmp(cmd, "eval") == 0)
 		return cli_eval_main(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -259,8 +259,10 @@ static enum nn_status evaluate_input(struct worker_slot *slot, const struct stor
 				     struct nn_err *e)
 {
 	struct worker_pool *pool = slot->pool;
-	enum nn_status st = job_inputs_load(pool->store, pool->blobs, claim->tenant, claim->spec,
-					    model, pool->exec_threads, &ev->in, e);
+	struct job_store_source where = {pool->store, pool->blobs, claim->tenant};
+	struct job_source src;
+	job_source_store(&src, &where);
+	enum nn_status st = job_inputs_load(&src, claim->spec, model, pool->exec_threads, &ev->in, e);
 	if (st != NN_OK) {
 		err_prefix(e, "loading the job's data");
 		return st;
