@@ -134,9 +134,17 @@ size_t tc_conv_scratch_floats(const struct tc_conv *s)
 
 /* Valid output range [lo, hi) along one axis for kernel tap offset `off`
  * (= tap * dil - pad): the outputs o with 0 <= o * stride + off < in. */
-static void tap_span(int64_t off, int64_t stride, int64_t in, int64_t out, int64_t *lo,
-		     int64_t *hi)
+static inline void tap_span(int64_t off, int64_t stride, int64_t in, int64_t out, int64_t *lo,
+			    int64_t *hi)
 {
+	if (stride == 1) { /* no divisions: this runs per (channel, tap) */
+		int64_t l = off < 0 ? -off : 0, h = in - off < out ? in - off : out;
+		if (h < l)
+			h = l;
+		*lo = l;
+		*hi = h;
+		return;
+	}
 	int64_t l = 0;
 	if (off < 0)
 		l = (-off + stride - 1) / stride;
