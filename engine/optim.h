@@ -40,7 +40,11 @@
  *           tolerance_change 1e-9, history_size 100, line_search_fn null
  *           (or "strong_wolfe"); no weight_decay (torch.optim.LBFGS has none)
  *     A key that does not apply to the named optimizer ("momentum" for adam) is
- *     refused. A missing "optimizer" (NULL) means {"name": "sgd"}.
+ *     refused. A missing "optimizer" (NULL) means {"name": "sgd"}. Ranges: lr > 0,
+ *     weight_decay >= 0, momentum and betas in [0, 1), dampening in [0, 1], eps > 0,
+ *     adamw lr*weight_decay < 1, max_iter / max_eval in [1, 1e6], history_size in
+ *     [1, 1000]. L-BFGS keeps (2*history_size + 5) floats per parameter (+4 with
+ *     strong_wolfe): it is meant for small models, full batch.
  *   "schedule": {"name": "constant" | "step" | "cosine", "warmup_epochs": 0,
  *     "step_size": (epochs after warm-up)/3 rounded up, "gamma": 0.1,
  *     "eta_min": 0, "per_iteration": false}; missing (NULL) means constant. */
