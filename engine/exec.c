@@ -6,7 +6,8 @@
  * Owns the plan: its value table, steps, op-private state, folded constants
  * (including the weights BatchNormalization folding computes) and the arena. Initializers are borrowed from the model (copied only when
  * stored in a typed field of another width, or misaligned). Operators live in
- * op modules (exec_op.h) listed in the registry below.
+ * op modules (exec_op.h) listed in the registry below. A model computing in
+ * float16 is compiled from a float32 copy the plan owns (exec_f16.h).
  * Threading: a plan is used by one thread at a time; no global state. */
 #include "exec.h"
 
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exec_f16.h"
 #include "exec_op.h"
 #include "ops_quant.h"
 
@@ -198,6 +200,10 @@ struct exec_plan {
 	/* exec_compile_threads with more than one slice: the plan above is
 	 * shapes-only (full batch, for the queries) and par runs the slices */
 	struct exec_par *par;
+	/* A model computing in float16 is compiled from this float32 copy
+	 * (exec_f16.h), which the plan owns: values borrow its names and
+	 * initializers, so it is freed last. NULL for every other model. */
+	struct onnx_model *lowered;
 };
 
 static uint32_t name_hash(const char *s)
@@ -474,6 +480,7 @@ void exec_free(struct exec_plan *p)
 	free(p->n_in_refs);
 	free(p->out_specs);
 	free(p->arena);
+	onnx_free(p->lowered);
 	free(p);
 }
 
@@ -1403,9 +1410,19 @@ enum nn_status exec_compile(const struct onnx_model *m, int64_t batch, struct ex
 	if (batch < 0 || batch > ((int64_t)1 << 30))
 		return err_set(e, NN_EINVAL, "invalid_argument", "", "batch %lld out of range",
 			       (long long)batch);
+	struct onnx_model *low = NULL; /* float16 graph: its float32 copy */
+	if ((st = exec_f16_lower(m, &low, e)) != NN_OK)
+		return st;
+	if (low) {
+		m = low;
+		g = low->proto->graph;
+	}
 	struct exec_plan *p = calloc(1, sizeof *p);
-	if (!p)
+	if (!p) {
+		onnx_free(low);
 		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+	}
+	p->lowered = low;
 	st = compile_graph(p, m, g, batch, false, e);
 	if (st != NN_OK) {
 		exec_free(p);
@@ -1754,9 +1771,23 @@ enum nn_status exec_compile_threads(const struct onnx_model *m, int64_t batch, u
 	if (n < 2)
 		return exec_compile(m, batch, out, e);
 
+	/* A float16 graph: the plan and its slices compile the float32 copy
+	 * (exec_f16.h), which the full-batch plan owns; the slices' own
+	 * exec_compile finds nothing left to lower. */
+	const struct onnx_model *orig = m;
+	struct onnx_model *low = NULL;
+	if ((st = exec_f16_lower(m, &low, e)) != NN_OK)
+		return st;
+	if (low) {
+		m = low;
+		g = low->proto->graph;
+	}
 	struct exec_plan *p = calloc(1, sizeof *p);
-	if (!p)
+	if (!p) {
+		onnx_free(low);
 		return err_set(e, NN_ENOMEM, "out_of_memory", "", "allocating the plan");
+	}
+	p->lowered = low;
 	st = compile_graph(p, m, g, batch, true, e);
 	if (st != NN_OK) {
 		exec_free(p);
@@ -1786,7 +1817,7 @@ enum nn_status exec_compile_threads(const struct onnx_model *m, int64_t batch, u
 		}
 	}
 	exec_free(p);
-	return exec_compile(m, batch, out, e);
+	return exec_compile(orig, batch, out, e);
 }
 
 unsigned exec_threads(const struct exec_plan *p)

@@ -181,7 +181,43 @@ static enum nn_status run_cast16(const struct exec_run_ctx *c, struct nn_err *e)
 	return NN_OK;
 }
 
+/* ---- nncd.f16 RoundToFloat16 ----
+ * y = float(float16(x)) for float32 x (ties to even, overflow to infinity):
+ * the value a float16 tensor would hold. The executor inserts it where ONNX
+ * Runtime materialises a float16 value inside a graph it otherwise computes
+ * in float32 (exec_f16.h). Other dtypes pass through unchanged (a value the
+ * analysis could not type, e.g. an index). */
+
+static enum nn_status infer_round16(struct exec_infer_ctx *c, struct nn_err *e)
+{
+	if (c->n_in != 1 || c->n_out != 1)
+		return exec_node_err(e, NN_EINVAL, c->node, "RoundToFloat16 takes 1 input and 1 output");
+	if (dtype_size(c->in[0].dtype) == 0)
+		return exec_node_err(e, NN_EUNSUPPORTED, c->node, "RoundToFloat16 of %s",
+				     dtype_name(c->in[0].dtype));
+	c->out[0].dtype = c->in[0].dtype;
+	c->out[0].ndim = c->in[0].ndim;
+	memcpy(c->out[0].shape, c->in[0].shape, sizeof c->out[0].shape);
+	return NN_OK;
+}
+
+static enum nn_status run_round16(const struct exec_run_ctx *c, struct nn_err *e)
+{
+	(void)e;
+	int64_t n = exec_numel(&c->out[0]);
+	if (c->in[0].dtype != DT_FLOAT) {
+		memmove(c->out[0].data, c->in[0].data, (size_t)n * dtype_size(c->in[0].dtype));
+		return NN_OK;
+	}
+	const float *x = c->in[0].data;
+	float *y = c->out[0].data;
+	for (int64_t i = 0; i < n; i++)
+		y[i] = f16_to_float(f16_from_float(x[i]));
+	return NN_OK;
+}
+
 const struct exec_op exec_ops_float16[] = {
 	{"", "Cast", NULL, infer_cast16, run_cast16, NULL},
+	{"nncd.f16", "RoundToFloat16", NULL, infer_round16, run_round16, NULL},
 };
 const size_t exec_ops_float16_count = sizeof exec_ops_float16 / sizeof exec_ops_float16[0];

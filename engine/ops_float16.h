@@ -8,7 +8,10 @@
  * float is exact. Its table (exec_ops_float16, listed before exec_ops_math in
  * exec.c's registry) takes Cast nodes whose input or `to` type is float16 or
  * bfloat16 (from/to float, double, float16, bfloat16) and hands every other
- * Cast to ops_math's. Pure functions and const tables: thread-safe. */
+ * Cast to ops_math's; and nncd.f16 RoundToFloat16 (float32 -> float32 rounded
+ * to the nearest float16 value), which exec_f16.h's lowering of float16
+ * graphs inserts where ONNX Runtime rounds. Pure functions and const tables:
+ * thread-safe. */
 #ifndef NNCD_OPS_FLOAT16_H
 #define NNCD_OPS_FLOAT16_H
 

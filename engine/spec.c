@@ -14,6 +14,7 @@
 #include "eval.h"
 #include "prune.h"
 #include "quant.h"
+#include "quant_float.h"
 #include "sensitivity.h"
 #include "step.h"
 
@@ -379,19 +380,29 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 					       "model has none (its weights feed Conv): use int8, "
 					       "kmeans or fp16");
 			}
-			/* Weights only: the executor has no fp16/bf16 kernels to run a
-			 * whole converted graph with (quant_float.h). */
+			/* Whole graph: fp16 only (ONNX Runtime cannot load a bf16 graph,
+			 * quant_float.h); keep_io_types means nothing without it. */
 			bool io_types = json_object_get(step, "keep_io_types") != NULL;
-			if ((qp.scheme == QUANT_FP16 || qp.scheme == QUANT_BF16) &&
-			    (qp.whole_graph || io_types)) {
-				snprintf(field, sizeof field, "steps[%zu].%s", i,
-					 qp.whole_graph ? "graph" : "keep_io_types");
+			if (qp.scheme == QUANT_BF16 && qp.whole_graph) {
+				snprintf(field, sizeof field, "steps[%zu].graph", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field, "%s",
+					       QUANT_FLOAT_BF16_GRAPH_REFUSAL);
+			}
+			if ((qp.scheme == QUANT_FP16 || qp.scheme == QUANT_BF16) && io_types &&
+			    !qp.whole_graph) {
+				snprintf(field, sizeof field, "steps[%zu].keep_io_types", i);
 				return err_set(e, NN_EINVAL, "invalid_spec", field,
-					       "whole-graph %s conversion is not supported: nncd "
-					       "stores weights as %s and computes in float32; omit "
-					       "\"graph\" and \"keep_io_types\"",
-					       qp.scheme == QUANT_FP16 ? "fp16" : "bf16",
-					       qp.scheme == QUANT_FP16 ? "float16" : "bfloat16");
+					       "keep_io_types applies to whole-graph conversion: add "
+					       "\"graph\": true or omit keep_io_types");
+			}
+			/* float16 graph inputs cannot take the float32 evaluation data. */
+			if (qp.scheme == QUANT_FP16 && qp.whole_graph && !qp.keep_io_types &&
+			    ev.requested) {
+				snprintf(field, sizeof field, "steps[%zu].keep_io_types", i);
+				return err_set(e, NN_EINVAL, "invalid_spec", field,
+					       "keep_io_types false makes the graph inputs float16, and "
+					       "evaluation feeds float32 data: keep the default (true) "
+					       "or drop \"eval\"");
 			}
 			if (qp.scheme == QUANT_STATIC && model_summary &&
 			    !has_prunable(model_summary)) {
