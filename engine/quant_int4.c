@@ -1522,7 +1522,10 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 			memcpy(dst, src, n * sizeof *dst);
 		}
 	}
-	quant_int4_pack(zpb, ns, zpk);
+	/* symmetric: zpb is all zeros and zpk, calloc'd, already their packed
+	 * form (not touching them spares faulting in their pages) */
+	if (!p->symmetric)
+		quant_int4_pack(zpb, ns, zpk);
 	enum dtype qt = p->symmetric ? DT_INT4 : DT_UINT4;
 	if ((st = add_packed(m, qn, &packed, (n + 1) / 2, e)) != NN_OK ||
 	    (st = set_4bit(m, qn, qt, w->ndim, w->shape, e)) != NN_OK ||
