@@ -279,7 +279,7 @@ enum nn_status distill_params_parse(const json_t *step, size_t index, bool finet
 }
 
 /* Per-sample element count of a summary's first input / output; -1 when a
- * dimension past the batch is unknown. */
+ * dimension past the batch is unknown (symbolic or absent). */
 static int64_t summary_numel(const json_t *summary, const char *which)
 {
 	const json_t *shape = json_object_get(json_array_get(json_object_get(summary, which), 0),
@@ -289,7 +289,7 @@ static int64_t summary_numel(const json_t *summary, const char *which)
 	int64_t n = 1;
 	for (size_t i = 1; i < json_array_size(shape); i++) {
 		const json_t *d = json_array_get(shape, i);
-		if (!json_is_integer(d) || json_integer_value(d) < 1 ||
+		if (!json_is_integer(d) || json_integer_value(d) < 0 ||
 		    __builtin_mul_overflow(n, (int64_t)json_integer_value(d), &n))
 			return -1;
 	}
@@ -308,12 +308,14 @@ enum nn_status distill_check(const struct distill_params *p, const json_t *summa
 			       "named y or labels, or a second .npy named by \"labels\")",
 			       p->finetune ? "finetune" : "distill", p->train.alpha);
 	}
+	/* An MLP student needs the teacher's output width: refused when the
+	 * summary declares a first output whose per-sample size is 0. */
 	if (p->student == DISTILL_STUDENT_HIDDEN && p->teacher == DISTILL_TEACHER_INPUT && summary &&
-	    summary_numel(summary, "outputs") < 1) {
+	    summary_numel(summary, "outputs") == 0) {
 		snprintf(field, sizeof field, "steps[%zu].student.hidden", p->index);
 		return err_set(e, NN_EINVAL, "invalid_spec", field,
-			       "an MLP student needs the teacher's output width, and the model's "
-			       "first output has no fixed per-sample shape");
+			       "an MLP student is built to the teacher's output width, and the "
+			       "model's first output holds no values per sample");
 	}
 	return NN_OK;
 }
@@ -614,10 +616,17 @@ static void fq_project(void *ud)
 		struct fq_weight *w = &s->w[k];
 		int32_t lo = w->qt == DT_INT8 ? -128 : 0, hi = w->qt == DT_INT8 ? 127 : 255;
 		float *dst = w->param->value;
-		for (size_t i = 0; i < w->n; i++) {
-			size_t c = w->channels == 1 ? 0 : (i / w->inner) % w->channels;
-			dst[i] = fq_value(w->shadow[i], w->scale[c], w->zp[c], lo, hi);
-		}
+		const float *src = w->shadow;
+		/* [outer, channels, inner] (channels 1: per tensor) */
+		size_t block = w->channels * w->inner, outer = block ? w->n / block : 0;
+		for (size_t o = 0; o < outer; o++)
+			for (size_t c = 0; c < w->channels; c++) {
+				float sc = w->scale[c];
+				int32_t zp = w->zp[c];
+				size_t base = (o * w->channels + c) * w->inner;
+				for (size_t j = 0; j < w->inner; j++)
+					dst[base + j] = fq_value(src[base + j], sc, zp, lo, hi);
+			}
 	}
 }
 

@@ -25,6 +25,7 @@
 #include "quant.h"
 #include "rng.h"
 #include "spec.h"
+#include "train_graph.h"
 #include "train_mnist.h"
 
 static const char *fixtures = ".", *mnist_dir = ".", *node = "", *eval_js = "";
@@ -806,6 +807,87 @@ static int test_pipeline_distill_then_int8(void)
 	return 0;
 }
 
+/* Mean squared difference between a student tensor and a teacher tensor on
+ * the evaluation digits (train graphs with taps, inference mode). */
+static double feature_gap(const struct onnx_model *s, const char *sname,
+			  const struct onnx_model *t, const char *tname, const struct data *d)
+{
+	const char *st[1] = {sname}, *tt[1] = {tname};
+	struct tg_options so = {.max_batch = 1000, .taps = st, .n_taps = 1};
+	struct tg_options to = {.max_batch = 1000, .taps = tt, .n_taps = 1};
+	struct tg_graph *gs = NULL, *gt = NULL;
+	struct nn_err e = {0};
+	double gap = -1;
+	const float *out;
+	int64_t ns = 0, nt = 0;
+	if (tg_compile(s, &so, &gs, &e) == NN_OK && tg_compile(t, &to, &gt, &e) == NN_OK &&
+	    tg_forward(gs, d->tx, 1000, false, &out, &e) == NN_OK &&
+	    tg_forward(gt, d->tx, 1000, false, &out, &e) == NN_OK) {
+		const float *a = tg_tap(gs, sname, &ns), *b = tg_tap(gt, tname, &nt);
+		if (a && b && ns == nt) {
+			double sum = 0;
+			for (int64_t i = 0; i < 1000 * ns; i++)
+				sum += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+			gap = sum / (double)(1000 * ns);
+		}
+	}
+	if (gap < 0)
+		fprintf(stderr, "feature_gap: %s\n", e.message);
+	tg_free(gs);
+	tg_free(gt);
+	return gap;
+}
+
+/* feature_loss pulls the student's hidden layer towards the teacher's; sizes
+ * that differ are refused naming both tensors. */
+static int test_feature_loss(void)
+{
+	struct onnx_model *t = load_fixture("lenet300.onnx");
+	CHECK(t, "fixture");
+	struct data d;
+	CHECK(!data_load(&d, 1000, 1000, 2), "data");
+	double gaps[2];
+	for (int k = 0; k < 2; k++) {
+		struct onnx_model *m = load_fixture("lenet300.onnx");
+		struct seen s;
+		struct nn_err e = {0};
+		char spec[1024];
+		snprintf(spec, sizeof spec,
+			 "{\"dataset\":\"ds_train\",\"steps\":[{\"op\":\"distill\",\"student\":"
+			 "{\"hidden\":[100]},\"epochs\":3,\"seed\":4,\"optimizer\":{\"name\":\"adam\","
+			 "\"lr\":0.002}%s}]}",
+			 k ? ",\"feature_loss\":{\"teacher\":\"/Relu_1_output_0\",\"student\":"
+			     "\"student/relu1\",\"weight\":1.0}"
+			   : "");
+		CHECK(run_pipeline(m, spec, &d, NULL, 0, &s, &e) == NN_OK, "%s", e.message);
+		gaps[k] = feature_gap(m, "student/relu1", t, "/Relu_1_output_0", &d);
+		double acc = exec_accuracy(m, &d);
+		fprintf(stderr, "%s feature loss: hidden-layer gap %.4f, accuracy %.4f\n",
+			k ? "with" : "without", gaps[k], acc);
+		CHECK(acc > 0.7, "accuracy %.4f", acc);
+		seen_free(&s);
+		onnx_free(m);
+	}
+	CHECK(gaps[0] > 0 && gaps[1] >= 0 && gaps[1] < 0.8 * gaps[0],
+	      "the feature loss brings the hidden layer closer (%.4f vs %.4f)", gaps[1], gaps[0]);
+	struct onnx_model *m = load_fixture("lenet300.onnx");
+	struct seen s;
+	struct nn_err e = {0};
+	CHECK(run_pipeline(m,
+			   "{\"dataset\":\"ds_train\",\"steps\":[{\"op\":\"distill\",\"student\":"
+			   "{\"hidden\":[64]},\"epochs\":1,\"feature_loss\":{\"teacher\":"
+			   "\"/Relu_1_output_0\",\"student\":\"student/relu1\"}}]}",
+			   &d, NULL, 0, &s, &e) == NN_EINVAL,
+	      "sizes differ");
+	CHECK(strstr(e.message, "student/relu1") && strstr(e.message, "/Relu_1_output_0"),
+	      "%s", e.message);
+	seen_free(&s);
+	onnx_free(m);
+	onnx_free(t);
+	data_free(&d);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
@@ -831,6 +913,7 @@ int main(int argc, char **argv)
 		{"finetune_int8", test_finetune_int8},
 		{"finetune_refuses_int4", test_finetune_refuses_int4},
 		{"pipeline_distill_then_int8", test_pipeline_distill_then_int8},
+		{"feature_loss", test_feature_loss},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		if (!strcmp(argv[1], cases[i].name))
