@@ -15,6 +15,7 @@
 #include "prune.h"
 #include "quant.h"
 #include "quant_verify.h"
+#include "replace_act.h"
 #include "sensitivity.h"
 #include "spec.h"
 #include "step.h"
@@ -182,6 +183,11 @@ enum nn_status pipeline_run(struct onnx_model *m, const json_t *spec,
 			if (st == NN_OK)
 				st = ft ? finetune_run(m, &dp, &ctx, &metrics, e)
 					: distill_run(m, &dp, &ctx, &metrics, e);
+		} else if (!strcmp(op, "replace_activation")) {
+			struct ract_params rp;
+			st = ract_params_parse(step, i, &rp, e);
+			if (st == NN_OK)
+				st = ract_run(m, &rp, &ctx, &metrics, e);
 		} else if (!strcmp(op, "sensitivity")) {
 			struct sensitivity_params sp;
 			st = sensitivity_params_parse(step, i, &sp, e);

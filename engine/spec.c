@@ -15,11 +15,12 @@
 #include "prune.h"
 #include "quant.h"
 #include "quant_float.h"
+#include "replace_act.h"
 #include "sensitivity.h"
 #include "step.h"
 
 #define SPEC_MAX_STEPS 64
-#define SPEC_OPS "prune, quantize, sensitivity, distill, finetune"
+#define SPEC_OPS "prune, quantize, sensitivity, replace_activation, distill, finetune"
 
 static enum nn_status check_output(const json_t *out, struct nn_err *e)
 {
@@ -273,8 +274,9 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 		bool is_prune = name && !strcmp(name, "prune");
 		bool is_quant = name && !strcmp(name, "quantize");
 		bool is_sens = name && !strcmp(name, "sensitivity");
+		bool is_ract = name && !strcmp(name, "replace_activation");
 		bool is_train = name && (!strcmp(name, "distill") || !strcmp(name, "finetune"));
-		if (!is_prune && !is_quant && !is_sens && !is_train) {
+		if (!is_prune && !is_quant && !is_sens && !is_ract && !is_train) {
 			snprintf(field, sizeof field, "steps[%zu].op", i);
 			if (!op)
 				return err_set(e, NN_EINVAL, "invalid_spec", field,
@@ -335,6 +337,16 @@ enum nn_status spec_validate(const json_t *spec, const json_t *model_summary, st
 			/* A new student replaces the model: its weights are float again. */
 			if (!trains_current)
 				quantized_by = -1;
+			continue;
+		} else if (is_ract) {
+			struct ract_params rp;
+			if ((st = ract_params_parse(step, i, &rp, e)) != NN_OK)
+				return st;
+			if (model_summary &&
+			    (st = ract_check_model(&rp, model_summary, steps, e)) != NN_OK)
+				return st;
+			/* Swaps activations only: needs no float weights, and may
+			 * follow a quantize step. */
 			continue;
 		} else if (is_sens) {
 			struct sensitivity_params sp;
