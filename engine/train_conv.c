@@ -266,13 +266,9 @@ static void im2col(const struct tc_conv *s, int64_t cg, const float *x, float *c
 				int64_t oy0 = ylo; /* first row the general loop below copies */
 				if (sw == 1 && xlo == 0 && xhi == ow && yhi > ylo) {
 					/* every row in range: a plain strided 2-D copy */
-					const float *src = xp + (ylo * sh + offh) * w + offw;
-					float *dst = c + ylo * ow;
-					for (int64_t oy = ylo; oy < yhi; oy++) {
-						copy_floats(dst, src, ow);
-						dst += ow;
-						src += sh * w;
-					}
+					int64_t base = offh * w + offw, step = sh * w;
+					for (int64_t oy = ylo; oy < yhi; oy++)
+						copy_floats(c + oy * ow, xp + (base + oy * step), ow);
 					oy0 = yhi;
 				}
 				for (int64_t oy = oy0; oy < yhi; oy++) {
@@ -283,7 +279,7 @@ static void im2col(const struct tc_conv *s, int64_t cg, const float *x, float *c
 					for (int64_t ox = 0; ox < xlo; ox++)
 						cr[ox] = 0.0f;
 					if (sw == 1) {
-						copy_floats(cr + xlo, xp + row + xlo, xhi - xlo);
+						copy_floats(cr + xlo, xp + (row + xlo), xhi - xlo);
 					} else {
 						for (int64_t ox = xlo; ox < xhi; ox++)
 							cr[ox] = xp[row + ox * sw];
@@ -317,20 +313,16 @@ static void col2im(const struct tc_conv *s, int64_t cg, const float *col, int64_
 				col += ld;
 				if (sw == 1 && xlo == 0 && xhi == ow && yhi > ylo) {
 					/* every row in range: a plain strided 2-D add */
-					const float *src = c + ylo * ow;
-					float *dst = dp + (ylo * sh + offh) * w + offw;
-					for (int64_t oy = ylo; oy < yhi; oy++) {
-						add_floats(dst, src, ow);
-						src += ow;
-						dst += sh * w;
-					}
+					int64_t base = offh * w + offw, step = sh * w;
+					for (int64_t oy = ylo; oy < yhi; oy++)
+						add_floats(dp + (base + oy * step), c + oy * ow, ow);
 					continue;
 				}
 				for (int64_t oy = ylo; oy < yhi; oy++) {
 					const float *cr = c + oy * ow;
 					int64_t row = (oy * sh + offh) * w + offw;
 					if (sw == 1) {
-						add_floats(dp + row + xlo, cr + xlo, xhi - xlo);
+						add_floats(dp + (row + xlo), cr + xlo, xhi - xlo);
 					} else {
 						for (int64_t ox = xlo; ox < xhi; ox++)
 							dp[row + ox * sw] += cr[ox];
@@ -906,7 +898,7 @@ void tc_pad_forward(const struct tc_pad *s, const float *x, float value, float *
 			for (int64_t ox = 0; ox < xlo; ox++)
 				yr[ox] = value;
 			if (xhi > xlo)
-				memcpy(yr + xlo, xp + row + xlo, (size_t)(xhi - xlo) * sizeof(float));
+				memcpy(yr + xlo, xp + (row + xlo), (size_t)(xhi - xlo) * sizeof(float));
 			for (int64_t ox = xhi; ox < s->ow; ox++)
 				yr[ox] = value;
 		}
@@ -926,7 +918,7 @@ void tc_pad_backward(const struct tc_pad *s, const float *dy, float *dx)
 			const float *gr = gp + oy * s->ow;
 			int64_t row = (oy - s->pad_top) * s->w - s->pad_left;
 			if (xhi > xlo)
-				memcpy(dp + row + xlo, gr + xlo, (size_t)(xhi - xlo) * sizeof(float));
+				memcpy(dp + (row + xlo), gr + xlo, (size_t)(xhi - xlo) * sizeof(float));
 		}
 	}
 }

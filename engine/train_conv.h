@@ -40,7 +40,9 @@ struct tc_conv {       /* 2-D convolution, NCHW, weight [M, C/group, KH, KW] */
 };
 /* Validates and fills oh/ow; NN_EINVAL with a message for impossible shapes. */
 enum nn_status tc_conv_init(struct tc_conv *s, struct nn_err *e);
-/* Floats of scratch the conv needs (im2col of one image and group, etc.). */
+/* Floats of scratch the conv needs (im2col of one image and group, etc.).
+ * Never grows when s->n shrinks: the scratch sized for the compiled batch
+ * serves a smaller last batch (same s with a smaller n, as train_graph runs it). */
 size_t tc_conv_scratch_floats(const struct tc_conv *s);
 /* y = conv(x, w) + b (b may be NULL). */
 void tc_conv_forward(const struct tc_conv *s, const float *x, const float *w, const float *b,
