@@ -4,7 +4,9 @@
  * with an optimizer (engine/optim.h) on a training set held in memory:
  *   for each epoch: a seeded shuffle of the sample indices (rng_shuffle on a
  *   stream seeded once with p->seed, so a seed gives the same order on every
- *   run), mini-batches of p->batch_size rows in that order (the last one
+ *   run; the index array starts as 0..n-1 and each epoch reshuffles the
+ *   previous epoch's order in place: tests/e2e/train_torch_mlp.py replays
+ *   it), mini-batches of p->batch_size rows in that order (the last one
  *   smaller), rows gathered into a batch buffer, forward in training mode,
  *   the loss and its gradient (engine/train_loss.h), backward, one optimizer
  *   step; the learning rate set from the schedule before every update
