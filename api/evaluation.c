@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dataset.h"
+#include "distill.h"
 #include "eval.h"
 #include "exec.h"
 #include "onnx_io.h"
@@ -35,7 +36,7 @@ static bool lists_metric(const json_t *spec, const char *name)
 /* A dataset reference (ids, fit to the model input, labels when asked for). */
 static enum nn_status check_dataset(struct request *rq, const struct spec_dataset *d,
 				    const char *field, const json_t *model_input, bool need_labels,
-				    struct nn_err *e)
+				    bool *has_labels, struct nn_err *e)
 {
 	json_t *arrays = NULL, *label_arrays = NULL;
 	char input[64], labels[64], sub[128];
@@ -47,6 +48,8 @@ static enum nn_status check_dataset(struct request *rq, const struct spec_datase
 		st = dataset_arrays(rq, d->labels_id, sub, &label_arrays, e);
 		labels[0] = st == NN_OK && json_object_size(label_arrays) ? 'y' : '\0';
 	}
+	if (st == NN_OK && has_labels)
+		*has_labels = labels[0] != '\0';
 	if (st == NN_OK && need_labels && !labels[0])
 		st = err_set(e, NN_EINVAL, "invalid_spec", field,
 			     "accuracy needs labels: dataset %s has no array named y or labels "
@@ -55,6 +58,21 @@ static enum nn_status check_dataset(struct request *rq, const struct spec_datase
 	json_decref(arrays);
 	json_decref(label_arrays);
 	return st;
+}
+
+/* A distill/finetune step that learns from hard labels needs a dataset that
+ * has them (the step's own, else the top-level one). */
+static enum nn_status check_training_labels(const json_t *step, size_t index,
+					    const json_t *summary, bool has_labels,
+					    struct nn_err *e)
+{
+	const char *op = json_string_value(json_object_get(step, "op"));
+	bool finetune = op && !strcmp(op, "finetune");
+	if (!op || (!finetune && strcmp(op, "distill")))
+		return NN_OK;
+	struct distill_params dp;
+	enum nn_status st = distill_params_parse(step, index, finetune, &dp, e);
+	return st == NN_OK ? distill_check(&dp, summary, has_labels, e) : st;
 }
 
 /* Every model a step names by id (a distill teacher or student) exists. */
@@ -102,27 +120,34 @@ enum nn_status api_eval_check_spec(struct request *rq, const json_t *spec, const
 	if (st != NN_OK)
 		return st;
 	const json_t *model_input = json_array_get(json_object_get(summary, "inputs"), 0);
+	bool train_labels = false;
 	if (ev.train.set &&
 	    (st = check_dataset(rq, &ev.train, "dataset", model_input,
-				ev.from_holdout && lists_metric(spec, "accuracy"), e)) != NN_OK)
+				ev.from_holdout && lists_metric(spec, "accuracy"), &train_labels,
+				e)) != NN_OK)
 		return st;
 	const json_t *steps = json_object_get(spec, "steps");
 	if ((st = check_model_refs(rq, steps, e)) != NN_OK)
 		return st;
 	for (size_t i = 0; i < json_array_size(steps); i++) {
-		const json_t *ds = json_object_get(json_array_get(steps, i), "dataset");
+		const json_t *step = json_array_get(steps, i);
+		const json_t *ds = json_object_get(step, "dataset");
 		char field[64];
 		struct spec_dataset d;
+		bool labels = train_labels;
 		snprintf(field, sizeof field, "steps[%zu].dataset", i);
 		if (ds && ((st = spec_parse_dataset(ds, field, &d, e)) != NN_OK ||
-			   (st = check_dataset(rq, &d, field, model_input, false, e)) != NN_OK))
+			   (st = check_dataset(rq, &d, field, model_input, false, &labels, e)) !=
+				   NN_OK))
+			return st;
+		if ((st = check_training_labels(step, i, summary, labels, e)) != NN_OK)
 			return st;
 	}
 	if (!ev.requested || !(ev.metrics & EVAL_NEEDS_DATA))
 		return NN_OK;
 	if (!ev.from_holdout &&
 	    (st = check_dataset(rq, &ev.data, "eval.dataset", model_input,
-				lists_metric(spec, "accuracy"), e)) != NN_OK)
+				lists_metric(spec, "accuracy"), NULL, e)) != NN_OK)
 		return st;
 	return check_runnable(rq, model_sha, e);
 }

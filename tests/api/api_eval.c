@@ -1,7 +1,8 @@
 /* api_eval: job evaluation through the API against a live nncd — the
  * submit-time 400s of issue 3 (an operator the executor cannot run, named
  * with its node, only when the job runs the model; data that does not fit the
- * model; accuracy without labels; unknown datasets) and a job's metrics and
+ * model; accuracy without labels; unknown datasets; issue 6's training
+ * steps without labelled data or naming an unknown model) and a job's metrics and
  * report on cases whose figures are known (tests/unit/data/make_eval_cases.py:
  * the identity model gets 7 of 10 right). */
 #include <stdio.h>
@@ -90,6 +91,17 @@ int main(int argc, char **argv)
 	expect_refused(&d, spec, "unknown_dataset", "eval.dataset.labels", "no dataset");
 	snprintf(spec, sizeof spec, "{\"model\":\"%s\",\"dataset\":\"ds_nope\"}", ident);
 	expect_refused(&d, spec, "unknown_dataset", "dataset", "no dataset");
+
+	ht_note("training steps: hard labels need labelled data, named models must exist");
+	snprintf(spec, sizeof spec,
+		 "{\"model\":\"%s\",\"dataset\":\"%s\",\"steps\":[{\"op\":\"finetune\"}]}", ident,
+		 x);
+	expect_refused(&d, spec, "invalid_spec", "steps[0].dataset", "needs a labelled dataset");
+	snprintf(spec, sizeof spec,
+		 "{\"model\":\"%s\",\"steps\":[{\"op\":\"distill\",\"dataset\":{\"id\":\"%s\","
+		 "\"labels\":\"%s\"},\"teacher\":{\"model\":\"mdl_aaaaaaaaaaaaaaaaaaaaaaaaaa\"}}]}",
+		 ident, x, y);
+	expect_refused(&d, spec, "unknown_model", "steps[0].teacher.model", "no model");
 
 	ht_note("an evaluated job: known accuracy, metrics in the job, the report");
 	snprintf(spec, sizeof spec,
