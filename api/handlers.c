@@ -234,6 +234,22 @@ done:
 	return rc;
 }
 
+/* A job's events, oldest first, paged by event id (epoch records of
+ * training steps, step transitions, the job's start and end). */
+static enum MHD_Result job_events(struct request *rq)
+{
+	int limit;
+	if (!parse_limit(rq, &limit))
+		return api_respond_error(rq, MHD_HTTP_BAD_REQUEST, "invalid_query", "limit",
+					 "limit must be an integer in [1, %d]", LIST_MAX_LIMIT);
+	json_t *out = NULL;
+	struct nn_err e = {0};
+	if (store_job_events(rq->srv->store, tenant_of(rq), rq->id, query_arg(rq, "after"), limit,
+			     &out, &e) != NN_OK)
+		return api_respond_err(rq, &e);
+	return api_respond_json(rq, MHD_HTTP_OK, out);
+}
+
 static bool known_job_state(const char *s)
 {
 	static const char *const states[] = {"queued", "running", "succeeded", "failed",
@@ -608,6 +624,7 @@ enum MHD_Result api_handle(struct request *rq)
 	case ROUTE_JOB: return job_get(rq);
 	case ROUTE_JOB_CANCEL: return job_cancel(rq);
 	case ROUTE_JOB_REPORT: return api_eval_report(rq);
+	case ROUTE_JOB_EVENTS: return job_events(rq);
 	case ROUTE_ARTIFACT: return artifact_get(rq);
 	case ROUTE_DATASETS: return get ? api_datasets_list(rq) : api_datasets_post(rq);
 	case ROUTE_DATASET: return get ? api_datasets_get(rq) : api_datasets_delete(rq);

@@ -171,6 +171,8 @@ static enum route route_url(const char *url, char *id)
 		return ROUTE_JOB_CANCEL;
 	if (match_id_path(url, "/v1/jobs/", "/report", id))
 		return ROUTE_JOB_REPORT;
+	if (match_id_path(url, "/v1/jobs/", "/events", id))
+		return ROUTE_JOB_EVENTS;
 	if (match_id_path(url, "/v1/jobs/", NULL, id))
 		return ROUTE_JOB;
 	if (match_id_path(url, "/v1/artifacts/", NULL, id))
@@ -185,6 +187,7 @@ static const char *allowed_methods(enum route r)
 	case ROUTE_READYZ:
 	case ROUTE_JOB:
 	case ROUTE_JOB_REPORT:
+	case ROUTE_JOB_EVENTS:
 	case ROUTE_ARTIFACT: return "GET, HEAD";
 	case ROUTE_MODELS:
 	case ROUTE_JOBS:

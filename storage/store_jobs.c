@@ -649,6 +649,81 @@ out:
 	return st;
 }
 
+/* One job_events row (id, ts, type, data) as the API shows it. */
+static enum nn_status event_view(sqlite3_stmt *q, json_t **out, struct nn_err *e)
+{
+	bool bad = false;
+	json_t *data = sdb_col_json(q, 3, &bad);
+	json_t *o = json_pack("{s:I, s:o, s:o, s:o}", "id", (json_int_t)sqlite3_column_int64(q, 0),
+			      "ts", sdb_col_json_str(q, 1), "type", sdb_col_json_str(q, 2), "data",
+			      data ? data : json_null());
+	if (!o)
+		return sdb_oom(e);
+	if (bad) {
+		json_decref(o);
+		return err_set(e, NN_EINTERNAL, "internal", NULL, "an event's data is not JSON");
+	}
+	*out = o;
+	return NN_OK;
+}
+
+enum nn_status store_job_events(struct store *s, const char *tenant, const char *id,
+				const char *after, int limit, json_t **out, struct nn_err *e)
+{
+	*out = NULL;
+	int64_t cursor = 0;
+	enum nn_status st = after ? sdb_parse_cursor(after, &cursor, e) : NN_OK;
+	if (st || (st = sdb_check_limit(limit, e)))
+		return st;
+	struct conn *c = NULL;
+	sqlite3_stmt *q = NULL;
+	char state[16], owner[STORE_ID_CAP];
+	bool cancel;
+	json_t *res = json_object(), *arr = json_array();
+	if (!res || !arr || json_object_set(res, "events", arr)) {
+		st = sdb_oom(e);
+		goto out;
+	}
+	if ((st = sdb_conn_get(s, &c, e)) || (st = sdb_tx_read(c, e)) ||
+	    (st = job_state(c, tenant, id, state, &cancel, owner, e)))
+		goto out;
+	if ((st = sdb_query(c,
+			    "SELECT id, ts, type, data FROM job_events WHERE job_id = ? AND id > ?"
+			    " ORDER BY id LIMIT ?",
+			    &q, e, "sin", id, cursor, limit + 1)))
+		goto out;
+	int n = 0;
+	int64_t last = 0;
+	bool more = false;
+	for (;;) {
+		bool row;
+		if ((st = sdb_row(c, q, &row, e)))
+			goto out;
+		if (!row)
+			break;
+		if (n == limit) {
+			more = true;
+			break;
+		}
+		json_t *ev = NULL;
+		if ((st = event_view(q, &ev, e)))
+			goto out;
+		if (json_array_append_new(arr, ev)) {
+			st = sdb_oom(e);
+			goto out;
+		}
+		last = sqlite3_column_int64(q, 0);
+		n++;
+	}
+	st = sdb_page_finish(&res, more, last, out, e);
+out:
+	sdb_done(q);
+	sdb_conn_put(c);
+	json_decref(arr);
+	json_decref(res);
+	return st;
+}
+
 enum nn_status store_job_cancel_requested(struct store *s, const char *job_id, bool *requested,
 					  struct nn_err *e)
 {

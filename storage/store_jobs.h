@@ -69,6 +69,11 @@ enum nn_status store_job_step_update(struct store *s, const char *job_id, int in
 /* Appends to job_events; data may be NULL. */
 enum nn_status store_job_event(struct store *s, const char *job_id, const char *type,
 			       const json_t *data, struct nn_err *e);
+/* A job's events, oldest first: {"events": [{"id", "ts", "type", "data"}],
+ * "next": cursor | null}; `after` is the previous page's cursor (the last
+ * event id seen) or NULL; limit 1..1000. NN_ENOTFOUND for an unknown job. */
+enum nn_status store_job_events(struct store *s, const char *tenant, const char *id,
+				const char *after, int limit, json_t **out, struct nn_err *e);
 enum nn_status store_job_cancel_requested(struct store *s, const char *job_id, bool *requested,
 					  struct nn_err *e);
 /* One transaction: artifact row, state succeeded, progress 1, finished_at.

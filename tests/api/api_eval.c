@@ -136,6 +136,42 @@ int main(int argc, char **argv)
 	HT_EXPECT_JSTR(json_object_get(json_array_get(json_object_get(r.json, "steps"), 0), "params"),
 		       "op", "prune", &r);
 	ht_resp_free(&r);
+	ht_note("the job's events, oldest first, paged by id");
+	snprintf(path, sizeof path, "/v1/jobs/%s/events", job);
+	ht_get(&d, path, &r);
+	HT_EXPECT_STATUS(&r, 200);
+	json_t *evs = json_object_get(r.json, "events");
+	size_t nev = json_array_size(evs);
+	HT_ASSERT(nev >= 4 && json_is_null(json_object_get(r.json, "next")), &r);
+	HT_EXPECT_JSTR(json_array_get(evs, 0), "type", "started", &r);
+	/* (the job's own "succeeded" event may land just after its state) */
+	bool step_done = false;
+	for (size_t i = 0; i < nev; i++)
+		step_done |= !strcmp(ht_jstr(json_array_get(evs, i), "type"), "step_succeeded");
+	HT_ASSERT(step_done, &r);
+	json_int_t second = ht_jint(json_array_get(evs, 1), "id", -1);
+	ht_resp_free(&r);
+	snprintf(path, sizeof path, "/v1/jobs/%s/events?limit=1", job);
+	ht_get(&d, path, &r);
+	HT_EXPECT_STATUS(&r, 200);
+	HT_ASSERT(json_array_size(json_object_get(r.json, "events")) == 1, &r);
+	char next[32];
+	snprintf(next, sizeof next, "%s", ht_jstr(r.json, "next") ? ht_jstr(r.json, "next") : "");
+	HT_ASSERT(next[0], &r);
+	ht_resp_free(&r);
+	snprintf(path, sizeof path, "/v1/jobs/%s/events?limit=1&after=%s", job, next);
+	ht_get(&d, path, &r);
+	HT_EXPECT_STATUS(&r, 200);
+	HT_ASSERT(ht_jint(json_array_get(json_object_get(r.json, "events"), 0), "id", -2) == second,
+		  &r);
+	ht_resp_free(&r);
+	snprintf(path, sizeof path, "/v1/jobs/%s/events?limit=0", job);
+	ht_get(&d, path, &r);
+	HT_EXPECT_ERROR(&r, 400, "invalid_query", "limit");
+	ht_resp_free(&r);
+	ht_get(&d, "/v1/jobs/job_aaaaaaaaaaaaaaaaaaaaaaaaaa/events", &r);
+	HT_EXPECT_ERROR(&r, 404, "not_found", NULL);
+	ht_resp_free(&r);
 	ht_get(&d, "/v1/jobs/job_aaaaaaaaaaaaaaaaaaaaaaaaaa/report", &r);
 	HT_EXPECT_ERROR(&r, 404, "not_found", NULL);
 	ht_resp_free(&r);

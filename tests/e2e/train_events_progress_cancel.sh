@@ -3,9 +3,8 @@
 #  - A 3-epoch distill job (lenet300 -> {"hidden": [100]}, 20,000 training digits, the 10,000
 #    test digits as eval data) records one "epoch" job event per epoch, tagged with the step
 #    (step 0, op distill), with epoch, loss, train_accuracy, eval_accuracy, lr and seconds, the
-#    same rows as the step's metrics "history" in GET /v1/jobs/{id}. The API serves no
-#    event list (docs/API.md), so the events are read from the daemon's SQLite file
-#    (job_events, read-only) while it runs.
+#    same rows as the step's metrics "history" in GET /v1/jobs/{id}; the events are read from
+#    GET /v1/jobs/{id}/events, page by page, while the job runs.
 #  - A long job (500 epochs of a 784-300-100-10 student) shows GET /v1/jobs/{id} "progress"
 #    strictly between 0 and 1 and never decreasing while it trains; POST /v1/jobs/{id}/cancel
 #    after its first epoch event stops it: state and step "canceled", no artifact, far fewer
@@ -28,20 +27,27 @@ DS=$DATASET_ID
 upload_dataset "$WORK/test.npz" mnist-test 10000
 DS_TEST=$DATASET_ID
 
-# events JOB_ID: the job's events as JSON lines {"type", "data"} from the daemon's database.
+# events JOB_ID: the job's events as JSON lines {"type", "data"}, from GET /v1/jobs/{id}/events
+# (every page, following "next").
 events() {
-	"$E2E_PY" - "$WORK/data/nncd.db" "$1" <<'PY'
-import json, sqlite3, sys
-db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=10)
-for t, d in db.execute("SELECT type, data FROM job_events WHERE job_id = ? ORDER BY id", (sys.argv[2],)):
-    print(json.dumps({"type": t, "data": json.loads(d) if d else None}))
+	"$E2E_PY" - "$BASE" "$1" <<'PY'
+import json, sys, urllib.request
+base, job, after = sys.argv[1], sys.argv[2], None
+while True:
+    url = f"{base}/v1/jobs/{job}/events?limit=200" + (f"&after={after}" if after else "")
+    page = json.load(urllib.request.urlopen(url, timeout=30))
+    for ev in page["events"]:
+        print(json.dumps({"type": ev["type"], "data": ev["data"]}))
+    after = page["next"]
+    if after is None:
+        break
 PY
 }
 
 log "== epoch events"
 spec="{\"model\":\"$LENET\",\"dataset\":$(data_ref "$DS"),\"steps\":[{\"op\":\"distill\",\"student\":{\"hidden\":[100]},\"epochs\":3,\"temperature\":4,\"alpha\":0.5,\"optimizer\":{\"name\":\"sgd\",\"lr\":0.05,\"momentum\":0.9},\"schedule\":{\"name\":\"cosine\"},\"seed\":5}],\"eval\":{\"dataset\":$(data_ref "$DS_TEST"),\"metrics\":[\"accuracy\"]}}"
 run_job short "$spec"
-events "$JOB_ID" >"$WORK/short.events" || fail "cannot read job_events"
+events "$JOB_ID" >"$WORK/short.events" || fail "cannot read the job events"
 "$E2E_PY" - "$WORK/short.job.json" "$WORK/short.events" <<'PY' || fail "epoch events check failed"
 import json, sys
 job = json.load(open(sys.argv[1]))
@@ -109,7 +115,7 @@ while :; do
 	sleep 0.1
 done
 cp "$WORK/body" "$WORK/long.job.json"
-events "$LONG" >"$WORK/long.events" || fail "cannot read job_events"
+events "$LONG" >"$WORK/long.events" || fail "cannot read the job events"
 "$E2E_PY" - "$WORK/long.job.json" "$WORK/long.events" "$WORK/progress" "$((SECONDS - cancel_at))" <<'PY' || fail "progress / cancel check failed"
 import json, sys
 job = json.load(open(sys.argv[1]))
