@@ -830,7 +830,10 @@ static enum nn_status sym_impl(const float *w, size_t outer, size_t channels, si
 	for (size_t o = 0; o < outer; o++) {
 		const float *row = w + o * channels * inner;
 		int8_t *qrow = q + o * channels * inner;
-		if (inner == 1 && stats && tmp) {
+		if (inner == 1 && stats && tmp && o == 0) {
+			/* in place, row 0's bytes overlay its own floats: through tmp;
+			 * row o >= 1's bytes [o C, (o + 1) C) lie below its floats
+			 * [4 o C, ...) and over rows already read: written directly */
 			q8_rows_err_any(row, channels, inv, scales, tmp, stats);
 			memcpy(qrow, tmp, channels);
 		} else if (inner == 1 && stats) {
@@ -940,7 +943,7 @@ static enum nn_status asym_impl(const float *w, size_t outer, size_t channels, s
 	for (size_t o = 0; o < outer; o++) {
 		const float *row = w + o * channels * inner;
 		uint8_t *qrow = q + o * channels * inner;
-		if (inner == 1 && stats && tmp) {
+		if (inner == 1 && stats && tmp && o == 0) { /* as in sym_impl */
 			qu8_rows_err(row, channels, s->inv, s->zpf, scales, tmp, stats,
 				     stats->used);
 			memcpy(qrow, tmp, channels);

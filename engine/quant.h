@@ -144,8 +144,9 @@ enum nn_status quant_select_weights(const struct onnx_model *m, const struct qua
  * float storage, which becomes the W_quantized initializer's raw_data
  * without a copy (its unused tail is released when the model is freed: the
  * step never needs more memory than the float model had). A step that fails
- * after it started writing (cancellation) leaves the model half converted:
- * discard it, as pipeline_run's callers do. NN_EUNSUPPORTED (from
+ * after it started writing (cancellation, or a NaN/Inf found in a weight
+ * whose contiguous channels are quantized one by one as they are read)
+ * leaves the model half converted: discard it, as pipeline_run's callers do. NN_EUNSUPPORTED (from
  * onnx_raise_opset) when the model's opset cannot be raised to 13. */
 enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 			 const struct step_ctx *ctx, json_t **metrics, struct nn_err *e);
