@@ -2,6 +2,9 @@
 #include "quant_int4.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -900,14 +903,300 @@ out:
 	return st;
 }
 
+#define QT_ROWS 32 /* rows of W quantized per kernel call (their error sums are one
+		    * partial sum: the metrics depend on this grouping) */
+#define QT_TILE 128 /* rows per transposed write: 64 nibble bytes, a whole cache
+		     * line, per output row */
+
+/* ---- threads ----
+ *
+ * A weight is cut into units whose boundaries depend only on its layout
+ * (never on the thread count): 32 rows (QT_ROWS) when inner is 1, else
+ * groups of whole blocks along len of about Q4_UNIT_ELEMS elements. Each
+ * unit's squared errors are one partial sum, stored by unit index and added
+ * in unit order afterwards, so the metrics (and of course the bytes) are the
+ * same for any number of threads, one included. Threads take units from an
+ * atomic counter (a loaded VM gives threads uneven speeds) and each has its
+ * own scratch; max/min statistics are order-free. */
+#define Q4_MAX_THREADS 64
+#define Q4_UNIT_ELEMS ((size_t)1 << 18)
+/* Below this many weights a layer runs on the calling thread alone (a
+ * thread start costs tens of microseconds; the result is the same). */
+#define Q4_PAR_MIN ((size_t)1 << 16)
+
+/* What one runner found: order-free statistics and its first failure. */
+struct q4_slot {
+	float maxerr, smin, smax;
+	enum nn_status st;
+	size_t unit; /* the unit that failed (the lowest one is reported) */
+	struct nn_err e;
+};
+
+static void slot_init(struct q4_slot *s)
+{
+	s->maxerr = 0, s->smin = INFINITY, s->smax = 0;
+	s->st = NN_OK;
+	s->unit = SIZE_MAX;
+	memset(&s->e, 0, sizeof s->e);
+}
+
+static void slot_merge(struct q4_slot *s, const struct quant_int4_stats *st)
+{
+	s->maxerr = st->maxerr > s->maxerr ? st->maxerr : s->maxerr;
+	s->smin = st->smin < s->smin ? st->smin : s->smin;
+	s->smax = st->smax > s->smax ? st->smax : s->smax;
+}
+
+static void slot_fail(struct q4_slot *s, size_t unit, enum nn_status st, const struct nn_err *e)
+{
+	if (s->st == NN_OK || unit < s->unit) {
+		s->st = st;
+		s->unit = unit;
+		s->e = *e;
+	}
+}
+
+/* Folds the runners' results into stats (part[0..nparts) added in order) or
+ * returns the failure of the lowest unit. */
+static enum nn_status slots_finish(const struct q4_slot *slot, unsigned nslot, const double *part,
+				   size_t nparts, struct quant_int4_stats *stats, struct nn_err *e)
+{
+	const struct q4_slot *bad = NULL;
+	for (unsigned s = 0; s < nslot; s++)
+		if (slot[s].st != NN_OK && (!bad || slot[s].unit < bad->unit))
+			bad = &slot[s];
+	if (bad) {
+		*e = bad->e;
+		return bad->st;
+	}
+	for (size_t u = 0; u < nparts; u++)
+		stats->sq += part[u];
+	for (unsigned s = 0; s < nslot; s++) {
+		stats->maxerr = slot[s].maxerr > stats->maxerr ? slot[s].maxerr : stats->maxerr;
+		stats->smin = slot[s].smin < stats->smin ? slot[s].smin : stats->smin;
+		stats->smax = slot[s].smax > stats->smax ? slot[s].smax : stats->smax;
+	}
+	return NN_OK;
+}
+
+struct q4_runner {
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void *runner_main(void *p)
+{
+	const struct q4_runner *r = p;
+	r->fn(r->arg);
+	return NULL;
+}
+
+/* Runs fn(arg) on the calling thread and on up to threads - 1 new ones, and
+ * returns when all have returned. If a thread cannot be created, fewer run:
+ * fn takes its work from a shared counter, so any number of runners does
+ * all of it. */
+static void par_run(unsigned threads, void (*fn)(void *), void *arg)
+{
+	pthread_t tid[Q4_MAX_THREADS];
+	unsigned started = 0;
+	struct q4_runner r = {fn, arg};
+	for (unsigned t = 1; t < threads && t < Q4_MAX_THREADS; t++) {
+		if (pthread_create(&tid[started], NULL, runner_main, &r) != 0)
+			break;
+		started++;
+	}
+	fn(arg);
+	for (unsigned t = 0; t < started; t++)
+		pthread_join(tid[t], NULL);
+}
+
+/* The threads the step may use (ctx->threads, 0 or no ctx: 1). */
+static unsigned step_threads(const struct step_ctx *ctx)
+{
+	return ctx && ctx->threads ? ctx->threads : 1;
+}
+
+/* One weight's units (quant_int4_quantize's layout). */
+struct q4_units {
+	const float *w;
+	size_t outer, len, inner, block, nb, ostride;
+	bool symmetric;
+	unsigned offset;
+	uint8_t *packed;
+	float *scales;
+	uint8_t *zero_points;
+	enum quant_int4_isa isa;
+	const struct step_ctx *ctx;
+	size_t per;    /* inner 1: rows per unit; else elements of len per unit */
+	size_t upo;    /* inner > 1: units per outer index */
+	uint8_t *kbuf; /* units below kunits write their nibbles here (in place) */
+	size_t kunits;
+	double *part;  /* squared errors per unit */
+	atomic_size_t next; /* the next unit to take */
+	size_t end;         /* units [.., end) in this phase */
+	atomic_uint nslot;
+	atomic_bool stop;
+	struct q4_slot slot[Q4_MAX_THREADS];
+};
+
+/* Nibble index of unit u's first element (even, see quantize_par). */
+static size_t unit_start(const struct q4_units *j, size_t u)
+{
+	if (j->inner == 1)
+		return u * j->per * j->ostride;
+	return (u / j->upo) * j->ostride + (u % j->upo) * j->per * j->inner;
+}
+
+static enum nn_status unit_run(const struct q4_units *j, size_t u, struct quant_int4_stats *st,
+			       struct nn_err *e)
+{
+	uint8_t *dst = (u < j->kunits ? j->kbuf : j->packed) + unit_start(j, u) / 2;
+	if (j->inner == 1) {
+		size_t o0 = u * j->per, r = j->outer - o0 < j->per ? j->outer - o0 : j->per;
+		return quantize_impl(j->w + o0 * j->len, r, j->len, 1, j->block, j->symmetric,
+				     j->offset, j->ostride, dst, NULL, j->scales + o0 * j->nb,
+				     j->zero_points ? j->zero_points + o0 * j->nb : NULL, st,
+				     j->isa, NULL, e);
+	}
+	size_t o = u / j->upo, l0 = (u % j->upo) * j->per;
+	size_t cnt = j->len - l0 < j->per ? j->len - l0 : j->per;
+	size_t s0 = (o * j->nb + l0 / j->block) * j->inner;
+	return quantize_impl(j->w + (o * j->len + l0) * j->inner, 1, cnt, j->inner, j->block,
+			     j->symmetric, j->offset, cnt * j->inner, dst, NULL, j->scales + s0,
+			     j->zero_points ? j->zero_points + s0 : NULL, st, j->isa, NULL, e);
+}
+
+static void units_worker(void *arg)
+{
+	struct q4_units *j = arg;
+	struct q4_slot *sl = &j->slot[atomic_fetch_add(&j->nslot, 1)];
+	while (!atomic_load(&j->stop)) {
+		size_t u = atomic_fetch_add(&j->next, 1);
+		if (u >= j->end)
+			break;
+		struct nn_err e = {0};
+		enum nn_status st = NN_OK;
+		struct quant_int4_stats s = {0, 0, INFINITY, 0};
+		if (step_canceled(j->ctx))
+			st = err_set(&e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
+		else
+			st = unit_run(j, u, &s, &e);
+		if (st != NN_OK) {
+			slot_fail(sl, u, st, &e);
+			atomic_store(&j->stop, true);
+			break;
+		}
+		j->part[u] = s.sq;
+		slot_merge(sl, &s);
+	}
+}
+
+static void units_phase(struct q4_units *j, unsigned threads, size_t from, size_t to)
+{
+	atomic_store(&j->next, from);
+	j->end = to;
+	atomic_store(&j->nslot, 0);
+	par_run(threads, units_worker, j);
+}
+
+/* quantize_impl cut into units (module comment above) on up to `threads`
+ * threads. When packed is w's own storage and threads run, a unit's nibbles
+ * land over the floats of the units in the first eighth of w (nibble x over
+ * float x / 8): those units run first with their nibbles kept aside, then
+ * the rest writing straight over floats already read, then the kept bytes
+ * are copied in. Layouts whose units would start mid-byte (outer > 1,
+ * inner > 1, odd ostride) run as one unit. */
+static enum nn_status quantize_par(const float *w, size_t outer, size_t len, size_t inner,
+				   size_t block, bool symmetric, unsigned offset, size_t ostride,
+				   uint8_t *packed, float *scales, uint8_t *zero_points,
+				   struct quant_int4_stats *stats, enum quant_int4_isa isa,
+				   unsigned threads, const struct step_ctx *ctx, struct nn_err *e)
+{
+	if (block == 0 || block > 4096)
+		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size out of range");
+	size_t n = outer * len * inner;
+	if (step_canceled(ctx))
+		return err_set(e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
+	if (n == 0 || (inner > 1 && outer > 1 && ostride % 2))
+		return quantize_impl(w, outer, len, inner, block, symmetric, offset, ostride,
+				     packed, NULL, scales, zero_points, stats, isa, ctx, e);
+	struct q4_units *j = calloc(1, sizeof *j);
+	if (!j)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 units");
+	enum nn_status st = NN_OK;
+	*j = (struct q4_units){.w = w, .outer = outer, .len = len, .inner = inner,
+			       .block = block, .nb = (len + block - 1) / block,
+			       .ostride = ostride, .symmetric = symmetric, .offset = offset,
+			       .packed = packed, .scales = scales, .zero_points = zero_points,
+			       .isa = isa, .ctx = ctx};
+	size_t nunits;
+	if (inner == 1) {
+		j->per = QT_ROWS;
+		nunits = (outer + QT_ROWS - 1) / QT_ROWS;
+	} else {
+		/* whole blocks, an even element count (units start on a byte) */
+		size_t g = (Q4_UNIT_ELEMS + block * inner - 1) / (block * inner);
+		g += (g * block * inner) % 2;
+		j->per = g * block;
+		j->upo = (len + j->per - 1) / j->per;
+		nunits = outer * j->upo;
+	}
+	j->kunits = 0;
+	j->part = malloc(nunits * sizeof *j->part);
+	if (!j->part) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 units");
+		goto out;
+	}
+	for (unsigned s = 0; s < Q4_MAX_THREADS; s++)
+		slot_init(&j->slot[s]);
+	unsigned t = threads ? threads : 1;
+	if (n < Q4_PAR_MIN)
+		t = 1;
+	t = t < Q4_MAX_THREADS ? t : Q4_MAX_THREADS;
+	t = (size_t)t < nunits ? t : (unsigned)nunits;
+	size_t kbytes = 0;
+	if (t > 1 && (const void *)packed == (const void *)w) {
+		size_t edge = n / 8 + 2; /* no unit's nibbles reach a float past it */
+		while (j->kunits < nunits && unit_start(j, j->kunits) < edge)
+			j->kunits++;
+		kbytes = j->kunits < nunits ? unit_start(j, j->kunits) / 2 : (n + 1) / 2;
+		if (!(j->kbuf = malloc(kbytes))) {
+			st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 units");
+			goto out;
+		}
+	}
+	units_phase(j, t, 0, j->kunits ? j->kunits : nunits);
+	if (j->kunits && j->kunits < nunits && !atomic_load(&j->stop))
+		units_phase(j, t, j->kunits, nunits);
+	if (j->kunits && !atomic_load(&j->stop))
+		memcpy(packed, j->kbuf, kbytes);
+	st = slots_finish(j->slot, t, j->part, nunits, stats, e);
+out:
+	free(j->kbuf);
+	free(j->part);
+	free(j);
+	return st;
+}
+
 enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, size_t inner,
 				   size_t block, bool symmetric, unsigned offset, size_t ostride,
 				   uint8_t *packed, float *scales, uint8_t *zero_points,
 				   struct quant_int4_stats *stats, const struct step_ctx *ctx,
 				   struct nn_err *e)
 {
-	return quantize_impl(w, outer, len, inner, block, symmetric, offset, ostride, packed, NULL,
-			     scales, zero_points, stats, QUANT_INT4_ISA_AUTO, ctx, e);
+	return quantize_par(w, outer, len, inner, block, symmetric, offset, ostride, packed,
+			    scales, zero_points, stats, QUANT_INT4_ISA_AUTO, 1, ctx, e);
+}
+
+enum nn_status quant_int4_quantize_threads(const float *w, size_t outer, size_t len,
+					   size_t inner, size_t block, bool symmetric,
+					   unsigned offset, size_t ostride, uint8_t *packed,
+					   float *scales, uint8_t *zero_points,
+					   struct quant_int4_stats *stats, unsigned threads,
+					   const struct step_ctx *ctx, struct nn_err *e)
+{
+	return quantize_par(w, outer, len, inner, block, symmetric, offset, ostride, packed,
+			    scales, zero_points, stats, QUANT_INT4_ISA_AUTO, threads, ctx, e);
 }
 
 enum nn_status quant_int4_quantize_isa(const float *w, size_t outer, size_t len, size_t inner,
@@ -916,14 +1205,10 @@ enum nn_status quant_int4_quantize_isa(const float *w, size_t outer, size_t len,
 				       uint8_t *zero_points, struct quant_int4_stats *stats,
 				       enum quant_int4_isa isa, struct nn_err *e)
 {
-	return quantize_impl(w, outer, len, inner, block, symmetric, offset, ostride, packed, NULL,
-			     scales, zero_points, stats, isa, NULL, e);
+	return quantize_par(w, outer, len, inner, block, symmetric, offset, ostride, packed,
+			    scales, zero_points, stats, isa, 1, NULL, e);
 }
 
-#define QT_ROWS 32 /* rows of W quantized per kernel call (their error sums are one
-		    * partial sum: the metrics depend on this grouping) */
-#define QT_TILE 128 /* rows per transposed write: 64 nibble bytes, a whole cache
-		     * line, per output row */
 
 #ifdef HAVE_Q4_SSE2
 /* Writes 16 output rows kk0 .. kk0 + 15 of a 32-row group transposed: tq
@@ -1098,6 +1383,98 @@ static void *scratch_get(struct q4_scratch *s, size_t bytes)
 	return s->mem;
 }
 
+/* One transposed weight's tiles (quantize_transposed). */
+struct q4_tiles {
+	const float *w;
+	size_t n, k, block, nb, ntiles;
+	bool symmetric, bw;
+	uint8_t *packed;
+	float *scales;
+	uint8_t *zero_points;
+	const struct step_ctx *ctx;
+	size_t kept;   /* rows whose bytes wait in kq until every row is read */
+	uint8_t *kq;   /* [kept][k] */
+	bool write_kept; /* the phase writes kept tiles out instead of quantizing */
+	double *part;  /* squared errors per QT_ROWS rows */
+	struct q4_scratch *scratch; /* one per runner */
+	atomic_size_t next;
+	size_t end;
+	atomic_uint nslot;
+	atomic_bool stop;
+	struct q4_slot slot[Q4_MAX_THREADS];
+};
+
+static enum nn_status tile_run(struct q4_tiles *j, size_t t, struct q4_scratch *scr,
+			       struct q4_slot *sl, struct nn_err *e)
+{
+	size_t n = j->n, k = j->k, nb = j->nb, j0 = t * QT_TILE;
+	size_t rows = n - j0 < QT_TILE ? n - j0 : QT_TILE;
+	if (j->write_kept) {
+		tile_write(j->kq + j0 * k, rows, k, n, j0, j->packed, j->bw);
+		return NN_OK;
+	}
+	/* tile scales (floats first, for alignment), tile zero points, tile bytes */
+	float *tsc = scratch_get(scr, QT_TILE * nb * sizeof *tsc + QT_TILE * nb + QT_TILE * k);
+	if (!tsc)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 scratch");
+	uint8_t *tzp = (uint8_t *)(tsc + QT_TILE * nb);
+	uint8_t *tile = j0 < j->kept ? j->kq + j0 * k : tzp + QT_TILE * nb;
+	for (size_t s = 0; s < rows; s += QT_ROWS) {
+		size_t r = rows - s < QT_ROWS ? rows - s : QT_ROWS;
+		struct quant_int4_stats st = {0, 0, INFINITY, 0};
+		enum nn_status rc = quantize_impl(j->w + (j0 + s) * k, r, k, 1, j->block,
+						  j->symmetric, 0, k, NULL, tile + s * k,
+						  tsc + s * nb, j->symmetric ? NULL : tzp + s * nb,
+						  &st, QUANT_INT4_ISA_AUTO, NULL, e);
+		if (rc != NN_OK)
+			return rc;
+		j->part[(j0 + s) / QT_ROWS] = st.sq;
+		slot_merge(sl, &st);
+	}
+	if (j0 >= j->kept)
+		tile_write(tile, rows, k, n, j0, j->packed, j->bw);
+	for (size_t b = 0; b < nb; b++)
+		for (size_t r = 0; r < rows; r++) {
+			j->scales[b * n + j0 + r] = tsc[r * nb + b];
+			if (j->zero_points)
+				j->zero_points[b * n + j0 + r] = tzp[r * nb + b];
+		}
+	return NN_OK;
+}
+
+static void tiles_worker(void *arg)
+{
+	struct q4_tiles *j = arg;
+	unsigned s = atomic_fetch_add(&j->nslot, 1);
+	struct q4_slot *sl = &j->slot[s];
+	while (!atomic_load(&j->stop)) {
+		size_t t = atomic_fetch_add(&j->next, 1);
+		if (t >= j->end)
+			break;
+		struct nn_err e = {0};
+		enum nn_status st = NN_OK;
+		if (!j->write_kept && step_canceled(j->ctx))
+			st = err_set(&e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
+		else
+			st = tile_run(j, t, &j->scratch[s], sl, &e);
+		if (st != NN_OK) {
+			slot_fail(sl, t, st, &e);
+			atomic_store(&j->stop, true);
+			break;
+		}
+	}
+}
+
+static void tiles_phase(struct q4_tiles *j, unsigned threads, size_t from, size_t to,
+			bool write_kept)
+{
+	atomic_store(&j->next, from);
+	j->end = to;
+	j->write_kept = write_kept;
+	atomic_store(&j->nslot, 0);
+	par_run(threads, tiles_worker, j);
+}
+
 /* W [n][k] (k contiguous) quantized as W^T [k][n] blocked along axis 0:
  * nibble k * n + j of packed, scale and zero point [(k / block) * n + j].
  * The values are those of quant_int4_quantize on W^T; the work runs on
@@ -1108,56 +1485,62 @@ static void *scratch_get(struct q4_scratch *s, size_t bytes)
  * in the first n * k / 2 bytes, i.e. over rows j < n / 8: the tiles holding
  * those rows are quantized first and their bytes kept aside (1/32 of W's
  * size), every later tile is written straight over rows already read, and
- * the kept tiles last. No output buffer to fault in, no copy. */
+ * the kept tiles last. No output buffer to fault in, no copy.
+ * Threads (up to `threads`, scratch[i] each, scratch[Q4_MAX_THREADS] for
+ * the kept bytes) take tiles in each of those three phases; tiles write
+ * disjoint bytes when n is even, so an odd n runs on the calling thread.
+ * Error sums: one partial per QT_ROWS rows, added in row order. */
 static enum nn_status quantize_transposed(const float *w, size_t n, size_t k, size_t block,
 					  bool symmetric, uint8_t *packed, bool inplace,
 					  float *scales, uint8_t *zero_points,
 					  struct quant_int4_stats *stats, struct q4_scratch *scratch,
-					  const struct step_ctx *ctx, struct nn_err *e)
+					  unsigned threads, const struct step_ctx *ctx,
+					  struct nn_err *e)
 {
-	size_t nb = (k + block - 1) / block;
-	size_t kept = 0; /* rows whose bytes wait in tq until the end */
+	if (n == 0 || k == 0)
+		return NN_OK;
+	struct q4_tiles *j = calloc(1, sizeof *j);
+	if (!j)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 tiles");
+	enum nn_status st = NN_OK;
+	*j = (struct q4_tiles){.w = w, .n = n, .k = k, .block = block,
+			       .nb = (k + block - 1) / block,
+			       .ntiles = (n + QT_TILE - 1) / QT_TILE, .symmetric = symmetric,
+			       .packed = packed, .scales = scales, .zero_points = zero_points,
+			       .ctx = ctx, .scratch = scratch};
+#ifdef HAVE_Q4_AVX512
+	j->bw = pick_isa(QUANT_INT4_ISA_AUTO) == QUANT_INT4_ISA_AVX512 &&
+		__builtin_cpu_supports("avx512bw");
+#endif
 	if (inplace && n * k > 1) {
 		size_t risky = ((n * k) / 2 - 1) / (4 * k) + 1; /* rows overlapping the output */
-		kept = (risky + QT_TILE - 1) / QT_TILE * QT_TILE;
-		kept = kept < n ? kept : n;
+		j->kept = (risky + QT_TILE - 1) / QT_TILE * QT_TILE;
+		j->kept = j->kept < n ? j->kept : n;
 	}
-	/* tile scales (floats first, for alignment), tile bytes, kept bytes */
-	size_t tqb = (kept + QT_TILE) * k + QT_TILE * nb;
-	float *tsc = scratch_get(scratch, QT_TILE * nb * sizeof *tsc + tqb + 1);
-	if (!tsc)
-		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 scratch");
-	uint8_t *tq = (uint8_t *)(tsc + QT_TILE * nb);
-	uint8_t *tzp = tq + (kept + QT_TILE) * k;
-	bool bw = false; /* AVX-512BW byte interleaves for the transposed writes */
-#ifdef HAVE_Q4_AVX512
-	bw = pick_isa(QUANT_INT4_ISA_AUTO) == QUANT_INT4_ISA_AVX512 &&
-	     __builtin_cpu_supports("avx512bw");
-#endif
-	enum nn_status st = NN_OK;
-	for (size_t j0 = 0; j0 < n; j0 += QT_TILE) {
-		size_t rows = n - j0 < QT_TILE ? n - j0 : QT_TILE;
-		uint8_t *tile = j0 < kept ? tq + j0 * k : tq + kept * k;
-		for (size_t s = 0; s < rows; s += QT_ROWS) {
-			size_t r = rows - s < QT_ROWS ? rows - s : QT_ROWS;
-			if ((st = quantize_impl(w + (j0 + s) * k, r, k, 1, block, symmetric, 0, k,
-						NULL, tile + s * k, tsc + s * nb,
-						symmetric ? NULL : tzp + s * nb, stats,
-						QUANT_INT4_ISA_AUTO, ctx, e)) != NN_OK)
-				goto out;
-		}
-		if (j0 >= kept)
-			tile_write(tile, rows, k, n, j0, packed, bw);
-		for (size_t b = 0; b < nb; b++)
-			for (size_t r = 0; r < rows; r++) {
-				scales[b * n + j0 + r] = tsc[r * nb + b];
-				if (zero_points)
-					zero_points[b * n + j0 + r] = tzp[r * nb + b];
-			}
+	j->kq = j->kept ? scratch_get(&scratch[Q4_MAX_THREADS], j->kept * k) : NULL;
+	j->part = malloc((n + QT_ROWS - 1) / QT_ROWS * sizeof *j->part);
+	if ((j->kept && !j->kq) || !j->part) {
+		st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int4 scratch");
+		goto out;
 	}
-	for (size_t j0 = 0; j0 < kept; j0 += QT_TILE) /* every row of W has been read */
-		tile_write(tq + j0 * k, n - j0 < QT_TILE ? n - j0 : QT_TILE, k, n, j0, packed, bw);
+	for (unsigned s = 0; s < Q4_MAX_THREADS; s++)
+		slot_init(&j->slot[s]);
+	unsigned t = threads ? threads : 1;
+	if (n % 2 || n * k < Q4_PAR_MIN)
+		t = 1;
+	t = t < Q4_MAX_THREADS ? t : Q4_MAX_THREADS;
+	t = (size_t)t < j->ntiles ? t : (unsigned)j->ntiles;
+	size_t kt = j->kept / QT_TILE + (j->kept % QT_TILE != 0);
+	if (kt)
+		tiles_phase(j, t, 0, kt, false);
+	if (kt < j->ntiles && !atomic_load(&j->stop))
+		tiles_phase(j, t, kt, j->ntiles, false); /* every kept row has been read */
+	if (kt && !atomic_load(&j->stop))
+		tiles_phase(j, t, 0, kt, true);
+	st = slots_finish(j->slot, t, j->part, (n + QT_ROWS - 1) / QT_ROWS, stats, e);
 out:
+	free(j->part);
+	free(j);
 	return st;
 }
 
@@ -1486,11 +1869,13 @@ static enum nn_status one_onnx(struct onnx_model *m, const struct iwref *r,
 	if (transposed)
 		st = quantize_transposed(w->data, inner, len, bs, p->symmetric,
 					 inplace ? (uint8_t *)w->data : packed, inplace, sc,
-					 p->symmetric ? NULL : zpb, &lo->stats, scratch, ctx, e);
+					 p->symmetric ? NULL : zpb, &lo->stats, scratch,
+					 step_threads(ctx), ctx, e);
 	else
-		st = quant_int4_quantize(w->data, outer, len, inner, bs, p->symmetric, 0,
-					 len * inner, inplace ? (uint8_t *)w->data : packed, sc,
-					 p->symmetric ? NULL : zpb, &lo->stats, ctx, e);
+		st = quantize_par(w->data, outer, len, inner, bs, p->symmetric, 0, len * inner,
+				  inplace ? (uint8_t *)w->data : packed, sc,
+				  p->symmetric ? NULL : zpb, &lo->stats, QUANT_INT4_ISA_AUTO,
+				  step_threads(ctx), ctx, e);
 	if (st != NN_OK) {
 		err_prefix(e, "weight '%s'", r->name);
 		goto out; /* in place: the model is half converted, as quant.h says */
@@ -1610,9 +1995,9 @@ static enum nn_status one_mnb(struct onnx_model *m, const struct iwref *r,
 				wt[c * K + k] = src[k * N + c];
 		rows = wt;
 	}
-	if ((st = quant_int4_quantize(rows, N, K, 1, bs, p->symmetric, p->symmetric ? 8 : 0,
-				      nb * bs, packed, sc, p->symmetric ? NULL : zpb, &lo->stats,
-				      ctx, e)) != NN_OK) {
+	if ((st = quantize_par(rows, N, K, 1, bs, p->symmetric, p->symmetric ? 8 : 0, nb * bs,
+			       packed, sc, p->symmetric ? NULL : zpb, &lo->stats,
+			       QUANT_INT4_ISA_AUTO, step_threads(ctx), ctx, e)) != NN_OK) {
 		err_prefix(e, "weight '%s'", r->name);
 		goto out;
 	}
@@ -1762,7 +2147,8 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 	struct tensor *floats = NULL;
 	struct quant_bias_weight *bw = NULL;
 	json_t *bias = NULL, *kept = NULL;
-	struct q4_scratch scratch = {0};
+	/* one per runner thread, and the transposed path's kept bytes */
+	struct q4_scratch scratch[Q4_MAX_THREADS + 1] = {{0}};
 	if (p->block_size < 16 || p->block_size > 128 || (p->block_size & (p->block_size - 1)))
 		return err_set(e, NN_EINVAL, "invalid_spec", "", "block_size must be 16..128");
 	if (p->bias_correction && p->format != QUANT_FORMAT_ONNX) {
@@ -1846,7 +2232,7 @@ enum nn_status quant_int4_run(struct onnx_model *m, const struct quant_params *p
 			goto fail;
 		}
 		if ((st = one(m, &ws[i], p, ctx, layers, &params, floats ? &floats[i] : NULL,
-			      &scratch, e)) != NN_OK)
+			      scratch, e)) != NN_OK)
 			goto fail;
 		step_progress(ctx, (double)(i + 1) / (double)nw);
 	}
@@ -1928,6 +2314,7 @@ fail:
 	}
 	free(ws);
 	free(refs);
-	free(scratch.mem);
+	for (size_t i = 0; i <= Q4_MAX_THREADS; i++)
+		free(scratch[i].mem);
 	return st;
 }

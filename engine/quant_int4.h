@@ -29,7 +29,13 @@
  * zeros gets scale 1 and q = zp. A ragged last block's scale is computed
  * over its real elements only. The division is a multiplication by the
  * float reciprocal, in the kernel and the reference alike.
- * Thread rules as quant: one model, one thread. */
+ * Threads: one model, one calling thread (as quant). The step spreads each
+ * weight over ctx->threads threads of its own (created per weight, joined
+ * before it returns; 0/1 = the calling thread alone, as are weights under
+ * 64K values): the weight is cut into units fixed by its layout alone (32
+ * rows of K, or whole blocks of ~256K values along K), each unit's squared
+ * errors one partial sum added in unit order, so bytes and metrics are
+ * identical for every thread count. Cancellation is polled per unit. */
 #ifndef NNCD_QUANT_INT4_H
 #define NNCD_QUANT_INT4_H
 
@@ -67,6 +73,19 @@ enum nn_status quant_int4_quantize(const float *w, size_t outer, size_t len, siz
 				   uint8_t *packed, float *scales, uint8_t *zero_points,
 				   struct quant_int4_stats *stats, const struct step_ctx *ctx,
 				   struct nn_err *e);
+
+/* quant_int4_quantize on up to `threads` threads (0/1: the calling one;
+ * small weights always run on it). Same bytes, scales, zero points and
+ * stats for any thread count, and the same as quant_int4_quantize: both
+ * sum the squared errors per unit (32 rows when inner is 1, else runs of
+ * whole blocks of about 256K values), the unit sums in order. packed may be
+ * w's own storage as for quant_int4_quantize. */
+enum nn_status quant_int4_quantize_threads(const float *w, size_t outer, size_t len,
+					   size_t inner, size_t block, bool symmetric,
+					   unsigned offset, size_t ostride, uint8_t *packed,
+					   float *scales, uint8_t *zero_points,
+					   struct quant_int4_stats *stats, unsigned threads,
+					   const struct step_ctx *ctx, struct nn_err *e);
 
 /* Instruction sets of the kernel, in increasing order. Every one gives the
  * same nibbles, scales and zero points; AVX2 and AVX-512 also give

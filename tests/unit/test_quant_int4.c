@@ -4,7 +4,8 @@
  * with ragged last blocks and odd counts (acceptance 4), the artifacts'
  * layout, python3-onnx reading the same raw bytes, both formats decoding the
  * same weights, ONNX Runtime matching the executor to 1e-4 (acceptance 1) and
- * LeNet-300-100 at block 32 (acceptance 2).
+ * LeNet-300-100 at block 32 (acceptance 2), and the same bytes and metrics
+ * for every thread count.
  * usage: test_quant_int4 CASE FIXTURES_DIR UNIT_DATA_DIR [NODE NODE_MODULES SCRIPT]
  *        (python cases take /usr/bin/python3 and SCRIPT = quant_int4_raw.py) */
 #include <math.h>
@@ -910,6 +911,242 @@ static int test_bias_correction(void)
 	return 0;
 }
 
+/* ---- threads (ctx->threads / quant_int4_quantize_threads) ---- */
+
+static const unsigned thread_counts[] = {1, 2, 3, 7};
+
+/* The kernel on 1, 2, 3 and 7 threads gives the same nibbles, scales, zero
+ * points and error statistics (sums bit for bit) as quant_int4_quantize, into
+ * a separate buffer and in place over the floats (the step's way), on random
+ * layouts big enough to be split (>= 64K values) and small ones: ragged last
+ * blocks, odd block sizes, odd row strides, 3-D weights, offsets 0 and 8,
+ * symmetric and not. A NaN in any unit and a cancellation are reported on
+ * every thread count. */
+static int test_threads_kernel_identical(void)
+{
+	static const size_t shapes[][4] = {
+		/* outer, len, inner, block */
+		{1, 1000, 300, 32},  {1, 1003, 301, 16},  {1, 777, 129, 128}, {3, 301, 257, 64},
+		{2, 130, 333, 24},   {2000, 77, 1, 32},   {1999, 129, 1, 16}, {700, 301, 1, 128},
+		{4001, 33, 1, 8},    {1, 50, 20, 16},     {1, 5000, 16, 32},  {1, 20000, 17, 64},
+		{3, 9999, 3, 16},    {64, 4096, 1, 32},
+	};
+	int cases = 0;
+	for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+		for (int v = 0; v < 4; v++) {
+			size_t outer = shapes[s][0], len = shapes[s][1], inner = shapes[s][2];
+			size_t bs = shapes[s][3], nb = (len + bs - 1) / bs;
+			bool sym = v % 2 == 0;
+			unsigned offset = v == 2 ? 8 : 0;
+			size_t n = outer * len * inner, ns = outer * nb * inner;
+			/* inner 1 and v 3: rows padded to whole blocks plus one (odd starts) */
+			size_t ostride = inner == 1 && v == 3 ? nb * bs + 1 : len * inner;
+			size_t pbytes = (outer * ostride + 1) / 2 + 1;
+			float *w = malloc(n * sizeof *w), *wi = malloc(n * sizeof *wi);
+			uint8_t *pk0 = calloc(pbytes, 1), *zp0 = calloc(ns, 1);
+			float *sc0 = malloc(ns * sizeof *sc0);
+			CHECK(w && wi && pk0 && zp0 && sc0, "memory");
+			fill_mixed(w, n, (int)((s + (size_t)v) % 5));
+			struct quant_int4_stats st0 = {0, 0, INFINITY, 0};
+			struct nn_err e = {0};
+			CHECK(quant_int4_quantize(w, outer, len, inner, bs, sym, offset, ostride, pk0,
+						  sc0, sym ? NULL : zp0, &st0, NULL, &e) == NN_OK,
+			      "%s", e.message);
+			for (size_t t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++) {
+				unsigned th = thread_counts[t];
+				uint8_t *pk = calloc(pbytes, 1), *zp = calloc(ns, 1);
+				float *sc = malloc(ns * sizeof *sc);
+				CHECK(pk && zp && sc, "memory");
+				struct quant_int4_stats st = {0, 0, INFINITY, 0};
+				CHECK(quant_int4_quantize_threads(w, outer, len, inner, bs, sym, offset,
+								  ostride, pk, sc, sym ? NULL : zp, &st,
+								  th, NULL, &e) == NN_OK,
+				      "%s", e.message);
+				CHECK(!memcmp(pk, pk0, pbytes) && !memcmp(sc, sc0, ns * sizeof *sc) &&
+					      !memcmp(zp, zp0, ns),
+				      "shape %zu v %d, %u threads: bytes, scales or zero points differ",
+				      s, v, th);
+				CHECK(st.sq == st0.sq && st.maxerr == st0.maxerr &&
+					      st.smin == st0.smin && st.smax == st0.smax,
+				      "shape %zu v %d, %u threads: stats differ (sq %.17g vs %.17g)", s,
+				      v, th, st.sq, st0.sq);
+				/* in place: the nibbles over the floats, as the step writes them */
+				if (ostride == len * inner) {
+					memcpy(wi, w, n * sizeof *wi);
+					struct quant_int4_stats si = {0, 0, INFINITY, 0};
+					CHECK(quant_int4_quantize_threads(wi, outer, len, inner, bs, sym,
+									  offset, ostride, (uint8_t *)wi,
+									  sc, sym ? NULL : zp, &si, th,
+									  NULL, &e) == NN_OK,
+					      "%s", e.message);
+					CHECK(!memcmp(wi, pk0, (n + 1) / 2) && si.sq == st0.sq &&
+						      si.maxerr == st0.maxerr,
+					      "shape %zu v %d, %u threads in place: differs", s, v, th);
+				}
+				/* a non-finite value in the last unit, and a cancellation */
+				float keep = w[n - 1 - n / 7];
+				w[n - 1 - n / 7] = v % 2 ? NAN : INFINITY;
+				struct quant_int4_stats sb = {0, 0, INFINITY, 0};
+				CHECK(quant_int4_quantize_threads(w, outer, len, inner, bs, sym, offset,
+								  ostride, pk, sc, sym ? NULL : zp, &sb,
+								  th, NULL, &e) == NN_EINVAL,
+				      "shape %zu, %u threads: non-finite accepted", s, th);
+				w[n - 1 - n / 7] = keep;
+				atomic_bool cancel = true;
+				struct step_ctx ctx = {.cancel = &cancel};
+				CHECK(quant_int4_quantize_threads(w, outer, len, inner, bs, sym, offset,
+								  ostride, pk, sc, sym ? NULL : zp, &sb,
+								  th, &ctx, &e) == NN_ECANCELED,
+				      "shape %zu, %u threads: cancel not seen", s, th);
+				free(pk);
+				free(zp);
+				free(sc);
+				cases++;
+			}
+			free(w);
+			free(wi);
+			free(pk0);
+			free(zp0);
+			free(sc0);
+		}
+	fprintf(stderr, "%d layouts x thread counts compared\n", cases);
+	return 0;
+}
+
+struct membuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static enum nn_status mem_write(void *ud, const void *data, size_t len, struct nn_err *e)
+{
+	struct membuf *b = ud;
+	if (b->len + len > b->cap) {
+		size_t cap = (b->len + len) * 2;
+		uint8_t *p = realloc(b->p, cap);
+		if (!p)
+			return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
+		b->p = p, b->cap = cap;
+	}
+	memcpy(b->p + b->len, data, len);
+	b->len += len;
+	return NN_OK;
+}
+
+/* The int4 step on `threads` threads: the model's serialized bytes and its
+ * metrics as JSON text without "seconds" (caller frees both). */
+static int step_on_threads(const uint8_t *bytes, size_t len, const char *spec, unsigned threads,
+			   struct membuf *out, char **metrics)
+{
+	struct onnx_model *m = NULL;
+	struct nn_err e = {0};
+	CHECK(onnx_load(bytes, len, &m, &e) == NN_OK, "%s", e.message);
+	json_t *step = json_loads(spec, 0, NULL);
+	struct quant_params p;
+	CHECK(step && quant_params_parse(step, 0, &p, &e) == NN_OK, "%s: %s", spec, e.message);
+	struct step_ctx ctx = {.threads = threads};
+	json_t *mt = NULL;
+	CHECK(quant_run(m, &p, &ctx, &mt, &e) == NN_OK, "%s on %u threads: %s", spec, threads,
+	      e.message);
+	json_object_del(mt, "seconds");
+	*metrics = json_dumps(mt, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+	*out = (struct membuf){0};
+	CHECK(*metrics && onnx_save(m, mem_write, out, &e) == NN_OK, "save: %s", e.message);
+	json_decref(mt);
+	json_decref(step);
+	onnx_free(m);
+	return 0;
+}
+
+/* The int4 step with ctx->threads 1, 2, 3 and 7 writes the same model bytes
+ * and the same metrics (squared-error sums to the last bit) on the fixtures
+ * and on a model whose layers are split across threads: Gemm rewritten
+ * with even N (transposed tiles, in place), Gemm with odd N, MatMul (column
+ * path, in place), ragged last blocks; both formats, every block size,
+ * symmetric and not. */
+static int test_threads_step_identical(void)
+{
+	static const char *names[] = {"lenet300.onnx", "cnn.onnx", "gelu_mlp.onnx", NULL};
+	/* in -> out: Gemm 700 -> 1000, Gemm 1000 -> 999, MatMul 999 -> 610, Gemm 610 -> 130 */
+	struct synthmodel sm = {.n_layers = 4, .dims = {700, 1000, 999, 610, 130},
+				.gemm = {true, true, false, true}};
+	float *ws[4] = {0};
+	for (size_t l = 0; l < 4; l++) {
+		size_t cnt = (size_t)(sm.dims[l] * sm.dims[l + 1]);
+		CHECK((ws[l] = malloc(cnt * sizeof(float))) != NULL, "memory");
+		synthmodel_fill(ws[l], cnt, 1000 + l, 0.08f);
+		sm.weights[l] = ws[l];
+	}
+	uint8_t *big = NULL;
+	size_t big_len = 0;
+	struct nn_err e = {0};
+	CHECK(synthmodel_pack(&sm, &big, &big_len, &e) == NN_OK, "%s", e.message);
+	int cases = 0;
+	for (int mi = 0; mi < 4; mi++) {
+		uint8_t *bytes = big;
+		size_t len = big_len;
+		char path[1024];
+		uint8_t *fb = NULL;
+		if (names[mi]) {
+			snprintf(path, sizeof path, "%s/%s", fixtures, names[mi]);
+			FILE *f = fopen(path, "rb");
+			CHECK(f, "%s", path);
+			fseek(f, 0, SEEK_END);
+			len = (size_t)ftell(f);
+			fseek(f, 0, SEEK_SET);
+			CHECK((fb = malloc(len)) && fread(fb, 1, len, f) == len, "read %s", path);
+			fclose(f);
+			bytes = fb;
+		}
+		for (int v = 0; v < 8; v++) {
+			char spec[200];
+			snprintf(spec, sizeof spec,
+				 "{\"op\":\"quantize\",\"scheme\":\"int4\",\"block_size\":%d,"
+				 "\"symmetric\":%s,\"format\":\"%s\"}",
+				 16 << (v % 4), v % 3 ? "true" : "false",
+				 v < 4 ? "onnx" : "matmulnbits");
+			struct membuf m1;
+			char *j1 = NULL;
+			if (step_on_threads(bytes, len, spec, 1, &m1, &j1))
+				return 1;
+			for (size_t t = 1; t < sizeof thread_counts / sizeof thread_counts[0]; t++) {
+				struct membuf mt;
+				char *jt = NULL;
+				if (step_on_threads(bytes, len, spec, thread_counts[t], &mt, &jt))
+					return 1;
+				CHECK(mt.len == m1.len && !memcmp(mt.p, m1.p, m1.len),
+				      "%s %s: model bytes differ on %u threads",
+				      names[mi] ? names[mi] : "synthetic", spec, thread_counts[t]);
+				CHECK(!strcmp(jt, j1), "%s %s: metrics differ on %u threads:\n%s\n%s",
+				      names[mi] ? names[mi] : "synthetic", spec, thread_counts[t], jt,
+				      j1);
+				free(mt.p);
+				free(jt);
+				cases++;
+			}
+			free(m1.p);
+			free(j1);
+		}
+		free(fb);
+	}
+	/* a canceled step on threads stops with NN_ECANCELED */
+	struct onnx_model *m = NULL;
+	CHECK(onnx_load(big, big_len, &m, &e) == NN_OK, "%s", e.message);
+	struct quant_params p = {.scheme = QUANT_INT4, .symmetric = true, .block_size = 32,
+				 .ops = QUANT_OP_GEMM | QUANT_OP_MATMUL,
+				 .format = QUANT_FORMAT_ONNX};
+	atomic_bool cancel = true;
+	struct step_ctx ctx = {.cancel = &cancel, .threads = 2};
+	json_t *mt = NULL;
+	CHECK(quant_run(m, &p, &ctx, &mt, &e) == NN_ECANCELED, "cancel on 2 threads not seen");
+	onnx_free(m);
+	free(big);
+	for (size_t l = 0; l < 4; l++)
+		free(ws[l]);
+	fprintf(stderr, "%d model x spec x thread-count runs compared with 1 thread\n", cases);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
@@ -936,6 +1173,10 @@ int main(int argc, char **argv)
 		return test_ort_matches_executor(a4, a5, a6);
 	if (!strcmp(argv[1], "bias_correction"))
 		return test_bias_correction();
+	if (!strcmp(argv[1], "threads_kernel_identical"))
+		return test_threads_kernel_identical();
+	if (!strcmp(argv[1], "threads_step_identical"))
+		return test_threads_step_identical();
 	if (!strcmp(argv[1], "lenet300_block32"))
 		return test_lenet300_block32(a4, a5);
 	fprintf(stderr, "unknown case %s\n", argv[1]);
