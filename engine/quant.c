@@ -6,6 +6,9 @@
 
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -298,7 +301,20 @@ struct err_stats {
 	int32_t *used;   /* per channel: non-zero once some q differs from the zero point */
 	bool avx2;       /* use the AVX2 loops (the CPU has AVX2) */
 	bool avx512;     /* use the AVX-512 loops (the CPU has AVX-512F) */
+	double *log;     /* non-NULL: the addends of sq are stored here, in order,
+			  * instead (a threaded unit's; see q8_par) */
+	size_t nlog;
 };
+
+/* sq += v, or v logged: adding the logs of units in unit order afterwards
+ * gives the same double as one running sum. */
+static inline void err_add(struct err_stats *st, double v)
+{
+	if (st->log)
+		st->log[st->nlog++] = v;
+	else
+		st->sq += v;
+}
 
 static inline int32_t abs_bits(float d)
 {
@@ -310,7 +326,7 @@ static inline int32_t abs_bits(float d)
 static void lanes_fold(float *sq, int32_t *mx, struct err_stats *st)
 {
 	for (size_t j = 0; j < ERR_LANES; j++) {
-		st->sq += sq[j];
+		err_add(st, sq[j]);
 		sq[j] = 0;
 		st->maxbits = mx[j] > st->maxbits ? mx[j] : st->maxbits;
 	}
@@ -355,7 +371,7 @@ static void q8_block_err(const float *restrict w, size_t n, float inv, float s,
 		q[i] = (int8_t)v;
 		float d = (float)v * s - x;
 		int32_t ab = abs_bits(d);
-		st->sq += (double)d * d;
+		err_add(st, (double)d * d);
 		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
 	}
 	lanes_fold(sq, mx, st);
@@ -385,7 +401,7 @@ static void q8_rows_err(const float *restrict w, size_t n, const float *restrict
 		q[i] = (int8_t)v;
 		float d = (float)v * s[i] - x;
 		int32_t ab = abs_bits(d);
-		st->sq += (double)d * d;
+		err_add(st, (double)d * d);
 		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
 	}
 	lanes_fold(sq, mx, st); /* a row is at most `channels` elements: no overflow risk */
@@ -467,7 +483,7 @@ q8_block_err_avx2(const float *restrict w, size_t n, float inv, float s, int8_t 
 		q[i] = (int8_t)v;
 		float d = (float)v * s - x;
 		int32_t ab = abs_bits(d);
-		st->sq += (double)d * d;
+		err_add(st, (double)d * d);
 		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
 	}
 	lanes_fold(sq, mx, st);
@@ -496,7 +512,7 @@ q8_rows_err_avx2(const float *restrict w, size_t n, const float *restrict inv,
 		q[i] = (int8_t)v;
 		float d = (float)v * s[i] - x;
 		int32_t ab = abs_bits(d);
-		st->sq += (double)d * d;
+		err_add(st, (double)d * d);
 		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
 	}
 	lanes_fold(sq, mx, st);
@@ -561,7 +577,7 @@ q8_block_err_avx512(const float *restrict w, size_t n, float inv, float s, int8_
 		q[i] = (int8_t)v;
 		float d = (float)v * s - x;
 		int32_t ab = abs_bits(d);
-		st->sq += (double)d * d;
+		err_add(st, (double)d * d);
 		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
 	}
 	lanes_fold(sq, mx, st);
@@ -588,7 +604,7 @@ q8_rows_err_avx512(const float *restrict w, size_t n, const float *restrict inv,
 		q[i] = (int8_t)v;
 		float d = (float)v * s[i] - x;
 		int32_t ab = abs_bits(d);
-		st->sq += (double)d * d;
+		err_add(st, (double)d * d);
 		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
 	}
 	lanes_fold(sq, mx, st);
@@ -663,7 +679,7 @@ static void qu8_block_err(const float *restrict w, size_t n, float inv, float zp
 		q[i] = (uint8_t)v;
 		float d = (float)(v - zi) * s - x;
 		int32_t ab = abs_bits(d);
-		st->sq += (double)d * d;
+		err_add(st, (double)d * d);
 		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
 		*used |= v ^ zi;
 	}
@@ -698,7 +714,7 @@ static void qu8_rows_err(const float *restrict w, size_t n, const float *restric
 		q[i] = (uint8_t)v;
 		float d = ((float)v - zpf[i]) * s[i] - x;
 		int32_t ab = abs_bits(d);
-		st->sq += (double)d * d;
+		err_add(st, (double)d * d);
 		st->maxbits = ab > st->maxbits ? ab : st->maxbits;
 		used[i] |= v ^ (int32_t)zpf[i];
 	}
@@ -989,6 +1005,478 @@ enum nn_status quant_uint8_asymmetric_per_channel(const float *w, size_t outer, 
 		return st;
 	st = asym_impl(w, outer, channels, inner, q, scales, zero_points, &s, NULL, NULL, ctx, e);
 	free(s.mem);
+	return st;
+}
+
+/* ---- the step on ctx->threads threads ----
+ *
+ * A weight is cut into units whose boundaries depend only on its layout,
+ * never on the thread count: rows (inner == 1, about Q8_UNIT_ELEMS values
+ * per unit), whole channels (outer == 1, a channel of at most Q8_UNIT_ELEMS
+ * values: range and quantization in one visit) or Q8_UNIT_ELEMS runs of one
+ * channel (outer == 1, bigger channels, per_tensor included). Each unit's
+ * squared errors are one partial sum, stored by unit index and added in unit
+ * order afterwards, so bytes and metrics are the same for any number of
+ * threads, one included. "Partial sum" is exact: a unit logs the addends of
+ * the error sum (err_stats.log: lane flushes and tail elements, the same
+ * float values in the same order as before) and the logs are added to one
+ * double in unit order, which is the very running sum of the single-thread
+ * kernel: the metrics did not move, not even in the last digit. The logs
+ * cost at most 31 doubles per row of >= Q8_MIN_RUN values (8 bytes per
+ * ~33 values); shorter rows or channels, and layouts with outer > 1 and
+ * inner > 1 (a channel axis in the middle), run as before on the calling
+ * thread. Maxima, minima and "used" flags are order-free. Threads take units
+ * from an atomic counter and keep their own scratch.
+ *
+ * In place: unit values land on bytes [s, s + len) of w's storage, i.e. over
+ * floats [s / 4, (s + len) / 4), always in the first quarter of w. With
+ * threads, the units holding floats of that quarter run first with their
+ * bytes kept aside, then the others write straight over floats already read,
+ * then the kept bytes are copied in. On one thread units run in order and a
+ * write bounces through scratch only when it would overlay its own floats
+ * (the weight's first row or piece). */
+#define Q8_MAX_THREADS 64
+#define Q8_UNIT_ELEMS ((size_t)1 << 18)
+_Static_assert(Q8_UNIT_ELEMS % INPLACE_PIECE == 0, "units end on a flush");
+/* Below this many weights a layer runs on the calling thread alone (a
+ * thread start costs tens of microseconds; the result is the same). */
+#define Q8_PAR_MIN ((size_t)1 << 16)
+/* Shortest row (inner == 1) or channel (outer == 1) run the units take. */
+#define Q8_MIN_RUN ((size_t)1024)
+
+/* Whether q8_par takes the layout (else sym_impl / asym_impl, one thread). */
+static bool q8_threadable(size_t outer, size_t channels, size_t inner)
+{
+	return (inner == 1 && channels >= Q8_MIN_RUN) || (outer == 1 && inner >= Q8_MIN_RUN);
+}
+
+/* Most addends a block kernel run over len values logs, in INPLACE_PIECE
+ * pieces: 16 per full flush, and per piece a last fold and a tail. */
+static size_t q8_block_cap(size_t len)
+{
+	return len / (ERR_LANES * ERR_FLUSH_EVERY) * ERR_LANES +
+	       (len / INPLACE_PIECE + 1) * (2 * ERR_LANES - 1);
+}
+
+enum q8_mode { Q8_ROWS, Q8_FUSED, Q8_SPLIT };
+
+/* The kept bytes and the error logs, kept from weight to weight of one step:
+ * fresh pages fault in at ~2 GB/s, slower than the quantization itself. */
+struct q8_reuse {
+	uint8_t *kbuf;
+	size_t kcap;
+	double *log;
+	size_t lcap;
+};
+
+/* *p with room for `bytes` (its old contents are not kept). */
+static bool q8_room(void **p, size_t *cap, size_t bytes)
+{
+	if (bytes <= *cap)
+		return true;
+	free(*p);
+	*cap = 0;
+	if (!(*p = malloc(bytes)))
+		return false;
+	*cap = bytes;
+	return true;
+}
+
+/* What one runner found, and its scratch. */
+struct q8_slot {
+	int32_t maxbits;
+	enum nn_status st;
+	size_t unit; /* the unit that failed (the lowest one is reported) */
+	struct nn_err e;
+	int32_t *ka, *kb; /* rows: this runner's channel range keys */
+	int32_t *used;    /* rows, asymmetric: this runner's used flags */
+	uint8_t *tmp;     /* bounce buffer */
+	void *mem;
+};
+
+struct q8_job {
+	const float *w;
+	size_t outer, channels, inner, n;
+	bool sym;
+	uint8_t *q;
+	float *scales;
+	uint8_t *zps;
+	const struct chan_scratch *s; /* merged keys, inv, zpf */
+	struct err_stats proto;       /* the kernels' ISA choice */
+	int32_t *used;                /* per channel (the step's) */
+	const struct step_ctx *ctx;
+	enum q8_mode mode;
+	size_t per;  /* rows (ROWS), channels (FUSED) or values (SPLIT) per unit */
+	size_t upc;  /* SPLIT: units per channel */
+	size_t nunits;
+	bool range;  /* this phase measures ranges (ROWS, SPLIT) */
+	uint8_t *kbuf; /* units below kunits write their bytes here */
+	size_t kunits;
+	double *log;             /* unit u's error addends at log + u * cap */
+	size_t cap;
+	size_t *nlog;            /* addends logged per unit */
+	int32_t *uka, *ukb, *uused; /* SPLIT: per unit keys and used flags */
+	atomic_size_t next;      /* the next unit to take */
+	size_t end;              /* units [.., end) in this phase */
+	atomic_uint nslot;
+	atomic_bool stop;
+	struct q8_slot slot[Q8_MAX_THREADS];
+};
+
+struct q8_runner {
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void *q8_runner_main(void *p)
+{
+	const struct q8_runner *r = p;
+	r->fn(r->arg);
+	return NULL;
+}
+
+/* Runs fn(arg) on the calling thread and on up to threads - 1 new ones, and
+ * returns when all have returned. If a thread cannot be created, fewer run:
+ * fn takes its work from a shared counter, so any number of runners does
+ * all of it. */
+static void q8_par_run(unsigned threads, void (*fn)(void *), void *arg)
+{
+	pthread_t tid[Q8_MAX_THREADS];
+	unsigned started = 0;
+	struct q8_runner r = {fn, arg};
+	for (unsigned t = 1; t < threads && t < Q8_MAX_THREADS; t++) {
+		if (pthread_create(&tid[started], NULL, q8_runner_main, &r) != 0)
+			break;
+		started++;
+	}
+	fn(arg);
+	for (unsigned t = 0; t < started; t++)
+		pthread_join(tid[t], NULL);
+}
+
+/* Element (= output byte) index of unit u's first value. */
+static size_t q8_unit_start(const struct q8_job *j, size_t u)
+{
+	switch (j->mode) {
+	case Q8_ROWS:
+		return u * j->per * j->channels;
+	case Q8_FUSED:
+		return u * j->per * j->inner;
+	case Q8_SPLIT:
+		break;
+	}
+	return (u / j->upc) * j->inner + (u % j->upc) * j->per;
+}
+
+/* Where unit u's bytes for values [s, s + len) go: the kept buffer, or w's
+ * storage (through tmp when they would overlay their own floats). */
+static uint8_t *q8_dst(const struct q8_job *j, size_t u, size_t s, size_t len, uint8_t *tmp,
+		       bool *bounce)
+{
+	*bounce = false;
+	if (u < j->kunits)
+		return j->kbuf + s;
+	if (len > 3 * s) {
+		*bounce = true;
+		return tmp;
+	}
+	return j->q + s;
+}
+
+/* Values [s, s + len) of channel c with channel c's parameters. */
+static void q8_seg(const struct q8_job *j, size_t u, size_t s, size_t len, size_t c,
+		   uint8_t *tmp, struct err_stats *us, int32_t *used)
+{
+	for (size_t off = 0; off < len; off += INPLACE_PIECE) {
+		size_t l = len - off < INPLACE_PIECE ? len - off : INPLACE_PIECE;
+		bool b;
+		uint8_t *d = q8_dst(j, u, s + off, l, tmp, &b);
+		if (j->sym)
+			q8_block_err_any(j->w + s + off, l, j->s->inv[c], j->scales[c], (int8_t *)d,
+					 us);
+		else
+			qu8_block_err(j->w + s + off, l, j->s->inv[c], j->s->zpf[c], j->scales[c],
+				      d, us, used);
+		if (b)
+			memcpy(j->q + s + off, tmp, l);
+	}
+}
+
+/* Channel c's parameters from its merged range keys. */
+static enum nn_status q8_params(const struct q8_job *j, size_t c, struct nn_err *e)
+{
+	const struct chan_scratch *s = j->s;
+	if (j->sym) {
+		if (s->ka[c] >= KEY_POS_INF)
+			return nonfinite(e);
+		sym_params(bits_float((uint32_t)s->ka[c]), &j->scales[c], &s->inv[c]);
+		j->used[c] = s->inv[c] != 0.0f; /* as in sym_impl */
+		return NN_OK;
+	}
+	if (s->kb[c] >= KEY_POS_INF || s->ka[c] <= KEY_NEG_INF)
+		return nonfinite(e);
+	asym_params(key_float(s->ka[c]), key_float(s->kb[c]), &j->scales[c], &s->inv[c],
+		    &s->zpf[c]);
+	j->zps[c] = (uint8_t)s->zpf[c];
+	return NN_OK;
+}
+
+static enum nn_status q8_unit(struct q8_job *j, size_t u, struct q8_slot *sl, struct nn_err *e)
+{
+	size_t C = j->channels;
+	if (j->mode == Q8_ROWS && j->range) {
+		size_t o0 = u * j->per, o1 = o0 + j->per < j->outer ? o0 + j->per : j->outer;
+		for (size_t o = o0; o < o1; o++) {
+			const float *row = j->w + o * C;
+			if (!j->sym) {
+				minmax_rows(row, C, sl->ka, sl->kb);
+			} else if (o + 4 <= o1) {
+				absmax_rows4(row, C, C, sl->ka);
+				o += 3;
+			} else {
+				absmax_rows(row, C, sl->ka);
+			}
+		}
+		return NN_OK;
+	}
+	if (j->mode == Q8_SPLIT && j->range) {
+		size_t c = u / j->upc, off = (u % j->upc) * j->per;
+		size_t len = j->inner - off < j->per ? j->inner - off : j->per;
+		const float *p = j->w + c * j->inner + off;
+		if (j->sym) {
+			j->uka[u] = absmax_block(p, len);
+		} else {
+			j->uka[u] = 0, j->ukb[u] = 0;
+			minmax_block(p, len, &j->uka[u], &j->ukb[u]);
+		}
+		return NN_OK;
+	}
+	struct err_stats us = j->proto;
+	us.sq = 0, us.maxbits = 0, us.used = NULL;
+	us.log = j->log + u * j->cap, us.nlog = 0;
+	if (j->mode == Q8_ROWS) {
+		size_t o0 = u * j->per, o1 = o0 + j->per < j->outer ? o0 + j->per : j->outer;
+		for (size_t o = o0; o < o1; o++) {
+			bool b;
+			uint8_t *d = q8_dst(j, u, o * C, C, sl->tmp, &b);
+			if (j->sym)
+				q8_rows_err_any(j->w + o * C, C, j->s->inv, j->scales, (int8_t *)d,
+						&us);
+			else
+				qu8_rows_err(j->w + o * C, C, j->s->inv, j->s->zpf, j->scales, d,
+					     &us, sl->used);
+			if (b)
+				memcpy(j->q + o * C, sl->tmp, C);
+		}
+	} else if (j->mode == Q8_SPLIT) {
+		size_t c = u / j->upc, off = (u % j->upc) * j->per;
+		size_t len = j->inner - off < j->per ? j->inner - off : j->per;
+		q8_seg(j, u, c * j->inner + off, len, c, sl->tmp, &us, &j->uused[u]);
+	} else {
+		/* whole channels: range and values in one visit (sym_impl) */
+		size_t c0 = u * j->per, c1 = c0 + j->per < C ? c0 + j->per : C;
+		for (size_t c = c0; c < c1; c++) {
+			const float *wc = j->w + c * j->inner;
+			enum nn_status st;
+			if (j->sym) {
+				j->s->ka[c] = absmax_block(wc, j->inner);
+			} else {
+				j->s->ka[c] = 0, j->s->kb[c] = 0;
+				minmax_block(wc, j->inner, &j->s->ka[c], &j->s->kb[c]);
+			}
+			if ((st = q8_params(j, c, e)) != NN_OK)
+				return st;
+			q8_seg(j, u, c * j->inner, j->inner, c, sl->tmp, &us,
+			       j->sym ? NULL : &j->used[c]);
+		}
+	}
+	j->nlog[u] = us.nlog;
+	sl->maxbits = us.maxbits > sl->maxbits ? us.maxbits : sl->maxbits;
+	return NN_OK;
+}
+
+static void q8_worker(void *arg)
+{
+	struct q8_job *j = arg;
+	struct q8_slot *sl = &j->slot[atomic_fetch_add(&j->nslot, 1)];
+	while (!atomic_load(&j->stop)) {
+		size_t u = atomic_fetch_add(&j->next, 1);
+		if (u >= j->end)
+			break;
+		struct nn_err e = {0};
+		enum nn_status st = NN_OK;
+		if (step_canceled(j->ctx))
+			st = err_set(&e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
+		else
+			st = q8_unit(j, u, sl, &e);
+		if (st != NN_OK) {
+			if (sl->st == NN_OK || u < sl->unit) {
+				sl->st = st;
+				sl->unit = u;
+				sl->e = e;
+			}
+			atomic_store(&j->stop, true);
+			break;
+		}
+	}
+}
+
+/* Runs units [from, to) on t runners; the lowest failing unit's error, if any. */
+static enum nn_status q8_phase(struct q8_job *j, unsigned t, size_t from, size_t to, bool range,
+			       struct nn_err *e)
+{
+	atomic_store(&j->next, from);
+	j->end = to;
+	j->range = range;
+	atomic_store(&j->nslot, 0);
+	q8_par_run(t, q8_worker, j);
+	const struct q8_slot *bad = NULL;
+	for (unsigned s = 0; s < t; s++)
+		if (j->slot[s].st != NN_OK && (!bad || j->slot[s].unit < bad->unit))
+			bad = &j->slot[s];
+	if (bad) {
+		*e = bad->e;
+		return bad->st;
+	}
+	return NN_OK;
+}
+
+/* The step's quantization of a weight with outer == 1 or inner == 1 (see
+ * above) on up to `threads` threads; adds to stats->sq / maxbits and sets
+ * stats->used. q is w's own storage. */
+static enum nn_status q8_par(const float *w, size_t outer, size_t channels, size_t inner,
+			     bool sym, uint8_t *q, float *scales, uint8_t *zps,
+			     const struct chan_scratch *s, struct err_stats *stats,
+			     struct q8_reuse *ru, unsigned threads, const struct step_ctx *ctx,
+			     struct nn_err *e)
+{
+	enum nn_status st = NN_OK;
+	if (step_canceled(ctx))
+		return err_set(e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
+	struct q8_job *j = calloc(1, sizeof *j);
+	if (!j)
+		return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int8 units");
+	*j = (struct q8_job){.w = w, .outer = outer, .channels = channels, .inner = inner,
+			     .n = outer * channels * inner, .sym = sym, .q = q, .scales = scales,
+			     .zps = zps, .s = s, .proto = *stats, .used = stats->used, .ctx = ctx};
+	if (inner == 1) {
+		j->mode = Q8_ROWS;
+		j->per = channels >= Q8_UNIT_ELEMS ? 1 : Q8_UNIT_ELEMS / channels;
+		j->nunits = (outer + j->per - 1) / j->per;
+		j->cap = j->per * (2 * ERR_LANES - 1); /* per row: a tail and one fold */
+	} else if (inner <= Q8_UNIT_ELEMS) {
+		j->mode = Q8_FUSED;
+		j->per = Q8_UNIT_ELEMS / inner;
+		j->nunits = (channels + j->per - 1) / j->per;
+		j->cap = j->per * q8_block_cap(inner);
+	} else {
+		j->mode = Q8_SPLIT;
+		j->per = Q8_UNIT_ELEMS;
+		j->upc = (inner + Q8_UNIT_ELEMS - 1) / Q8_UNIT_ELEMS;
+		j->nunits = channels * j->upc;
+		j->cap = q8_block_cap(Q8_UNIT_ELEMS);
+	}
+	unsigned t = threads ? threads : 1;
+	if (j->n < Q8_PAR_MIN)
+		t = 1;
+	t = t < Q8_MAX_THREADS ? t : Q8_MAX_THREADS;
+	t = (size_t)t < j->nunits ? t : (unsigned)j->nunits;
+	size_t kbytes = 0;
+	size_t nl;
+	if (__builtin_mul_overflow(j->nunits, j->cap, &nl) ||
+	    __builtin_mul_overflow(nl, sizeof *j->log, &nl))
+		goto nomem;
+	if (!q8_room((void **)&ru->log, &ru->lcap, nl))
+		goto nomem;
+	j->log = ru->log;
+	j->nlog = malloc(j->nunits * sizeof *j->nlog);
+	if (!j->nlog)
+		goto nomem;
+	if (j->mode == Q8_SPLIT) {
+		j->uka = malloc(j->nunits * sizeof *j->uka);
+		j->ukb = malloc(j->nunits * sizeof *j->ukb);
+		j->uused = calloc(j->nunits, sizeof *j->uused);
+		if (!j->uka || !j->ukb || !j->uused)
+			goto nomem;
+	}
+	for (unsigned i = 0; i < t; i++) {
+		struct q8_slot *sl = &j->slot[i];
+		size_t keys = j->mode == Q8_ROWS ? 3 * channels : 0;
+		size_t tmpb = j->mode == Q8_ROWS ? channels : INPLACE_PIECE;
+		if (!(sl->mem = calloc(1, keys * sizeof(int32_t) + tmpb)))
+			goto nomem;
+		sl->ka = sl->mem;
+		sl->kb = sl->ka + channels;
+		sl->used = sl->kb + channels;
+		sl->tmp = (uint8_t *)(sl->ka + keys);
+		sl->unit = SIZE_MAX;
+	}
+	if (t > 1) {
+		size_t edge = j->n / 4 + 1; /* no unit's bytes reach a float past it */
+		while (j->kunits < j->nunits && q8_unit_start(j, j->kunits) < edge)
+			j->kunits++;
+		kbytes = j->kunits < j->nunits ? q8_unit_start(j, j->kunits) : j->n;
+		if (!q8_room((void **)&ru->kbuf, &ru->kcap, kbytes))
+			goto nomem;
+		j->kbuf = ru->kbuf;
+	}
+	/* Everything that can fail for want of memory is above: w is intact. */
+	if (j->mode != Q8_FUSED) {
+		if ((st = q8_phase(j, t, 0, j->nunits, true, e)) != NN_OK)
+			goto out;
+		for (size_t c = 0; c < channels; c++) {
+			int32_t a = 0, b = 0;
+			if (j->mode == Q8_ROWS) {
+				for (unsigned i = 0; i < t; i++) {
+					const struct q8_slot *sl = &j->slot[i];
+					a = sym ? (sl->ka[c] > a ? sl->ka[c] : a)
+						: (sl->ka[c] < a ? sl->ka[c] : a);
+					b = sl->kb[c] > b ? sl->kb[c] : b;
+				}
+			} else {
+				for (size_t u = c * j->upc; u < (c + 1) * j->upc; u++) {
+					a = sym ? (j->uka[u] > a ? j->uka[u] : a)
+						: (j->uka[u] < a ? j->uka[u] : a);
+					b = sym ? 0 : (j->ukb[u] > b ? j->ukb[u] : b);
+				}
+			}
+			s->ka[c] = a;
+			s->kb[c] = b;
+			if ((st = q8_params(j, c, e)) != NN_OK)
+				goto out;
+		}
+	}
+	if (j->kunits) {
+		if ((st = q8_phase(j, t, 0, j->kunits, false, e)) != NN_OK ||
+		    (st = q8_phase(j, t, j->kunits, j->nunits, false, e)) != NN_OK)
+			goto out;
+		memcpy(q, j->kbuf, kbytes); /* every float has been read */
+	} else if ((st = q8_phase(j, t, 0, j->nunits, false, e)) != NN_OK) {
+		goto out;
+	}
+	for (size_t u = 0; u < j->nunits; u++)
+		for (size_t k = 0; k < j->nlog[u]; k++)
+			stats->sq += j->log[u * j->cap + k];
+	for (unsigned i = 0; i < t; i++) {
+		const struct q8_slot *sl = &j->slot[i];
+		stats->maxbits = sl->maxbits > stats->maxbits ? sl->maxbits : stats->maxbits;
+		for (size_t c = 0; !sym && j->mode == Q8_ROWS && c < channels; c++)
+			stats->used[c] |= sl->used[c];
+	}
+	for (size_t c = 0; !sym && j->mode == Q8_SPLIT && c < channels; c++)
+		for (size_t u = c * j->upc; u < (c + 1) * j->upc; u++)
+			stats->used[c] |= j->uused[u];
+	goto out;
+nomem:
+	st = err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory for int8 units");
+out:
+	for (unsigned i = 0; i < Q8_MAX_THREADS; i++)
+		free(j->slot[i].mem);
+	free(j->nlog);
+	free(j->uka);
+	free(j->ukb);
+	free(j->uused);
+	free(j);
 	return st;
 }
 
@@ -1416,7 +1904,8 @@ static json_t *shape_json(const struct tensor *t)
  * 4 KiB pages, slower than the quantization itself) and no copy. */
 static enum nn_status quantize_one(struct onnx_model *m, const struct wref *r,
 				   const struct quant_params *p, const struct step_ctx *ctx,
-				   json_t *layers, uint64_t *params, struct nn_err *e)
+				   json_t *layers, uint64_t *params, struct q8_reuse *ru,
+				   struct nn_err *e)
 {
 	enum nn_status st = NN_OK;
 	struct tensor w = {0}, q = {0}, sc = {0}, zp = {0};
@@ -1486,7 +1975,7 @@ static enum nn_status quantize_one(struct onnx_model *m, const struct wref *r,
 	 * channels (scale 1 by convention, every q equal to the zero point) are
 	 * counted separately so they do not masquerade as a coarse scale. */
 	struct chan_scratch scratch = {0};
-	struct err_stats stats = {0, 0, NULL, false, false};
+	struct err_stats stats = {0, 0, NULL, false, false, NULL, 0};
 #ifdef HAVE_ERR_AVX2
 	__builtin_cpu_init();
 	stats.avx2 = __builtin_cpu_supports("avx2");
@@ -1504,7 +1993,11 @@ static enum nn_status quantize_one(struct onnx_model *m, const struct wref *r,
 		for (size_t c = 0; c < channels; c++) /* empty weight: nothing to scale */
 			((float *)sc.data)[c] = 1.0f;
 	} else if ((st = scratch_new(&scratch, outer, channels, inner, e)) == NN_OK) {
-		if (p->symmetric)
+		if (q8_threadable(outer, channels, inner))
+			st = q8_par(w.data, outer, channels, inner, p->symmetric, q.data, sc.data,
+				    zp.data, &scratch, &stats, ru, ctx && ctx->threads ? ctx->threads : 1,
+				    ctx, e);
+		else if (p->symmetric)
 			st = sym_impl(w.data, outer, channels, inner, q.data, sc.data, &scratch,
 				      &stats, tmp, ctx, e);
 		else
@@ -1623,6 +2116,7 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 	json_t *out = NULL, *layers = NULL, *skipped = NULL, *bias = NULL;
 	struct tensor *floats = NULL;
 	struct quant_bias_weight *bw = NULL;
+	struct q8_reuse reuse = {0};
 	*metrics = NULL;
 
 	switch (p->scheme) {
@@ -1731,7 +2225,7 @@ enum nn_status quant_run(struct onnx_model *m, const struct quant_params *p,
 			st = err_set(e, NN_ECANCELED, "canceled", "", "canceled while quantizing");
 			goto fail;
 		}
-		if ((st = quantize_one(m, &ws[i], p, ctx, layers, &params, e)) != NN_OK)
+		if ((st = quantize_one(m, &ws[i], p, ctx, layers, &params, &reuse, e)) != NN_OK)
 			goto fail;
 		step_progress(ctx, (double)(i + 1) / (double)nref);
 	}
@@ -1800,5 +2294,7 @@ fail:
 	}
 	free(ws);
 	free(refs);
+	free(reuse.kbuf);
+	free(reuse.log);
 	return st;
 }

@@ -18,7 +18,10 @@
  *
  * Kernels use caller-owned buffers (per-channel ones allocate one scratch
  * array of 16 bytes per channel per call). Weights containing NaN or Inf are
- * refused (NN_EINVAL). Thread rules as for prune: one model, one thread. */
+ * refused (NN_EINVAL). Thread rules as for prune: one model, one caller
+ * thread; the int8 step itself spreads each weight over ctx->threads threads
+ * it starts and joins (units fixed by the layout, so model bytes and metrics
+ * are the same for any thread count; see q8_par in quant.c). */
 #ifndef NNCD_QUANT_H
 #define NNCD_QUANT_H
 

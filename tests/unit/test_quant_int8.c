@@ -5,6 +5,7 @@
  * Usage: test_quant_int8 CASE DATA_DIR FIXTURES_DIR [NODE MODULES SCRIPT] */
 #include <math.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -555,6 +556,159 @@ static int test_step_paths_match_reference(void)
 	return 0;
 }
 
+struct membuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static enum nn_status mem_write(void *ud, const void *data, size_t len, struct nn_err *e)
+{
+	struct membuf *b = ud;
+	if (b->len + len > b->cap) {
+		size_t cap = (b->len + len) * 2;
+		uint8_t *p = realloc(b->p, cap);
+		if (!p)
+			return err_set(e, NN_ENOMEM, "out_of_memory", "", "no memory");
+		b->p = p, b->cap = cap;
+	}
+	memcpy(b->p + b->len, data, len);
+	b->len += len;
+	return NN_OK;
+}
+
+/* The int8 step on `threads` threads: the model's serialized bytes and its
+ * metrics as JSON text without "seconds" (caller frees both). */
+static int step_on_threads(const uint8_t *bytes, size_t len, const char *spec, unsigned threads,
+			   struct membuf *out, char **metrics)
+{
+	struct onnx_model *m = NULL;
+	struct nn_err e = {0};
+	CHECK(onnx_load(bytes, len, &m, &e) == NN_OK, "%s", e.message);
+	json_t *step = json_loads(spec, 0, NULL);
+	struct quant_params p;
+	CHECK(step && quant_params_parse(step, 0, &p, &e) == NN_OK, "%s: %s", spec, e.message);
+	struct step_ctx ctx = {.threads = threads};
+	json_t *mt = NULL;
+	CHECK(quant_run(m, &p, &ctx, &mt, &e) == NN_OK, "%s on %u threads: %s", spec, threads,
+	      e.message);
+	json_object_del(mt, "seconds");
+	*metrics = json_dumps(mt, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+	*out = (struct membuf){0};
+	CHECK(*metrics && onnx_save(m, mem_write, out, &e) == NN_OK, "save: %s", e.message);
+	json_decref(mt);
+	json_decref(step);
+	onnx_free(m);
+	return 0;
+}
+
+/* The int8 step with ctx->threads 1, 2, 3 and 7 writes the same model bytes
+ * and the same metrics (squared-error sums to the last bit) on the fixtures
+ * and on a 14 MB model whose layers take every unit layout: Gemm weights
+ * [N][K] cut by whole channels (per_channel) or by 256K-value runs
+ * (per_tensor), MatMul [K][N] cut by rows, and layers below the units'
+ * minimum run (calling thread); per_channel and per_tensor, symmetric and
+ * not. A NaN in a later unit and a cancellation are reported on threads. */
+static int test_threads_step_identical(void)
+{
+	static const char *names[] = {"lenet300.onnx", "cnn.onnx", "gelu_mlp.onnx", NULL};
+	static const unsigned thread_counts[] = {1, 2, 3, 7};
+	/* in -> out: Gemm 1100 -> 1300, MatMul 1300 -> 1030, MatMul 1030 -> 700,
+	 * Gemm 700 -> 90 */
+	struct synthmodel sm = {.n_layers = 4, .dims = {1100, 1300, 1030, 700, 90},
+				.gemm = {true, false, false, true}};
+	float *ws[4] = {0};
+	for (size_t l = 0; l < 4; l++) {
+		size_t cnt = (size_t)(sm.dims[l] * sm.dims[l + 1]);
+		CHECK((ws[l] = malloc(cnt * sizeof(float))) != NULL, "memory");
+		synthmodel_fill(ws[l], cnt, 500 + l, 0.1f);
+		sm.weights[l] = ws[l];
+	}
+	uint8_t *big = NULL;
+	size_t big_len = 0;
+	struct nn_err e = {0};
+	CHECK(synthmodel_pack(&sm, &big, &big_len, &e) == NN_OK, "%s", e.message);
+	int cases = 0;
+	for (int mi = 0; mi < 4; mi++) {
+		uint8_t *bytes = big;
+		size_t len = big_len;
+		char path[1024];
+		uint8_t *fb = NULL;
+		if (names[mi]) {
+			snprintf(path, sizeof path, "%s/%s", fixtures_dir, names[mi]);
+			FILE *f = fopen(path, "rb");
+			CHECK(f, "%s", path);
+			fseek(f, 0, SEEK_END);
+			len = (size_t)ftell(f);
+			fseek(f, 0, SEEK_SET);
+			CHECK((fb = malloc(len)) && fread(fb, 1, len, f) == len, "read %s", path);
+			fclose(f);
+			bytes = fb;
+		}
+		for (int v = 0; v < 4; v++) {
+			char spec[200];
+			snprintf(spec, sizeof spec,
+				 "{\"op\":\"quantize\",\"scheme\":\"int8\",\"granularity\":\"%s\","
+				 "\"symmetric\":%s}",
+				 v < 2 ? "per_channel" : "per_tensor", v % 2 ? "false" : "true");
+			struct membuf m1;
+			char *j1 = NULL;
+			if (step_on_threads(bytes, len, spec, 1, &m1, &j1))
+				return 1;
+			for (size_t t = 1; t < sizeof thread_counts / sizeof thread_counts[0]; t++) {
+				struct membuf mt;
+				char *jt = NULL;
+				if (step_on_threads(bytes, len, spec, thread_counts[t], &mt, &jt))
+					return 1;
+				CHECK(mt.len == m1.len && !memcmp(mt.p, m1.p, m1.len),
+				      "%s %s: model bytes differ on %u threads",
+				      names[mi] ? names[mi] : "synthetic", spec, thread_counts[t]);
+				CHECK(!strcmp(jt, j1), "%s %s: metrics differ on %u threads:\n%s\n%s",
+				      names[mi] ? names[mi] : "synthetic", spec, thread_counts[t], jt,
+				      j1);
+				free(mt.p);
+				free(jt);
+				cases++;
+			}
+			free(m1.p);
+			free(j1);
+		}
+		free(fb);
+	}
+	/* a NaN near the end of the Gemm weight (a later unit) and a canceled
+	 * step are reported on every thread count */
+	free(big);
+	ws[0][(size_t)(1100 * 1300) - 5] = NAN;
+	CHECK(synthmodel_pack(&sm, &big, &big_len, &e) == NN_OK, "%s", e.message);
+	for (size_t t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++)
+		for (int v = 0; v < 4; v++) {
+			struct onnx_model *m = NULL;
+			CHECK(onnx_load(big, big_len, &m, &e) == NN_OK, "%s", e.message);
+			struct quant_params p = {.scheme = QUANT_INT8,
+						 .granularity = v < 2 ? QUANT_PER_CHANNEL
+								      : QUANT_PER_TENSOR,
+						 .symmetric = v % 2 == 0,
+						 .ops = QUANT_OP_GEMM | QUANT_OP_MATMUL};
+			json_t *mt = NULL;
+			atomic_bool cancel = false;
+			struct step_ctx ctx = {.cancel = &cancel, .threads = thread_counts[t]};
+			CHECK(quant_run(m, &p, &ctx, &mt, &e) == NN_EINVAL &&
+				      strstr(e.message, "NaN"),
+			      "NaN on %u threads v %d: %s", thread_counts[t], v, e.message);
+			onnx_free(m);
+			CHECK(onnx_load(big, big_len, &m, &e) == NN_OK, "%s", e.message);
+			cancel = true;
+			mt = NULL;
+			CHECK(quant_run(m, &p, &ctx, &mt, &e) == NN_ECANCELED,
+			      "cancel on %u threads v %d not seen", thread_counts[t], v);
+			onnx_free(m);
+		}
+	free(big);
+	for (size_t l = 0; l < 4; l++)
+		free(ws[l]);
+	fprintf(stderr, "%d model x spec x thread-count runs compared with 1 thread\n", cases);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
@@ -577,6 +731,7 @@ int main(int argc, char **argv)
 		{"ops_and_exclude", test_ops_and_exclude},
 		{"gather_embedding", test_gather_embedding},
 		{"step_paths_match_reference", test_step_paths_match_reference},
+		{"threads_step_identical", test_threads_step_identical},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		if (!strcmp(argv[1], cases[i].name))
