@@ -418,16 +418,6 @@ static const char *resolve_init(const struct onnx_model *m, const struct f16_gra
 	return NULL;
 }
 
-static int count_readers(const Onnx__GraphProto *g, const char *v)
-{
-	int k = 0;
-	for (size_t i = 0; i < g->n_node; i++)
-		for (size_t j = 0; j < g->node[i]->n_input; j++)
-			if (g->node[i]->input[j] && !strcmp(g->node[i]->input[j], v))
-				k++;
-	return k;
-}
-
 static bool init_f16_1d(const struct onnx_model *m, const char *name, int64_t len)
 {
 	const Onnx__TensorProto *t = name && name[0] ? onnx_find_initializer(m, name) : NULL;
@@ -457,7 +447,7 @@ static bool conv_bn_match(const struct onnx_model *m, const struct f16_graph *a,
 		return false;
 	Onnx__NodeProto *conv = g->node[a->prod[x]];
 	if (!op_is(conv, "Conv") || conv->n_output != 1 || conv->n_input < 2 ||
-	    count_readers(g, bn->input[0]) != 1)
+	    onnx_count_readers(g, bn->input[0]) != 1)
 		return false;
 	const Onnx__TensorProto *w = onnx_find_initializer(m, conv->input[1]);
 	if (!w || w->data_type != DT_FLOAT16 || w->n_dims <= 2)

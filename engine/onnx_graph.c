@@ -583,3 +583,21 @@ enum nn_status onnx_add_graph_output(Onnx__GraphProto *g, const char *name, stru
 	g->output[g->n_output++] = vi;
 	return NN_OK;
 }
+
+bool onnx_is_graph_input(const Onnx__GraphProto *g, const char *name)
+{
+	for (size_t i = 0; i < g->n_input; i++)
+		if (g->input[i]->name && name && !strcmp(g->input[i]->name, name))
+			return true;
+	return false;
+}
+
+size_t onnx_count_readers(const Onnx__GraphProto *g, const char *name)
+{
+	size_t count = 0;
+	for (size_t i = 0; i < g->n_node; i++)
+		for (size_t j = 0; j < g->node[i]->n_input; j++)
+			if (g->node[i]->input[j] && !strcmp(g->node[i]->input[j], name))
+				count++;
+	return count;
+}

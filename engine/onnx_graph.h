@@ -78,6 +78,10 @@ int64_t onnx_node_int_attr(const Onnx__NodeProto *node, const char *name, int64_
 /* Appends a graph output named `name` with no type (the executor infers
  * it): how probes read intermediate tensors. */
 enum nn_status onnx_add_graph_output(Onnx__GraphProto *g, const char *name, struct nn_err *e);
+/* True when `name` is one of the graph's inputs. */
+bool onnx_is_graph_input(const Onnx__GraphProto *g, const char *name);
+/* How many node inputs of the main graph read `name` (subgraphs not searched). */
+size_t onnx_count_readers(const Onnx__GraphProto *g, const char *name);
 /* A name not used by any value in the graph, derived from base. Caller frees. */
 char *onnx_unique_name(const struct onnx_model *m, const char *base);
 

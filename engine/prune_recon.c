@@ -61,16 +61,6 @@ static const char *str_or(const char *s, const char *fallback)
 	return s && *s ? s : fallback;
 }
 
-static size_t readers(const Onnx__GraphProto *g, const char *name)
-{
-	size_t count = 0;
-	for (size_t i = 0; i < g->n_node; i++)
-		for (size_t j = 0; j < g->node[i]->n_input; j++)
-			if (g->node[i]->input[j] && !strcmp(g->node[i]->input[j], name))
-				count++;
-	return count;
-}
-
 static bool attr_ints(const Onnx__NodeProto *n, const char *name, int64_t *out, size_t cap,
 		      size_t *count)
 {
@@ -95,7 +85,7 @@ static const char *layer_geometry(const Onnx__GraphProto *g, const struct recon_
 	l->groups = 1;
 	if (n->n_input < 2 || !n->input[1] || strcmp(n->input[1], t->name))
 		return "the weight is not the node's second input";
-	if (readers(g, t->name) != 1)
+	if (onnx_count_readers(g, t->name) != 1)
 		return "the weight is read by more than one node";
 	l->input = n->input[0];
 	if (!strcmp(op, "Gemm") || !strcmp(op, "MatMul")) {
@@ -260,14 +250,6 @@ static enum nn_status accumulate(struct layer *l, const struct tensor *t, double
 	return NN_OK;
 }
 
-static bool is_graph_input(const Onnx__GraphProto *g, const char *name)
-{
-	for (size_t i = 0; i < g->n_input; i++)
-		if (g->input[i]->name && !strcmp(g->input[i]->name, name))
-			return true;
-	return false;
-}
-
 /* Runs m over the calibration rows, feeding the layer's input tensor to
  * accumulate() batch by batch: the tensor is exposed as an extra graph
  * output for the duration of the call. */
@@ -277,7 +259,7 @@ static enum nn_status probe(struct onnx_model *m, struct layer *l, const struct 
 {
 	Onnx__GraphProto *g = m->proto->graph;
 	int64_t per = x->shape[0] > 0 ? tensor_numel(x) / x->shape[0] : 0;
-	if (is_graph_input(g, l->input)) {
+	if (onnx_is_graph_input(g, l->input)) {
 		struct tensor t = *x;
 		t.shape[0] = samples;
 		t.owned = false;

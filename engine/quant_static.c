@@ -94,14 +94,6 @@ static bool selected(const struct quant_params *p, const Onnx__NodeProto *n)
 	return bit && (p->ops & bit) && !excluded(p, n);
 }
 
-static bool is_graph_input(const Onnx__GraphProto *g, const char *name)
-{
-	for (size_t i = 0; i < g->n_input; i++)
-		if (g->input[i]->name && !strcmp(g->input[i]->name, name))
-			return true;
-	return false;
-}
-
 static enum nn_status collect_taps(const struct onnx_model *m, const struct quant_params *p,
 				   struct taps *t, struct nn_err *e)
 {
@@ -135,7 +127,7 @@ static enum nn_status make_probe(const struct onnx_model *m, struct taps *t,
 	Onnx__GraphProto *g = (*out)->proto->graph;
 	for (size_t i = 0; i < t->n && st == NN_OK; i++) {
 		struct tap *tp = &t->v[i];
-		if ((tp->is_input = is_graph_input(g, tp->name)))
+		if ((tp->is_input = onnx_is_graph_input(g, tp->name)))
 			continue;
 		size_t o = 0;
 		while (o < g->n_output && strcmp(g->output[o]->name, tp->name))

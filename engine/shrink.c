@@ -123,14 +123,6 @@ static Onnx__TensorProto *find_init(const Onnx__GraphProto *g, const char *name)
 	return NULL;
 }
 
-static bool is_graph_input(const Onnx__GraphProto *g, const char *name)
-{
-	for (size_t i = 0; i < g->n_input; i++)
-		if (streq(g->input[i]->name, name))
-			return true;
-	return false;
-}
-
 static bool is_graph_output(const Onnx__GraphProto *g, const char *name)
 {
 	for (size_t i = 0; i < g->n_output; i++)
@@ -162,7 +154,7 @@ static bool resolve_const(const struct index *x, const char *name, struct konst 
 		return false;
 	Onnx__TensorProto *t = find_init(g, name);
 	if (t) {
-		if (is_graph_input(g, name))
+		if (onnx_is_graph_input(g, name))
 			return false; /* overridable at run time: not a constant */
 		k->init = t;
 		k->value = t;
@@ -173,7 +165,7 @@ static bool resolve_const(const struct index *x, const char *name, struct konst 
 	if (!p || !default_domain(p))
 		return false;
 	if (streq(p->op_type, "Identity") && p->n_input == 1 && (t = find_init(g, p->input[0])) &&
-	    !is_graph_input(g, p->input[0])) {
+	    !onnx_is_graph_input(g, p->input[0])) {
 		k->init = t;
 		k->value = t;
 		k->via_identity = ni;
@@ -1061,7 +1053,7 @@ static bool finalize(struct builder *b, struct shrink_group *gr)
 	}
 	for (size_t i = 0; i < in->n_slices; i++) {
 		const Onnx__TensorProto *t = in->slices[i].init;
-		if (is_graph_input(g, t->name)) {
+		if (onnx_is_graph_input(g, t->name)) {
 			block(gr, "initializer '%.80s' is also a graph input", t->name);
 		} else if (!used_only_by_group(b, in, t)) {
 			block(gr, "initializer '%.80s' is shared with nodes outside the group",
